@@ -1,0 +1,34 @@
+"""The ``reconciler`` command: one typer app, a module per command group.
+
+Exit codes are part of the interface (docs/cli.md): 0 success, 1 problems found or failure,
+2 usage errors (typer's own), and per command the codes documented with it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from reconciler import __version__
+from reconciler.cli import explain_cmd, validate_cmd
+
+app = typer.Typer(
+    name="reconciler",
+    help="A GitOps reconciler for Score workloads.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("validate")(validate_cmd.validate)
+app.command("explain")(explain_cmd.explain)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version."""
+    typer.echo(f"reconciler {__version__}")
+
+
+def main() -> None:
+    sys.exit(app())  # pragma: no cover - the console script

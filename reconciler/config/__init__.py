@@ -1,0 +1,1 @@
+"""The repository's own configuration: the ``reconciler.yaml`` model and its JSON Schema."""

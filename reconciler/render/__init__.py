@@ -1,0 +1,1 @@
+"""Renderers: turn results (diagnostics, plans) into text, JSON, SARIF and Markdown."""

@@ -1,0 +1,1 @@
+"""Load Score workload files: parse, validate and resolve placeholders."""

@@ -1,0 +1,110 @@
+"""Load one Score file: YAML, then the schema, then the semantic checks, then the typed model.
+
+Who calls it: ``reconciler validate`` and the planner's source stage. It returns every problem it
+found as diagnostics and a typed ``Workload`` only when there is no error, so that nothing
+downstream ever sees a half-valid workload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from pydantic import ValidationError
+
+from reconciler.catalogue import Code
+from reconciler.diagnostics import Diagnostic, has_errors
+from reconciler.schemacheck import check as schema_check
+from reconciler.schemacheck import format_path, model_errors
+from reconciler.score import semantics
+from reconciler.score.models import Workload
+from reconciler.score.placeholders import check_workload
+from reconciler.specs import load_spec
+from reconciler.tree import Tree
+from reconciler.yamldoc import DEFAULT_MAX_BYTES, YamlDocument, load_yaml
+
+SCHEMA_NAME = "score-v1b1.schema.json"
+
+# Words for the schema's regular expressions, so messages never show a raw pattern.
+PATTERN_WORDS: Mapping[str, str] = {
+    r"^(0\.\d+|[1-9]\d*(\.\d+)?)(K|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$": (
+        "a memory quantity such as 128Mi, 1.5Gi or 500M"
+    ),
+    r"^\d+(?:m|\.\d+)?$": "a CPU quantity such as 250m, 1 or 0.5",
+    r"^0?[0-7]{3}$": 'an octal file mode such as "0644" (quote it)',
+    r"^[A-Za-z0-9_-]+$": "an HTTP header name (letters, digits, '_' and '-')",
+    r"^[A-Za-z0-9][A-Za-z0-9-]{0,61}[A-Za-z0-9]$": (
+        "a resource type or class (letters, digits and '-', not starting or ending with '-')"
+    ),
+    r"^[a-z0-9]+(?:-+[a-z0-9]+)*(?:\.[a-z0-9]+(?:-+[a-z0-9]+)*)*$": (
+        "a resource id (lower-case labels of a-z, 0-9 and '-', separated by '.')"
+    ),
+    r"^[^=]+$": "a variable name without '='",
+    r"^(([a-z0-9][a-z0-9-]{0,61}[a-z0-9])(\.[a-z0-9][a-z0-9-]{0,61}[a-z0-9])*/)?"
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,61}[A-Za-z0-9]$": (
+        "an annotation key (an optional DNS prefix and '/', then letters, digits, '.', '_', '-')"
+    ),
+}
+
+
+@cache
+def score_schema() -> dict[str, Any]:
+    return load_spec(SCHEMA_NAME)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedWorkload:
+    file: str
+    document: YamlDocument | None
+    workload: Workload | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def name(self) -> str | None:
+        if self.workload is not None:
+            return self.workload.metadata.name
+        if self.document is not None:
+            meta = self.document.data.get("metadata")
+            name = meta.get("name") if isinstance(meta, dict) else None
+            return name if isinstance(name, str) else None
+        return None
+
+
+def load_workload(tree: Tree, path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> LoadedWorkload:
+    """Read, check and type one Score file from ``tree``; never raises for bad input."""
+    try:
+        raw = tree.read(path)
+    except OSError as exc:
+        problem = Diagnostic(
+            Code.UNREADABLE_FILE, f"cannot read file: {exc.strerror or exc}", file=path
+        )
+        return LoadedWorkload(path, None, None, [problem])
+    doc, problems = load_yaml(raw, path, max_bytes=max_bytes)
+    if doc is None:
+        return LoadedWorkload(path, None, None, problems)
+    problems = check_document(doc, tree)
+    workload = None
+    if not has_errors(problems):
+        try:
+            workload = Workload.from_data(doc.data)
+        except ValidationError as exc:  # the schema and the models disagree: still a diagnostic
+            problems.extend(model_errors(doc, exc))
+    return LoadedWorkload(path, doc, workload, problems)
+
+
+def check_document(doc: YamlDocument, tree: Tree) -> list[Diagnostic]:
+    """The schema pass, then the semantic pass, collecting everything."""
+    problems = schema_check(doc, score_schema(), PATTERN_WORDS)
+    metadata = doc.data.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    resources = doc.data.get("resources")
+    declared = frozenset(resources) if isinstance(resources, dict) else frozenset()
+    for problem in check_workload(doc.data):
+        message = f"{format_path(problem.path)}: {problem.message}"
+        problems.append(doc.diagnostic(problem.code, message, problem.path, hint=problem.hint))
+    problems.extend(semantics.check_before(doc))
+    problems.extend(semantics.check_deprecated_forms(doc))
+    problems.extend(semantics.check_file_sources(doc, tree, metadata, declared))
+    return problems

@@ -1,0 +1,79 @@
+"""A read-only view of a repository's files, whatever holds them.
+
+Validation reads a directory on disk; planning reads a commit straight from Git's object database.
+Both sit behind this small protocol so that loading and checking code never knows which.
+Paths are always POSIX, relative to the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from wcmatch import glob
+
+GLOB_FLAGS = glob.GLOBSTAR | glob.DOTGLOB | glob.BRACE | glob.NEGATE
+"""Globs as users know them from shells and CI tools: ``**`` spans folders, ``{a,b}`` alternates."""
+
+SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", ".venv", "__pycache__"})
+
+
+class Tree(Protocol):
+    def files(self) -> Iterator[str]:
+        """Every file in the tree (symlinks included), in sorted order."""
+        ...
+
+    def read(self, path: str) -> bytes:
+        """The file's bytes, following links inside the tree; ``FileNotFoundError`` if none."""
+        ...
+
+    def resolve(self, path: str) -> str | None:
+        """``path`` with every link followed, or None when that leads out of the tree.
+
+        Raises ``FileNotFoundError`` when nothing is there.
+        """
+        ...
+
+
+def matches(
+    path: str, include: list[str] | tuple[str, ...], exclude: list[str] | tuple[str, ...] = ()
+) -> bool:
+    return bool(
+        glob.globmatch(path, list(include), flags=GLOB_FLAGS, exclude=list(exclude) or None)
+    )
+
+
+class DirectoryTree:
+    """A folder on disk, read as a repository work tree (``.git`` and tool folders skipped)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def files(self) -> Iterator[str]:
+        found: list[str] = []
+        for folder, dirs, names in os.walk(self.root):
+            dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
+            rel = Path(folder).relative_to(self.root)
+            found.extend((rel / name).as_posix() for name in names)
+        yield from sorted(found)
+
+    def read(self, path: str) -> bytes:
+        resolved = self.resolve(path)
+        if resolved is None:
+            raise PermissionError(f"{path} leads outside the repository")
+        full = self.root / resolved
+        if not full.is_file():
+            raise FileNotFoundError(path)
+        return full.read_bytes()
+
+    def resolve(self, path: str) -> str | None:
+        full = self.root / path
+        if not full.exists() and not full.is_symlink():
+            raise FileNotFoundError(path)
+        real = full.resolve()
+        try:
+            return real.relative_to(self.root).as_posix()
+        except ValueError:
+            return None

@@ -1,0 +1,269 @@
+"""Read one YAML document into plain data, remembering where every key and value stood.
+
+Every file the reconciler reads from a repository (Score files, ``reconciler.yaml``, provisioners,
+policies) comes through here, so that each later complaint can point at a line and column. The
+document is composed into ruamel.yaml's node graph and then built into plain JSON-like values
+(dict, list, str, int, float, bool, None) by our own walk, which lets us:
+
+- record a 1-based position for each key and each value, addressed by its path from the root;
+- refuse what would hurt a daemon: files over a size limit, deep nesting, alias expansion that
+  grows without bound ("billion laughs"), duplicate keys, complex keys;
+- turn every failure into a diagnostic rather than an exception.
+
+Nothing here raises for bad input. It does no I/O: callers pass the bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from reconciler.catalogue import Code
+from reconciler.diagnostics import Diagnostic
+
+Path = tuple[str | int, ...]
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+"""Score files are small; Kubernetes caps an object at 1 MiB, and so do we for one file."""
+
+MAX_DEPTH = 64
+"""Deeper than any real Score or configuration file, shallow enough for recursion."""
+
+MAX_NODES = 200_000
+"""Upper bound on values built, counting every alias expansion: stops "billion laughs"."""
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    line: int
+    column: int
+
+
+@dataclass(frozen=True, slots=True)
+class Positions:
+    """1-based positions of keys and values, addressed by path from the document root."""
+
+    keys: Mapping[Path, Mark] = field(default_factory=dict)
+    values: Mapping[Path, Mark] = field(default_factory=dict)
+
+    def key(self, path: Path) -> Mark | None:
+        return self.keys.get(path)
+
+    def value(self, path: Path) -> Mark | None:
+        return self.values.get(path)
+
+    def nearest(self, path: Path, *, prefer_key: bool = False) -> Mark:
+        """The position of ``path``, or of its deepest ancestor that has one.
+
+        A schema error about a missing key names a path that does not exist in the file; pointing
+        at the mapping that should hold it is the most useful place.
+        """
+        probe = path
+        while True:
+            found = (self.keys.get(probe) if prefer_key else None) or self.values.get(probe)
+            if found is None and not prefer_key:
+                found = self.keys.get(probe)
+            if found is not None:
+                return found
+            if not probe:
+                return Mark(1, 1)
+            probe = probe[:-1]
+
+
+@dataclass(frozen=True, slots=True)
+class YamlDocument:
+    file: str
+    data: dict[str, Any]
+    positions: Positions
+
+    def diagnostic(
+        self, code: Code, message: str, path: Path = (), *, on_key: bool = False, **kw: Any
+    ) -> Diagnostic:
+        """A diagnostic anchored at ``path`` (its key when ``on_key``) in this document."""
+        mark = self.positions.nearest(path, prefer_key=on_key)
+        return Diagnostic(code, message, file=self.file, line=mark.line, column=mark.column, **kw)
+
+
+class _Refused(Exception):
+    """Internal: the document is valid YAML but not something we build."""
+
+    def __init__(self, code: Code, message: str, node: Node) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.mark = _mark(node)
+
+
+def _mark(node: Node) -> Mark:
+    return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Builder:
+    """Builds plain values from composed nodes, counting alias expansions as it goes."""
+
+    def __init__(self, constructor: Any) -> None:
+        self._constructor = constructor
+        self.keys: dict[Path, Mark] = {}
+        self.values: dict[Path, Mark] = {}
+        self._built = 0
+
+    def build(self, node: Node, path: Path) -> Any:
+        self._built += 1
+        if self._built > MAX_NODES:
+            raise _Refused(
+                Code.YAML_TOO_COMPLEX, f"document expands to more than {MAX_NODES} values", node
+            )
+        if len(path) > MAX_DEPTH:
+            raise _Refused(
+                Code.YAML_TOO_COMPLEX, f"document is nested deeper than {MAX_DEPTH} levels", node
+            )
+        self.values.setdefault(path, _mark(node))
+        if isinstance(node, MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self._scalar(node)
+
+    def _mapping(self, node: MappingNode, path: Path) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _Refused(
+                    Code.UNSUPPORTED_KEY, "merge keys ('<<') are not supported", key_node
+                )
+            if not isinstance(key_node, ScalarNode):
+                raise _Refused(
+                    Code.UNSUPPORTED_KEY, "a mapping key must be a plain value", key_node
+                )
+            # The key as written: `80:` names a port "80", not the integer 80.
+            key = str(key_node.value)
+            if key in result:
+                first = self.keys[(*path, key)]
+                raise _Refused(
+                    Code.DUPLICATE_KEY,
+                    f"duplicate key '{key}' (first defined at line {first.line})",
+                    key_node,
+                )
+            self.keys[(*path, key)] = _mark(key_node)
+            if (
+                isinstance(value_node, ScalarNode)
+                and value_node.value == ""
+                and not value_node.style
+            ):
+                # `image:` with nothing after it: the empty value "starts" on the next line,
+                # which would point a user at the wrong key.
+                self.values[(*path, key)] = _mark(key_node)
+            result[key] = self.build(value_node, (*path, key))
+        return result
+
+    def _scalar(self, node: Node) -> Any:
+        value = self._constructor.construct_object(node, deep=True)
+        # Timestamps, binary and other YAML types are not JSON values: keep the text as written.
+        return value if isinstance(value, _JSON_SCALARS) else str(node.value)
+
+
+def _decode(raw: bytes, file: str) -> tuple[str | None, list[Diagnostic]]:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8"), []
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        message = f"byte 0x{raw[exc.start]:02x} at offset {exc.start} is not valid UTF-8"
+        return None, [
+            Diagnostic(Code.INVALID_ENCODING, message, file=file, line=line, column=column)
+        ]
+
+
+def _yaml_error(exc: Exception, file: str) -> Diagnostic:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if isinstance(exc, MarkedYAMLError):
+        parts = [p for p in (exc.context, exc.problem) if p]
+        message = "; ".join(parts) or str(exc)
+    else:
+        text = str(exc).strip()
+        message = text.splitlines()[0] if text else type(exc).__name__
+    line = mark.line + 1 if mark is not None else None
+    column = mark.column + 1 if mark is not None else None
+    return Diagnostic(Code.YAML_SYNTAX, message, file=file, line=line, column=column)
+
+
+def _compose(text: str, file: str) -> tuple[list[Node], list[Diagnostic]]:
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        return list(yaml.compose_all(text)), []
+    except YAMLError as exc:
+        return [], [_yaml_error(exc, file)]
+    except RecursionError:
+        message = "document is nested too deeply to read"
+        return [], [Diagnostic(Code.YAML_TOO_COMPLEX, message, file=file, line=1, column=1)]
+
+
+def load_yaml(
+    raw: bytes, file: str, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[YamlDocument | None, list[Diagnostic]]:
+    """Read exactly one YAML mapping document from ``raw``.
+
+    Returns the document, or None with at least one diagnostic saying why there is none.
+    ``file`` is how diagnostics name the file (a path relative to the repository root).
+    """
+    if len(raw) > max_bytes:
+        message = f"file is {len(raw)} bytes; the limit is {max_bytes} bytes"
+        return None, [Diagnostic(Code.FILE_TOO_LARGE, message, file=file, line=1, column=1)]
+    text, problems = _decode(raw, file)
+    if text is None:
+        return None, problems
+    nodes, problems = _compose(text, file)
+    if problems:
+        return None, problems
+    nodes = [n for n in nodes if n is not None]
+    if not nodes:
+        message = "file has no YAML document"
+        return None, [Diagnostic(Code.EMPTY_DOCUMENT, message, file=file, line=1, column=1)]
+    if len(nodes) > 1:
+        mark = _mark(nodes[1])
+        message = f"file holds {len(nodes)} YAML documents; a file holds one"
+        return None, [
+            Diagnostic(
+                Code.MULTIPLE_DOCUMENTS, message, file=file, line=mark.line, column=mark.column
+            )
+        ]
+    return _build(nodes[0], file)
+
+
+def _build(root: Node, file: str) -> tuple[YamlDocument | None, list[Diagnostic]]:
+    yaml = YAML(typ="safe", pure=True)
+    builder = _Builder(yaml.constructor)
+    try:
+        data = builder.build(root, ())
+    except _Refused as exc:
+        diag = Diagnostic(
+            exc.code, exc.message, file=file, line=exc.mark.line, column=exc.mark.column
+        )
+        return None, [diag]
+    except (YAMLError, ValueError) as exc:  # scalar construction, e.g. an invalid !!binary
+        return None, [_yaml_error(exc, file)]
+    except RecursionError:
+        message = "document is nested too deeply to read"
+        return None, [Diagnostic(Code.YAML_TOO_COMPLEX, message, file=file, line=1, column=1)]
+    if not isinstance(data, dict):
+        mark = _mark(root)
+        kind = "a list" if isinstance(data, list) else "a single value"
+        return None, [
+            Diagnostic(
+                Code.NOT_A_MAPPING,
+                f"document is {kind}, not a mapping",
+                file=file,
+                line=mark.line,
+                column=mark.column,
+            )
+        ]
+    return YamlDocument(file, data, Positions(builder.keys, builder.values)), []

@@ -1,0 +1,40 @@
+"""Shared test helpers: paths to the project and to the shared Score reference data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_SCORE = PROJECT.parent / "shared" / "score"
+
+
+@pytest.fixture
+def shared_score() -> Path:
+    if not SHARED_SCORE.is_dir():
+        pytest.skip(f"the shared Score reference data is not at {SHARED_SCORE}")
+    return SHARED_SCORE
+
+
+WriteRepo = Callable[[Mapping[str, str | bytes]], Path]
+
+
+@pytest.fixture
+def write_repo(tmp_path: Path) -> WriteRepo:
+    """Write a repository's files (path → text or bytes) under a fresh folder and return it."""
+
+    def write(files: Mapping[str, str | bytes]) -> Path:
+        root = tmp_path / "repo"
+        root.mkdir(exist_ok=True)
+        for rel, content in files.items():
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content, encoding="utf-8")
+        return root
+
+    return write

@@ -1,0 +1,120 @@
+"""Reading YAML: positions for every key and value, and a diagnostic for every bad input."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.catalogue import Code
+from reconciler.yamldoc import MAX_DEPTH, Mark, load_yaml
+
+BILLION_LAUGHS = b"""\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+def only_code(raw: bytes) -> tuple[Code, int | None, int | None]:
+    doc, problems = load_yaml(raw, "f.yaml")
+    assert doc is None
+    assert len(problems) == 1
+    assert problems[0].file == "f.yaml"
+    return problems[0].code, problems[0].line, problems[0].column
+
+
+def test_positions_of_keys_and_values_are_one_based() -> None:
+    raw = b"apiVersion: score.dev/v1b1\ncontainers:\n  web:\n    image: nginx\n    args: [a, b]\n"
+    doc, problems = load_yaml(raw, "score.yaml")
+    assert problems == []
+    assert doc is not None
+    assert doc.data == {
+        "apiVersion": "score.dev/v1b1",
+        "containers": {"web": {"image": "nginx", "args": ["a", "b"]}},
+    }
+    assert doc.positions.key(("containers", "web", "image")) == Mark(4, 5)
+    assert doc.positions.value(("containers", "web", "image")) == Mark(4, 12)
+    assert doc.positions.value(("containers", "web", "args", 1)) == Mark(5, 15)
+
+
+def test_nearest_falls_back_to_the_deepest_known_ancestor() -> None:
+    doc, _ = load_yaml(b"a:\n  b: 1\n", "f.yaml")
+    assert doc is not None
+    assert doc.positions.nearest(("a", "missing", "deeper"), prefer_key=True) == Mark(1, 1)
+    assert doc.positions.nearest(("a", "b", "x")) == Mark(2, 6)
+
+
+def test_keys_are_kept_as_written() -> None:
+    doc, _ = load_yaml(b"80: {port: 80}\ntrue: x\n1.0: y\n", "f.yaml")
+    assert doc is not None
+    assert set(doc.data) == {"80", "true", "1.0"}
+    assert doc.data["80"] == {"port": 80}
+
+
+def test_non_json_scalars_keep_their_text() -> None:
+    doc, _ = load_yaml(b"when: 2024-01-02\nmode: '0600'\nn: null\nf: 1.5\n", "f.yaml")
+    assert doc is not None
+    assert doc.data == {"when": "2024-01-02", "mode": "0600", "n": None, "f": 1.5}
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "line", "column"),
+    [
+        (b"", Code.EMPTY_DOCUMENT, 1, 1),
+        (b"# only a comment\n", Code.EMPTY_DOCUMENT, 1, 1),
+        (b"- a\n- b\n", Code.NOT_A_MAPPING, 1, 1),
+        (b"just text\n", Code.NOT_A_MAPPING, 1, 1),
+        (b"a: 1\n---\nb: 2\n", Code.MULTIPLE_DOCUMENTS, 3, 1),
+        (b"a: [1\n", Code.YAML_SYNTAX, 2, 1),
+        (b"a: 1\n  b: 2\n", Code.YAML_SYNTAX, 2, 4),
+        (b"a: 1\nb: 2\na: 3\n", Code.DUPLICATE_KEY, 3, 1),
+        (b"? [a]\n: 1\n", Code.UNSUPPORTED_KEY, 1, 3),
+        (b"base: &b {x: 1}\nother:\n  <<: *b\n", Code.UNSUPPORTED_KEY, 3, 3),
+        (b"a: 1\nb: \xff\n", Code.INVALID_ENCODING, 2, 4),
+        (b"a: !!binary zz\n", Code.YAML_SYNTAX, 1, 4),
+    ],
+)
+def test_bad_input_is_one_positioned_diagnostic(
+    raw: bytes, code: Code, line: int, column: int
+) -> None:
+    assert only_code(raw) == (code, line, column)
+
+
+def test_billion_laughs_is_refused_quickly() -> None:
+    code, _, _ = only_code(BILLION_LAUGHS)
+    assert code is Code.YAML_TOO_COMPLEX
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 5, 5000])
+def test_deep_nesting_is_refused(depth: int) -> None:
+    raw = b"a: " + b"[" * depth + b"]" * depth + b"\n"
+    code, _, _ = only_code(raw)
+    assert code is Code.YAML_TOO_COMPLEX
+
+
+def test_file_over_the_limit_is_refused_before_parsing() -> None:
+    raw = b"a: '" + b"x" * (10 * 1024 * 1024) + b"'\n"
+    code, line, _ = only_code(raw)
+    assert (code, line) == (Code.FILE_TOO_LARGE, 1)
+
+
+def test_byte_order_mark_is_accepted() -> None:
+    doc, problems = load_yaml(b"\xef\xbb\xbfa: 1\n", "f.yaml")
+    assert problems == []
+    assert doc is not None
+    assert doc.data == {"a": 1}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
+    doc, problems = load_yaml(raw, "f.yaml")
+    assert (doc is None) == bool(problems)
+    assert all(p.code.id.startswith("RCN-10") for p in problems)
