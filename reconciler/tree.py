@@ -72,7 +72,10 @@ class DirectoryTree:
         full = self.root / path
         if not full.exists() and not full.is_symlink():
             raise FileNotFoundError(path)
-        real = full.resolve()
+        try:
+            real = full.resolve(strict=True)
+        except (RuntimeError, OSError) as exc:  # a link loop, or a link to nothing
+            raise FileNotFoundError(path) from exc
         try:
             return real.relative_to(self.root).as_posix()
         except ValueError:

@@ -207,6 +207,37 @@ def _compose(text: str, file: str) -> tuple[list[Node], list[Diagnostic]]:
         return [], [Diagnostic(Code.YAML_TOO_COMPLEX, message, file=file, line=1, column=1)]
 
 
+def load_yaml_value(
+    raw: bytes, file: str, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[Any, Positions, list[Diagnostic]]:
+    """Read exactly one YAML document of any shape (a provisioner file is a list).
+
+    Returns the value with its positions, or None with at least one diagnostic saying why.
+    """
+    empty = Positions()
+    if len(raw) > max_bytes:
+        message = f"file is {len(raw)} bytes; the limit is {max_bytes} bytes"
+        return None, empty, [Diagnostic(Code.FILE_TOO_LARGE, message, file=file, line=1, column=1)]
+    text, problems = _decode(raw, file)
+    if text is None:
+        return None, empty, problems
+    nodes, problems = _compose(text, file)
+    if problems:
+        return None, empty, problems
+    nodes = [n for n in nodes if n is not None]
+    if not nodes:
+        message = "file has no YAML document"
+        return None, empty, [Diagnostic(Code.EMPTY_DOCUMENT, message, file=file, line=1, column=1)]
+    if len(nodes) > 1:
+        mark = _mark(nodes[1])
+        message = f"file holds {len(nodes)} YAML documents; a file holds one"
+        diag = Diagnostic(
+            Code.MULTIPLE_DOCUMENTS, message, file=file, line=mark.line, column=mark.column
+        )
+        return None, empty, [diag]
+    return _build(nodes[0], file)
+
+
 def load_yaml(
     raw: bytes, file: str, *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> tuple[YamlDocument | None, list[Diagnostic]]:
@@ -215,55 +246,41 @@ def load_yaml(
     Returns the document, or None with at least one diagnostic saying why there is none.
     ``file`` is how diagnostics name the file (a path relative to the repository root).
     """
-    if len(raw) > max_bytes:
-        message = f"file is {len(raw)} bytes; the limit is {max_bytes} bytes"
-        return None, [Diagnostic(Code.FILE_TOO_LARGE, message, file=file, line=1, column=1)]
-    text, problems = _decode(raw, file)
-    if text is None:
-        return None, problems
-    nodes, problems = _compose(text, file)
+    data, positions, problems = load_yaml_value(raw, file, max_bytes=max_bytes)
     if problems:
         return None, problems
-    nodes = [n for n in nodes if n is not None]
-    if not nodes:
-        message = "file has no YAML document"
-        return None, [Diagnostic(Code.EMPTY_DOCUMENT, message, file=file, line=1, column=1)]
-    if len(nodes) > 1:
-        mark = _mark(nodes[1])
-        message = f"file holds {len(nodes)} YAML documents; a file holds one"
-        return None, [
-            Diagnostic(
-                Code.MULTIPLE_DOCUMENTS, message, file=file, line=mark.line, column=mark.column
-            )
-        ]
-    return _build(nodes[0], file)
+    if not isinstance(data, dict):
+        mark = positions.nearest(())
+        kind = "a list" if isinstance(data, list) else "a single value"
+        diag = Diagnostic(
+            Code.NOT_A_MAPPING,
+            f"document is {kind}, not a mapping",
+            file=file,
+            line=mark.line,
+            column=mark.column,
+        )
+        return None, [diag]
+    return YamlDocument(file, data, positions), []
 
 
-def _build(root: Node, file: str) -> tuple[YamlDocument | None, list[Diagnostic]]:
+def _build(root: Node, file: str) -> tuple[Any, Positions, list[Diagnostic]]:
     yaml = YAML(typ="safe", pure=True)
     builder = _Builder(yaml.constructor)
+    empty = Positions()
     try:
         data = builder.build(root, ())
     except _Refused as exc:
         diag = Diagnostic(
             exc.code, exc.message, file=file, line=exc.mark.line, column=exc.mark.column
         )
-        return None, [diag]
+        return None, empty, [diag]
     except (YAMLError, ValueError) as exc:  # scalar construction, e.g. an invalid !!binary
-        return None, [_yaml_error(exc, file)]
+        return None, empty, [_yaml_error(exc, file)]
     except RecursionError:
         message = "document is nested too deeply to read"
-        return None, [Diagnostic(Code.YAML_TOO_COMPLEX, message, file=file, line=1, column=1)]
-    if not isinstance(data, dict):
-        mark = _mark(root)
-        kind = "a list" if isinstance(data, list) else "a single value"
-        return None, [
-            Diagnostic(
-                Code.NOT_A_MAPPING,
-                f"document is {kind}, not a mapping",
-                file=file,
-                line=mark.line,
-                column=mark.column,
-            )
-        ]
-    return YamlDocument(file, data, Positions(builder.keys, builder.values)), []
+        return (
+            None,
+            empty,
+            [Diagnostic(Code.YAML_TOO_COMPLEX, message, file=file, line=1, column=1)],
+        )
+    return data, Positions(builder.keys, builder.values), []

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.gitrepos import GitRepo, git_env
+
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_SCORE = PROJECT.parent / "shared" / "score"
 
@@ -38,3 +40,27 @@ def write_repo(tmp_path: Path) -> WriteRepo:
         return root
 
     return write
+
+
+MakeRepo = Callable[..., GitRepo]
+"""``make_repo(name="repo")`` makes a real Git work tree; needs the git binary."""
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path) -> MakeRepo:
+    """``make_repo(name="repo")``: a fresh work tree on branch ``main``."""
+
+    def make(name: str = "repo") -> GitRepo:
+        root = tmp_path / name
+        root.mkdir()
+        repo = GitRepo(root, git_env(tmp_path))
+        repo.git("init", "--quiet", "--initial-branch=main")
+        repo.git("config", "core.symlinks", "true")
+        return repo
+
+    return make
+
+
+@pytest.fixture
+def git_repo(make_repo: MakeRepo) -> GitRepo:
+    return make_repo()

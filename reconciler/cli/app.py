@@ -11,7 +11,7 @@ import sys
 import typer
 
 from reconciler import __version__
-from reconciler.cli import explain_cmd, validate_cmd
+from reconciler.cli import db_cmd, explain_cmd, plan_cmd, validate_cmd
 
 app = typer.Typer(
     name="reconciler",
@@ -21,7 +21,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("validate")(validate_cmd.validate)
+app.command("plan")(plan_cmd.plan)
 app.command("explain")(explain_cmd.explain)
+app.add_typer(db_cmd.app, name="db")
 
 
 @app.command("version")

@@ -1,0 +1,69 @@
+"""Options and helpers shared by the commands that read a repository and the store.
+
+Every such command takes ``--repo`` and ``--store`` after its name, and prints coded errors
+(``error RCN-xxxx message`` and the hint) rather than tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from reconciler.catalogue import Code
+from reconciler.gitops.errors import GitError
+from reconciler.gitops.repository import Repository
+from reconciler.store.errors import StoreError
+from reconciler.store.store import Store
+from reconciler.store.url import default_store_url
+
+RepoOption = Annotated[
+    Path,
+    typer.Option("--repo", "-r", help="The Git repository (a work tree or a bare repository)."),
+]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="RECONCILER_STORE",
+        help="State store URL: sqlite:///path/state.db or postgresql://user@host:port/db. "
+        "Default: reconciler/state.db in the repository's Git directory.",
+    ),
+]
+RefOption = Annotated[str, typer.Option("--ref", help="The revision to use.")]
+EnvOption = Annotated[
+    str | None, typer.Option("--env", "-e", help="One environment (default: all).")
+]
+
+
+def fail(code: Code, message: str, *, exit_code: int = 1) -> NoReturn:
+    typer.echo(f"error {code.id} {message}", err=True)
+    typer.echo(f"    hint: {code.hint}", err=True)
+    raise typer.Exit(exit_code)
+
+
+def open_repository(path: Path) -> Repository:
+    try:
+        return Repository.open(path)
+    except GitError as exc:
+        fail(exc.code, exc.message)
+
+
+@contextmanager
+def open_store(url: str | None, repo: Repository) -> Iterator[Store]:
+    try:
+        store = Store.open(url or default_store_url(repo.git_dir))
+    except StoreError as exc:
+        fail(exc.code, exc.message)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def no_color() -> bool:
+    return bool(os.environ.get("NO_COLOR"))

@@ -1,0 +1,131 @@
+"""The desired state of one environment: what the repository at one commit asks for.
+
+Values only, built by ``desired.build`` and read by the planner, which diffs them against the
+recorded state. Everything is JSON-able and deterministic (sorted walks, hashes of canonical
+JSON), so the same commit always yields the same bytes. Nothing here holds a secret: secret
+outputs appear only as ``secret://`` references or as markers inside strings (``secrets.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def canonical_json(value: object) -> str:
+    """Sorted keys, no spaces, UTF-8 as is: one text per value, for hashes and comparisons."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def digest(value: object) -> str:
+    """``sha256:<hex>`` of the canonical JSON; what the planner compares to spot a change."""
+    return "sha256:" + hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredResource:
+    """One resource, after priming, matching and placeholder resolution.
+
+    ``params`` are resolved in the source workload's context; a value that needs an output not
+    known yet is the string ``(known after apply)``. ``provisioner`` is the matched uri, or ""
+    when none matched (an error diagnostic says so).
+    """
+
+    uid: str
+    type: str
+    class_: str
+    id: str
+    source_workload: str
+    consumers: tuple[str, ...]
+    provisioner: str
+    params: dict[str, Any] = field(hash=False)
+    metadata: dict[str, Any] = field(hash=False)
+    depends_on: tuple[str, ...]
+    shared: bool
+    params_hash: str
+    secret_outputs: tuple[str, ...] = ()
+    expected_outputs: tuple[str, ...] = ()
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "uid": self.uid,
+            "type": self.type,
+            "class": self.class_,
+            "id": self.id,
+            "source_workload": self.source_workload,
+            "consumers": list(self.consumers),
+            "provisioner": self.provisioner,
+            "params": self.params,
+            "metadata": self.metadata,
+            "depends_on": list(self.depends_on),
+            "shared": self.shared,
+            "params_hash": self.params_hash,
+            "secret_outputs": list(self.secret_outputs),
+            "expected_outputs": list(self.expected_outputs),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredWorkload:
+    """One workload with its placeholders resolved.
+
+    ``spec`` is the normalised Score document (files and volumes as maps) without its
+    ``resources`` section, which ``resources`` replaces by name → uid: variables and file
+    contents resolved (unless ``noExpand``), a ``source`` file inlined as ``content``, volume
+    sources as uids; ``command`` and ``args`` as written, as score-k8s leaves them.
+    """
+
+    name: str
+    file: str
+    spec: dict[str, Any] = field(hash=False)
+    resources: dict[str, str] = field(hash=False)
+    depends_on: tuple[str, ...]
+    spec_hash: str
+    sources: tuple[str, ...]
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "file": self.file,
+            "spec": self.spec,
+            "resources": dict(sorted(self.resources.items())),
+            "depends_on": list(self.depends_on),
+            "spec_hash": self.spec_hash,
+            "sources": list(self.sources),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """Resources in dependency order (sorted waves), workloads sorted by name.
+
+    ``workload_services`` is what provisioners see as ``workload_services``: per workload, its
+    service name and ports keyed by name and by port number as text; ``variables`` are the
+    environment's, which provisioners see as ``environment.variables``.
+    """
+
+    environment: str
+    resources: tuple[DesiredResource, ...]
+    workloads: tuple[DesiredWorkload, ...]
+    workload_services: dict[str, Any] = field(default_factory=dict, hash=False)
+    variables: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def resource(self, uid: str) -> DesiredResource | None:
+        return next((r for r in self.resources if r.uid == uid), None)
+
+    def workload(self, name: str) -> DesiredWorkload | None:
+        return next((w for w in self.workloads if w.name == name), None)
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "resources": [r.to_data() for r in self.resources],
+            "workloads": [w.to_data() for w in self.workloads],
+            "workload_services": self.workload_services,
+            "variables": self.variables,
+        }
+
+    def to_json(self) -> str:
+        return canonical_json(self.to_data())

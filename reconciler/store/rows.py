@@ -1,0 +1,193 @@
+"""Records to rows and back: the one place that knows both the dataclasses and the columns.
+
+``Store`` calls these; keeping them apart keeps the store's methods about transactions and
+queries. Rows read back are turned into records with JSON objects key-sorted (the engine writes
+JSON with sorted keys too), so that equal state always compares and renders equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row
+
+from reconciler.store.records import (
+    AuditRecord,
+    EnvironmentRecord,
+    ResourceRecord,
+    RunRecord,
+    StepRecord,
+    WorkloadRecord,
+)
+
+GENESIS = "0" * 64
+
+
+def canonical_json(value: object) -> str:
+    """The one JSON spelling used for storage and hashing: sorted keys, no spaces, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _m(row: Row[Any]) -> Mapping[Any, Any]:
+    return row._mapping
+
+
+def environment_record(row: Row[Any]) -> EnvironmentRecord:
+    r = _m(row)
+    return EnvironmentRecord(r["name"], r["last_commit"], r["last_reconciled_at"], r["updated_at"])
+
+
+def workload_row(environment: str, record: WorkloadRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "environment": environment,
+        "name": record.name,
+        "commit": record.commit,
+        "file": record.file,
+        "spec_hash": record.spec_hash,
+        "spec": dict(record.spec),
+        "sources": dict(record.sources),
+        "source": dict(record.source),
+        "status": record.status,
+        "updated_at": now,
+    }
+
+
+def workload_record(row: Row[Any]) -> WorkloadRecord:
+    r = _m(row)
+    return WorkloadRecord(
+        name=r["name"],
+        commit=r["commit"],
+        file=r["file"],
+        spec_hash=r["spec_hash"],
+        spec=r["spec"],
+        sources=r["sources"],
+        source=r["source"],
+        status=r["status"],
+        updated_at=r["updated_at"],
+    )
+
+
+def resource_row(environment: str, record: ResourceRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "environment": environment,
+        "uid": record.uid,
+        "type": record.type,
+        "class": record.class_,
+        "res_id": record.res_id,
+        "source_workload": record.source_workload,
+        "provisioner": record.provisioner,
+        "params_hash": record.params_hash,
+        "params": dict(record.params),
+        "state": dict(record.state),
+        "outputs": dict(record.outputs),
+        "secret_refs": dict(record.secret_refs),
+        "status": record.status,
+        "created_at": record.created_at or now,
+        "updated_at": now,
+    }
+
+
+def resource_record(row: Row[Any]) -> ResourceRecord:
+    r = _m(row)
+    return ResourceRecord(
+        uid=r["uid"],
+        type=r["type"],
+        class_=r["class"],
+        res_id=r["res_id"],
+        source_workload=r["source_workload"],
+        provisioner=r["provisioner"],
+        params_hash=r["params_hash"],
+        params=r["params"],
+        state=r["state"],
+        outputs=r["outputs"],
+        secret_refs=r["secret_refs"],
+        status=r["status"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+def run_row(record: RunRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "environment": record.environment,
+        "commit": record.commit,
+        "status": record.status,
+        "trigger": record.trigger,
+        "plan": None if record.plan is None else dict(record.plan),
+        "trace_id": record.trace_id,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "error_code": record.error_code,
+        "message": record.message,
+    }
+
+
+def run_record(row: Row[Any]) -> RunRecord:
+    return RunRecord(**dict(_m(row)))
+
+
+def step_row(run_id: str, record: StepRecord) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "step_id": record.step_id,
+        "kind": record.kind,
+        "target": record.target,
+        "action": record.action,
+        "status": record.status,
+        "attempt": record.attempt,
+        "depends_on": list(record.depends_on),
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "error_code": record.error_code,
+        "message": record.message,
+        "outputs": dict(record.outputs),
+        "log": record.log,
+    }
+
+
+def step_record(row: Row[Any]) -> StepRecord:
+    fields = dict(_m(row))
+    del fields["run_id"]
+    return StepRecord(**fields)
+
+
+def audit_row(record: AuditRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "at": record.at,
+        "actor": record.actor,
+        "action": record.action,
+        "environment": record.environment,
+        "subject": record.subject,
+        "detail": dict(record.detail),
+        "prev_hash": record.prev_hash,
+        "hash": record.hash,
+    }
+
+
+def audit_record(row: Row[Any]) -> AuditRecord:
+    return AuditRecord(**dict(_m(row)))
+
+
+def audit_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
+    """sha256 over the previous hash and the canonical JSON of the entry's own fields.
+
+    The id is hashed too, so that rows cannot be renumbered; the timestamp in its ISO form with
+    microseconds, which both databases keep exactly.
+    """
+    at: datetime = row["at"]
+    fields = {
+        "id": row["id"],
+        "at": at.isoformat(timespec="microseconds"),
+        "actor": row["actor"],
+        "action": row["action"],
+        "environment": row["environment"],
+        "subject": row["subject"],
+        "detail": row["detail"],
+    }
+    return hashlib.sha256((prev_hash + canonical_json(fields)).encode("utf-8")).hexdigest()

@@ -1,0 +1,427 @@
+"""``Store``: the recorded state of every environment, in SQLite or PostgreSQL.
+
+The daemon opens one store at start (``Store.open(url)``, which connects and migrates) and the
+planner reads ``recorded(environment)`` from it; the engine checkpoints runs and steps into it and
+appends to the audit log. Every method is one transaction unless called inside
+``transaction()``, which makes several writes atomic. SQLite and PostgreSQL run the same Core
+statements; the differences (connection settings, upsert spelling, locks) stay in this module.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from alembic import command
+from alembic.migration import MigrationContext
+from alembic.util import CommandError
+from sqlalchemy import Engine, Table, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from reconciler.catalogue import Code
+from reconciler.store import migrations, rows
+from reconciler.store.engine import READ_OPTION, create_engine, prepare_sqlite_file
+from reconciler.store.errors import StoreError, translate, translated
+from reconciler.store.records import (
+    AuditRecord,
+    EnvironmentRecord,
+    JsonObject,
+    RecordedState,
+    ResourceRecord,
+    RunRecord,
+    StepRecord,
+    WorkloadRecord,
+)
+from reconciler.store.tables import audit, environments, resources, runs, steps, workloads
+from reconciler.store.url import StoreUrl, parse_store_url
+
+# Keys for pg_advisory_xact_lock, fixed so that every replica takes the same locks.
+MIGRATION_LOCK = 0x5C0_0001
+AUDIT_LOCK = 0x5C0_0002
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    """The state store. Build it with ``Store.open``; close it (or use ``with``) when done."""
+
+    def __init__(self, engine: Engine, url: StoreUrl, *, clock: Clock = utc_now) -> None:
+        self._engine = engine
+        self._url = url
+        self._clock = clock
+        self._current: ContextVar[Connection | None] = ContextVar(f"store-{id(self)}", default=None)
+
+    # -- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True, clock: Clock = utc_now) -> Store:
+        """Connect and, unless ``migrate`` is false (``db current``), bring the schema to head.
+
+        Raises ``StoreError`` for a bad URL, an unreachable or read-only database, or a schema
+        newer than this reconciler knows.
+        """
+        parsed = parse_store_url(url)
+        if parsed.path is not None:
+            prepare_sqlite_file(parsed, parsed.path)
+        store = cls(create_engine(parsed), parsed, clock=clock)
+        try:
+            with store._translated():
+                with store._engine.connect():
+                    pass
+                if migrate:
+                    store._migrate()
+                    store._probe_write()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def url(self) -> StoreUrl:
+        return self._url
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for the store package's own modules (backup)."""
+        return self._engine
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def revision(self) -> str | None:
+        """The schema revision recorded in the database (None for an empty database)."""
+        with self._read() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def migrate(self) -> None:
+        """Bring the schema to head; ``open`` does this already, ``restore`` needs it again."""
+        with self._translated():
+            self._migrate()
+
+    def _migrate(self) -> None:
+        with self._engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, so one process at a time
+            if conn.dialect.name == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current is not None and not migrations.known(current):
+                raise StoreError(
+                    Code.STORE_NEWER_SCHEMA,
+                    f"{self._url.display}: schema revision {current} is newer than this "
+                    f"reconciler knows (its newest is {migrations.head()})",
+                )
+            if current == migrations.head():
+                return
+            cfg = migrations.config()
+            cfg.attributes["connection"] = conn
+            try:
+                command.upgrade(cfg, "head")
+            except (DBAPIError, CommandError) as error:
+                mapped = translate(error, self._url.display, self._url.password)
+                if mapped is not None:
+                    raise mapped from error
+                raise StoreError(
+                    Code.STORE_MIGRATION_FAILED,
+                    f"{self._url.display}: upgrading from {current or 'an empty database'} "
+                    f"failed: {str(error).splitlines()[0]}",
+                ) from error
+
+    def _probe_write(self) -> None:
+        """Fail at start, not at the first checkpoint, when the database takes no writes."""
+        with self._engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
+
+    # -- transactions -----------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Make the store calls inside the block one transaction; nested blocks join the outer."""
+        if self._current.get() is not None:
+            yield
+            return
+        with self._translated(), self._engine.begin() as conn:
+            token = self._current.set(conn)
+            try:
+                yield
+            finally:
+                self._current.reset(token)
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        outer = self._current.get()
+        if outer is not None:
+            yield outer
+            return
+        with self._translated(), self._engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        outer = self._current.get()
+        if outer is not None:
+            yield outer
+            return
+        with self._translated(), self._engine.connect() as conn:
+            conn.execution_options(**{READ_OPTION: True})
+            yield conn
+
+    def _translated(self) -> Any:
+        return translated(self._url.display, self._url.password)
+
+    def _upsert(
+        self,
+        conn: Connection,
+        table: Table,
+        values: Sequence[Mapping[str, Any]],
+        *,
+        keep: frozenset[str] = frozenset(),
+    ) -> None:
+        """Insert or replace rows by primary key; ``keep`` columns keep their first value."""
+        if not values:
+            return
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(table)
+        keys = [c.name for c in table.primary_key.columns]
+        changed = {
+            c.name: stmt.excluded[c.name]
+            for c in table.columns
+            if c.name not in keys and c.name not in keep
+        }
+        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changed), list(values))
+
+    def _ensure_environment(self, conn: Connection, environment: str, now: datetime) -> None:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(environments).values(name=environment, updated_at=now)
+        conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+
+    # -- environments -----------------------------------------------------------------------
+
+    def environments(self) -> list[EnvironmentRecord]:
+        with self._read() as conn:
+            result = conn.execute(select(environments).order_by(environments.c.name))
+            return [rows.environment_record(row) for row in result]
+
+    def last_commit(self, environment: str) -> str | None:
+        with self._read() as conn:
+            query = select(environments.c.last_commit).where(environments.c.name == environment)
+            commit: str | None = conn.execute(query).scalar_one_or_none()
+            return commit
+
+    def set_last_commit(self, environment: str, commit: str) -> None:
+        now = self.now()
+        row = {"name": environment, "last_commit": commit}
+        with self._write() as conn:
+            self._upsert(
+                conn, environments, [{**row, "last_reconciled_at": now, "updated_at": now}]
+            )
+
+    # -- workloads and resources ------------------------------------------------------------
+
+    def recorded(self, environment: str) -> RecordedState:
+        """Everything recorded for ``environment``, read in one transaction; empty if unknown."""
+        with self._read() as conn:
+            found_workloads = conn.execute(
+                select(workloads)
+                .where(workloads.c.environment == environment)
+                .order_by(workloads.c.name)
+            )
+            by_name = {r.name: r for r in map(rows.workload_record, found_workloads)}
+            found_resources = conn.execute(
+                select(resources)
+                .where(resources.c.environment == environment)
+                .order_by(resources.c.uid)
+            )
+            by_uid = {r.uid: r for r in map(rows.resource_record, found_resources)}
+        return RecordedState(environment, by_name, by_uid)
+
+    def save_workload(self, environment: str, record: WorkloadRecord) -> None:
+        now = self.now()
+        with self._write() as conn:
+            self._ensure_environment(conn, environment, now)
+            self._upsert(conn, workloads, [rows.workload_row(environment, record, now)])
+
+    def delete_workload(self, environment: str, name: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                delete(workloads).where(
+                    workloads.c.environment == environment, workloads.c.name == name
+                )
+            )
+
+    def save_resource(self, environment: str, record: ResourceRecord) -> None:
+        self.save_resources(environment, [record])
+
+    def save_resources(self, environment: str, records: Sequence[ResourceRecord]) -> None:
+        """Upsert many resources in one statement; ``created_at`` survives updates."""
+        if not records:
+            return
+        now = self.now()
+        values = [rows.resource_row(environment, r, now) for r in records]
+        with self._write() as conn:
+            self._ensure_environment(conn, environment, now)
+            self._upsert(conn, resources, values, keep=frozenset({"created_at"}))
+
+    def delete_resource(self, environment: str, uid: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                delete(resources).where(
+                    resources.c.environment == environment, resources.c.uid == uid
+                )
+            )
+
+    # -- runs and steps ---------------------------------------------------------------------
+
+    def create_run(
+        self,
+        environment: str,
+        commit: str,
+        *,
+        trigger: str,
+        plan: JsonObject | None = None,
+        trace_id: str | None = None,
+        status: str = "Pending",
+    ) -> RunRecord:
+        run = RunRecord(
+            id=str(uuid.uuid4()),
+            environment=environment,
+            commit=commit,
+            status=status,
+            trigger=trigger,
+            started_at=self.now(),
+            plan=plan,
+            trace_id=trace_id,
+        )
+        with self._write() as conn:
+            self._ensure_environment(conn, environment, run.started_at)
+            conn.execute(runs.insert().values(rows.run_row(run)))
+        return run
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        plan: JsonObject | None = None,
+        error_code: str | None = None,
+        message: str | None = None,
+        finished: bool = False,
+    ) -> RunRecord:
+        """Move a run to ``status``; ``plan`` replaces the plan when given; ``finished`` stamps
+        ``finished_at``. Raises KeyError for an unknown run."""
+        changes: dict[str, Any] = {"status": status, "error_code": error_code, "message": message}
+        if plan is not None:
+            changes["plan"] = dict(plan)
+        if finished:
+            changes["finished_at"] = self.now()
+        with self._write() as conn:
+            done = conn.execute(update(runs).where(runs.c.id == run_id).values(changes))
+            if done.rowcount != 1:
+                raise KeyError(run_id)
+            return rows.run_record(conn.execute(select(runs).where(runs.c.id == run_id)).one())
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._read() as conn:
+            row = conn.execute(select(runs).where(runs.c.id == run_id)).one_or_none()
+            return None if row is None else rows.run_record(row)
+
+    def list_runs(self, environment: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """Newest first."""
+        query = select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
+        if environment is not None:
+            query = query.where(runs.c.environment == environment)
+        with self._read() as conn:
+            return [rows.run_record(row) for row in conn.execute(query)]
+
+    def save_step(self, run_id: str, step: StepRecord) -> None:
+        """Checkpoint a step (insert or replace by ``step_id``)."""
+        with self._write() as conn:
+            self._upsert(conn, steps, [rows.step_row(run_id, step)])
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        """A run's steps by ``step_id``."""
+        query = select(steps).where(steps.c.run_id == run_id).order_by(steps.c.step_id)
+        with self._read() as conn:
+            return [rows.step_record(row) for row in conn.execute(query)]
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        subject: str,
+        environment: str | None = None,
+        detail: JsonObject | None = None,
+    ) -> AuditRecord:
+        """Append an entry chained to the last one; appends are serialised so the chain is one
+        line even with several replicas writing (an advisory lock, or SQLite's write lock)."""
+        with self._write() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(AUDIT_LOCK)))
+            last = conn.execute(
+                select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
+            ).one_or_none()
+            fields: dict[str, Any] = {
+                "id": 1 if last is None else last.id + 1,
+                "at": self.now(),
+                "actor": actor,
+                "action": action,
+                "environment": environment,
+                "subject": subject,
+                "detail": dict(detail or {}),
+            }
+            prev = rows.GENESIS if last is None else last.hash
+            record = AuditRecord(**fields, prev_hash=prev, hash=rows.audit_hash(prev, fields))
+            conn.execute(audit.insert().values(rows.audit_row(record)))
+        return record
+
+    def audit_log(self, environment: str | None = None, limit: int = 100) -> list[AuditRecord]:
+        """Newest first."""
+        query = select(audit).order_by(audit.c.id.desc()).limit(limit)
+        if environment is not None:
+            query = query.where(audit.c.environment == environment)
+        with self._read() as conn:
+            return [rows.audit_record(row) for row in conn.execute(query)]
+
+    def verify_audit(self) -> int | None:
+        """The id of the first entry whose hash or link is wrong, or None if the chain holds.
+
+        Catches an edited, inserted, renumbered or removed entry anywhere but at the very end:
+        removing the newest entries leaves a shorter chain that is still valid.
+        """
+        prev = rows.GENESIS
+        with self._read() as conn:
+            result = conn.execution_options(yield_per=1000).execute(
+                select(audit).order_by(audit.c.id)
+            )
+            for row in result:
+                entry = row._mapping
+                if entry["prev_hash"] != prev or entry["hash"] != rows.audit_hash(prev, entry):
+                    return int(entry["id"])
+                prev = entry["hash"]
+        return None

@@ -1,0 +1,202 @@
+"""The planner: diff of desired against recorded state, and its three renderings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from markdown_it import MarkdownIt
+
+from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload, digest
+from reconciler.desired.secrets import embed, secret_ref
+from reconciler.plan.diff import diff
+from reconciler.plan.model import KNOWN_AFTER_APPLY, ActionKind, Subject
+from reconciler.plan.render import to_json, to_markdown, to_text
+
+
+@dataclass(frozen=True)
+class Res:
+    uid: str
+    provisioner: str
+    params: dict[str, Any]
+    params_hash: str = ""
+    source_workload: str = "orders"
+
+
+@dataclass(frozen=True)
+class Wl:
+    name: str
+    file: str
+    spec: dict[str, Any]
+    spec_hash: str = ""
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def resource(uid: str, params: dict[str, Any], depends: tuple[str, ...] = ()) -> DesiredResource:
+    kind, rest = uid.split(".", 1)
+    return DesiredResource(
+        uid=uid,
+        type=kind,
+        class_="default",
+        id=rest.split("#", 1)[1],
+        source_workload="orders",
+        consumers=("orders",),
+        provisioner=f"template://builtin/{kind}",
+        params=params,
+        metadata={},
+        depends_on=depends,
+        shared=False,
+        params_hash=digest(params),
+    )
+
+
+def workload(name: str, variables: dict[str, str], uses: tuple[str, ...] = ()) -> DesiredWorkload:
+    spec = {"containers": {"main": {"image": "nginx", "variables": variables}}}
+    return DesiredWorkload(
+        name=name,
+        file=f"apps/{name}/score.yaml",
+        spec=spec,
+        resources={},
+        depends_on=uses,
+        spec_hash=digest(spec),
+        sources=(f"apps/{name}/score.yaml",),
+    )
+
+
+DB = "postgres.default#orders.db"
+PASSWORD_REF = secret_ref("staging", DB, "password")
+
+
+def state(*parts: DesiredResource | DesiredWorkload) -> DesiredState:
+    return DesiredState(
+        environment="staging",
+        resources=tuple(p for p in parts if isinstance(p, DesiredResource)),
+        workloads=tuple(p for p in parts if isinstance(p, DesiredWorkload)),
+    )
+
+
+def recorded_from(desired: DesiredState) -> tuple[dict[str, Res], dict[str, Wl]]:
+    resources = {
+        r.uid: Res(r.uid, r.provisioner, r.params, r.params_hash) for r in desired.resources
+    }
+    workloads = {w.name: Wl(w.name, w.file, w.spec, w.spec_hash) for w in desired.workloads}
+    return resources, workloads
+
+
+def test_everything_new_is_created_resources_before_workloads() -> None:
+    desired = state(
+        resource(DB, {"size": "small"}),
+        workload("orders", {"DB": f"postgres://app:{embed(PASSWORD_REF)}@db"}, (DB,)),
+    )
+    plan = diff(desired, {}, {}, commit="a" * 40)
+    assert [(a.action, a.kind, a.id) for a in plan.actions] == [
+        (ActionKind.CREATE, Subject.RESOURCE, DB),
+        (ActionKind.CREATE, Subject.WORKLOAD, "orders"),
+    ]
+    assert plan.actions[1].depends_on == (f"resource:{DB}",)
+    assert (plan.summary.add, plan.summary.change, plan.summary.destroy) == (2, 0, 0)
+
+
+def test_an_unchanged_state_plans_nothing() -> None:
+    desired = state(resource(DB, {"size": "small"}), workload("orders", {"A": "1"}, (DB,)))
+    plan = diff(desired, *recorded_from(desired), commit="b" * 40)
+    assert {a.action for a in plan.actions} == {ActionKind.NOOP}
+    assert not plan.summary.has_changes
+    assert "No changes. Your infrastructure matches the configuration." in to_text(plan).plain
+
+
+def test_update_create_delete_with_field_changes() -> None:
+    before = state(
+        resource(DB, {"size": "small"}),
+        workload("orders", {"A": "1", "B": "2"}, (DB,)),
+        workload("legacy", {"X": "y"}),
+    )
+    after = state(
+        resource(DB, {"size": "large"}),
+        workload("orders", {"A": "1", "B": "3"}, (DB,)),
+        workload("payments", {"P": KNOWN_AFTER_APPLY}),
+    )
+    plan = diff(after, *recorded_from(before), commit="c" * 40)
+    acts = {(a.action, a.id) for a in plan.changes()}
+    assert acts == {
+        (ActionKind.UPDATE, DB),
+        (ActionKind.UPDATE, "orders"),
+        (ActionKind.CREATE, "payments"),
+        (ActionKind.DELETE, "legacy"),
+    }
+    orders = next(a for a in plan.actions if a.id == "orders")
+    assert [(c.path, c.old, c.new) for c in orders.changes] == [
+        ("containers.main.variables.B", "2", "3")
+    ]
+    assert orders.unchanged == 2
+    assert plan.summary.line() == "Plan: 1 to add, 2 to change, 1 to destroy."
+
+
+def test_removed_resources_go_after_the_workloads_that_used_them() -> None:
+    before = state(resource(DB, {"size": "small"}), workload("orders", {"A": "1"}, (DB,)))
+    plan = diff(state(), *recorded_from(before), commit="d" * 40)
+    steps = [a.step_id for a in plan.actions]
+    assert steps == ["workload:orders", f"resource:{DB}"]
+    assert plan.actions[1].depends_on == ("workload:orders",)
+
+
+def test_a_changed_provisioner_forces_replacement() -> None:
+    desired = state(resource(DB, {"size": "small"}))
+    resources, workloads = recorded_from(desired)
+    resources[DB] = Res(DB, "cmd://./old-provisioner", {"size": "small"}, digest({"size": "small"}))
+    plan = diff(desired, resources, workloads, commit="e" * 40)
+    (action,) = plan.changes()
+    assert action.action is ActionKind.REPLACE
+    assert action.changes[0].forces_replacement
+    assert plan.summary.line() == "Plan: 1 to add, 0 to change, 1 to destroy."
+    assert "must be replaced" in to_text(plan).plain
+    assert "# forces replacement" in to_text(plan).plain
+
+
+def test_renderings_never_show_a_secret_and_mark_unknowns() -> None:
+    desired = state(
+        resource(DB, {"size": "small"}),
+        workload(
+            "orders", {"DB": f"postgres://app:{embed(PASSWORD_REF)}@db", "H": KNOWN_AFTER_APPLY}
+        ),
+    )
+    plan = diff(desired, {}, {}, commit="f" * 40)
+    for text in (to_text(plan).plain, to_json(plan), to_markdown(plan)):
+        assert PASSWORD_REF not in text
+        assert "(sensitive value)" in text
+        assert "(known after apply)" in text
+
+
+def test_text_follows_terraform() -> None:
+    desired = state(resource(DB, {"size": "small"}), workload("orders", {"A": "1"}, (DB,)))
+    text = to_text(diff(desired, {}, {}, commit="0123456789" + "0" * 30)).plain
+    assert "Environment staging at 0123456" in text
+    assert "  + create" in text
+    assert f"# resource {DB} will be created" in text
+    assert f'+ resource "{DB}" {{' in text
+    assert "Plan: 2 to add, 0 to change, 0 to destroy." in text
+
+
+def test_json_has_the_documented_shape() -> None:
+    desired = state(resource(DB, {"size": "small"}), workload("orders", {"A": "1"}, (DB,)))
+    document = json.loads(to_json(diff(desired, {}, {}, commit="1" * 40)))
+    assert set(document) >= {"environment", "commit", "actions", "summary"}
+    first = document["actions"][0]
+    assert set(first) >= {"action", "kind", "id", "depends_on", "changes"}
+    assert document["summary"] == {"add": 2, "change": 0, "destroy": 0, "unchanged": 0}
+
+
+def test_markdown_renders_with_folds_and_a_footer() -> None:
+    many = {f"VAR_{i:02d}": str(i) for i in range(20)}
+    desired = state(resource(DB, {"size": "small"}), workload("orders", many, (DB,)))
+    text = to_markdown(diff(desired, {}, {}, commit="2" * 40))
+    tokens = MarkdownIt().enable("table").parse(text)
+    headings = [t for t in tokens if t.type == "heading_open"]
+    assert [h.tag for h in headings] == ["h2", "h3"]
+    fences = [t for t in tokens if t.type == "fence"]
+    assert len(fences) == 1
+    assert fences[0].info == "diff"
+    assert "+ workload" in fences[0].content
+    assert "<details><summary>Show plan</summary>" in text
+    assert text.rstrip().endswith("1 workload, 1 with changes, 0 without, 0 failed")

@@ -1,0 +1,186 @@
+"""The store's recorded state on both databases: schema, round trips, upserts, deletes."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from reconciler.catalogue import Code
+from reconciler.store import RecordedState, Store, StoreError
+from reconciler.store.migrations import head
+from reconciler.store.tables import metadata
+
+if TYPE_CHECKING:
+    from tests.unit.store.conftest import Builders, TickingClock
+
+
+def test_open_twice_migrates_once_and_keeps_data(store_url: str, build: Builders) -> None:
+    workload, _, _ = build
+    with Store.open(store_url) as first:
+        assert first.revision() == head() == "0001"
+        first.save_workload("prod", workload())
+    with Store.open(store_url) as second:
+        assert second.revision() == "0001"
+        assert list(second.recorded("prod").workloads) == ["web"]
+
+
+def test_migrations_build_exactly_the_tables_the_code_uses(store: Store) -> None:
+    with store.engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert differences == []
+
+
+def test_two_processes_starting_at_once_both_open(store_url: str) -> None:
+    barrier = threading.Barrier(3)
+    revisions: list[str | None] = []
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            with Store.open(store_url) as opened:
+                revisions.append(opened.revision())
+        except BaseException as error:  # reported below, with the thread's error
+            failures.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert revisions == ["0001"] * 3
+
+
+def test_newer_schema_is_refused(store_url: str) -> None:
+    with Store.open(store_url) as opened, opened.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(StoreError) as caught:
+        Store.open(store_url)
+    assert caught.value.code is Code.STORE_NEWER_SCHEMA
+    assert "9999" in caught.value.message
+
+
+def test_recorded_round_trips_every_field(
+    store: Store, build: Builders, clock: TickingClock
+) -> None:
+    workload, resource, _ = build
+    store.save_workload("prod", workload())
+    saved_at = clock.current
+    store.save_resource("prod", resource())
+    resource_at = clock.current
+    state = store.recorded("prod")
+    assert state == RecordedState(
+        "prod",
+        {"web": replace(workload(), updated_at=saved_at)},
+        {
+            "postgres.default#shop-db": replace(
+                resource(), created_at=resource_at, updated_at=resource_at
+            )
+        },
+    )
+    assert state.workloads["web"].updated_at.tzinfo is UTC  # type: ignore[union-attr]
+    assert list(state.workloads["web"].spec["metadata"]["annotations"]) == ["a", "z"]
+
+
+def test_recorded_is_per_environment_and_sorted(store: Store, build: Builders) -> None:
+    workload, resource, _ = build
+    for name in ["zeta", "alpha", "mid"]:
+        store.save_workload("prod", workload(name))
+    store.save_workload("staging", workload("other"))
+    store.save_resources("prod", [resource("redis.default#b"), resource("redis.default#a")])
+    assert list(store.recorded("prod").workloads) == ["alpha", "mid", "zeta"]
+    assert list(store.recorded("prod").resources) == ["redis.default#a", "redis.default#b"]
+    assert list(store.recorded("staging").workloads) == ["other"]
+    assert store.recorded("nowhere") == RecordedState("nowhere", {}, {})
+
+
+def test_upserts_replace_and_keep_created_at(
+    store: Store, build: Builders, clock: TickingClock
+) -> None:
+    workload, resource, _ = build
+    store.save_workload("prod", workload(commit="1" * 40))
+    store.save_workload("prod", workload(commit="2" * 40, spec={"changed": True}))
+    store.save_resource("prod", resource())
+    created = clock.current
+    store.save_resource("prod", resource(status="Degraded", outputs={}, secret_refs={}))
+    state = store.recorded("prod")
+    assert state.workloads["web"].commit == "2" * 40
+    assert state.workloads["web"].spec == {"changed": True}
+    updated = state.resources["postgres.default#shop-db"]
+    assert (updated.status, updated.outputs, updated.secret_refs) == ("Degraded", {}, {})
+    assert updated.created_at == created
+    assert updated.updated_at == clock.current
+
+
+def test_deletes_remove_only_their_row(store: Store, build: Builders) -> None:
+    workload, resource, _ = build
+    store.save_workload("prod", workload("web"))
+    store.save_workload("prod", workload("api"))
+    store.save_workload("staging", workload("web"))
+    store.save_resources("prod", [resource("redis.default#a"), resource("redis.default#b")])
+    store.delete_workload("prod", "web")
+    store.delete_resource("prod", "redis.default#a")
+    store.delete_resource("prod", "redis.default#missing")
+    assert list(store.recorded("prod").workloads) == ["api"]
+    assert list(store.recorded("prod").resources) == ["redis.default#b"]
+    assert list(store.recorded("staging").workloads) == ["web"]
+
+
+def test_environments_and_last_commit(store: Store, build: Builders, clock: TickingClock) -> None:
+    workload, _, _ = build
+    assert store.last_commit("prod") is None
+    store.save_workload("staging", workload())
+    store.set_last_commit("prod", "c" * 40)
+    reconciled = clock.current
+    store.set_last_commit("prod", "d" * 40)
+    assert store.last_commit("prod") == "d" * 40
+    names = [(e.name, e.last_commit) for e in store.environments()]
+    assert names == [("prod", "d" * 40), ("staging", None)]
+    assert store.environments()[0].last_reconciled_at == clock.current != reconciled
+
+
+def test_transaction_is_all_or_nothing(store: Store, build: Builders) -> None:
+    workload, resource, _ = build
+
+    def fail_halfway() -> None:
+        with store.transaction():
+            store.save_workload("prod", workload())
+            store.save_resource("prod", resource())
+            with store.transaction():  # joins the outer one
+                store.set_last_commit("prod", "c" * 40)
+            raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError):
+        fail_halfway()
+    assert store.recorded("prod") == RecordedState("prod", {}, {})
+    assert store.last_commit("prod") is None
+    with store.transaction():
+        store.save_workload("prod", workload())
+        store.set_last_commit("prod", "c" * 40)
+    assert store.last_commit("prod") == "c" * 40
+
+
+def test_naive_timestamps_are_refused(store: Store, build: Builders) -> None:
+    _, _, step = build
+    run = store.create_run("prod", "c" * 40, trigger="push")
+    with pytest.raises(ValueError, match="naive timestamp"):
+        store.save_step(run.id, step(started_at=datetime(2025, 1, 1)))
+
+
+def test_failed_migration_is_reported_and_rolled_back(store_url: str) -> None:
+    with Store.open(store_url, migrate=False) as empty, empty.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE audit (id INTEGER)"))
+    with pytest.raises(StoreError) as caught:
+        Store.open(store_url)
+    assert caught.value.code is Code.STORE_MIGRATION_FAILED
+    assert "from an empty database" in caught.value.message
+    with Store.open(store_url, migrate=False) as empty:
+        assert empty.revision() is None
