@@ -267,6 +267,89 @@ class Code(enum.Enum):
         "Use only the params the provisioner lists in supported_params.",
     )
 
+    # -- 3xxx: execution and drivers -----------------------------------------------------------
+    STEP_FAILED = Entry(
+        3001,
+        "step failed",
+        "Read the step's message and log (reconciler run-show RUN); fix the cause and apply again.",
+    )
+    STEP_TIMEOUT = Entry(
+        3002,
+        "step timed out",
+        "Raise the step's timeout in reconciler.yaml, or find out why the driver is slow.",
+    )
+    RETRIES_EXHAUSTED = Entry(
+        3003,
+        "step failed after every retry",
+        "The error kept coming back; fix its cause, then apply again to resume the run.",
+    )
+    DEPENDENCY_FAILED = Entry(
+        3004,
+        "step skipped because a step it depends on failed",
+        "Fix the failed step it depends on; this one runs when that succeeds.",
+    )
+    RUN_INTERRUPTED = Entry(
+        3005,
+        "run was interrupted",
+        "Apply again: finished steps are kept and the run resumes where it stopped.",
+    )
+    CMD_PROVISIONER_FAILED = Entry(
+        3006,
+        "cmd provisioner exited with an error",
+        "Run the provisioner by hand with the same JSON on stdin and read its stderr.",
+    )
+    CMD_PROVISIONER_TIMEOUT = Entry(
+        3007,
+        "cmd provisioner timed out",
+        "Make the provisioner finish sooner, or raise its timeout.",
+    )
+    CMD_PROVISIONER_BAD_OUTPUT = Entry(
+        3008,
+        "cmd provisioner printed output that is not the expected JSON",
+        "Print one JSON object with resource_state, resource_outputs and shared_state only.",
+    )
+    POSTGRES_DRIVER_FAILED = Entry(
+        3009,
+        "PostgreSQL provisioning failed",
+        "Check the admin connection (RECONCILER_POSTGRES_URL) and its rights to create "
+        "databases and roles.",
+    )
+    SECRET_STORE_FAILED = Entry(
+        3010,
+        "secret store failed",
+        "Check the Vault address and token, or the encryption key of the built-in secret store.",
+    )
+    SECRET_KEY_MISSING = Entry(
+        3011,
+        "no key to encrypt secrets with",
+        "Set RECONCILER_SECRET_KEY (or RECONCILER_SECRET_KEY_FILE), or configure Vault.",
+    )
+    MANIFEST_RENDER_FAILED = Entry(
+        3012,
+        "manifests could not be rendered",
+        "Fix the workload or provisioner named in the message.",
+    )
+    KUBERNETES_API_FAILED = Entry(
+        3013,
+        "Kubernetes API request failed",
+        "Check the cluster address, credentials and the reconciler's RBAC rights.",
+    )
+    ROLLBACK_FAILED = Entry(
+        3014,
+        "rollback could not undo every step",
+        "Inspect the run (reconciler run-show RUN) and remove what is left by hand.",
+    )
+    RUN_NOT_FOUND = Entry(
+        3015,
+        "run not found",
+        "List runs with 'reconciler runs' and use one of their ids.",
+    )
+    RUN_NOT_WAITING = Entry(
+        3016,
+        "run is not waiting for approval",
+        "Only a run in WaitingApproval can be approved or rejected.",
+    )
+
     # -- 4xxx: Git and status reporting --------------------------------------------------------
     REPOSITORY_NOT_FOUND = Entry(
         4001,
@@ -282,6 +365,11 @@ class Code(enum.Enum):
         4003,
         "reading from the Git repository failed",
         "Check that the repository is not corrupt (git fsck) and readable.",
+    )
+    DEPLOY_BRANCH_WRITE_FAILED = Entry(
+        4005,
+        "writing the deploy branch failed",
+        "Check that the deploy repository is writable and the branch is not protected.",
     )
     SYMLINK_ESCAPES = Entry(
         4004,
