@@ -38,6 +38,7 @@ from reconciler.store.records import RecordedState, ResourceRecord, WorkloadReco
 from reconciler.store.store import Store
 from reconciler.tree import matches
 from reconciler.validate import check_unique_names
+from reconciler.yamldoc import Positions, YamlDocument
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +207,10 @@ def _reusable(recorded: RecordedState, changes: ChangeSet) -> dict[str, Workload
 
 
 def _from_record(record: WorkloadRecord) -> LoadedWorkload:
-    return LoadedWorkload(record.file, None, Workload.from_data(dict(record.source)), [])
+    """A workload as recorded, unparsed: its document has no positions (it was valid then)."""
+    data = dict(record.source)
+    document = YamlDocument(record.file, data, Positions())
+    return LoadedWorkload(record.file, document, Workload.from_data(data), [])
 
 
 def _file_contents(tree: GitTree, workloads: Iterable[LoadedWorkload]) -> dict[str, str]:
