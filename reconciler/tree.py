@@ -80,3 +80,24 @@ class DirectoryTree:
             return real.relative_to(self.root).as_posix()
         except ValueError:
             return None
+
+
+class MemoryTree:
+    """Files held in memory: for checking a document before it is committed anywhere."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self._files = dict(files)
+
+    def files(self) -> Iterator[str]:
+        yield from sorted(self._files)
+
+    def read(self, path: str) -> bytes:
+        try:
+            return self._files[path]
+        except KeyError:
+            raise FileNotFoundError(path) from None
+
+    def resolve(self, path: str) -> str | None:
+        if path not in self._files:
+            raise FileNotFoundError(path)
+        return path
