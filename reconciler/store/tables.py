@@ -169,3 +169,14 @@ audit = Table(
     Column("hash", String(64), nullable=False),
     Index(None, "environment", "id"),
 )
+
+# Secret values encrypted by the built-in secret store (providers/secrets.py): the ciphertext is
+# a Fernet token, ASCII text, so that JSON backups carry it as is; the key never comes here.
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("ref", String(2048), primary_key=True),
+    Column("ciphertext", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)

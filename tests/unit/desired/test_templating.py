@@ -140,11 +140,15 @@ def test_passwords_are_deterministic_per_seed_and_resource() -> None:
     assert first.isalnum()
 
 
-def test_recorded_state_wins_over_init() -> None:
-    state = {"name": "redis-kept", "password": "kept-password"}
+def test_recorded_state_wins_over_init_and_secrets_come_from_the_seed() -> None:
+    state = {"name": "redis-kept"}
     result = render(_builtin("redis"), _input("redis.default#a.c", state=state), "seed")
+    again = render(_builtin("redis"), _input("redis.default#a.c"), "seed")
+    other = render(_builtin("redis"), _input("redis.default#a.c"), "other-seed")
     assert result.outputs["host"] == "redis-kept"
-    assert result.outputs["password"] == "kept-password"
+    assert "password" not in result.state
+    assert result.outputs["password"] == again.outputs["password"]
+    assert result.outputs["password"] != other.outputs["password"]
 
 
 def test_rendered_repr_shows_no_secret() -> None:

@@ -11,6 +11,7 @@ import pytest
 from reconciler.catalogue import Code
 from reconciler.store import Store, StoreError
 from reconciler.store.backup import backup, export, restore
+from reconciler.store.migrations import head
 
 
 def test_json_round_trip_replaces_everything(filled: Store, tmp_path: Path) -> None:
@@ -32,9 +33,9 @@ def test_json_export_is_stable_and_complete(filled: Store, tmp_path: Path) -> No
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
     document = json.loads((tmp_path / "a.json").read_text())
     header = (document["format"], document["version"], document["revision"])
-    assert header == ("score-reconciler-store", 1, "0001")
+    assert header == ("score-reconciler-store", 1, head())
     counts = {name: len(rows) for name, rows in document["tables"].items()}
-    expected = {"audit": 2, "environments": 2, "resources": 2, "runs": 1, "steps": 1}
+    expected = {"audit": 2, "environments": 2, "resources": 2, "runs": 1, "secrets": 0, "steps": 1}
     assert counts == {**expected, "workloads": 2}
 
 

@@ -12,6 +12,9 @@ from typer.testing import CliRunner
 
 from reconciler.cli.db_cmd import app
 from reconciler.store import Store
+from reconciler.store.migrations import head
+
+HEAD = head()
 
 runner = CliRunner()
 
@@ -25,13 +28,13 @@ def test_upgrade_then_current_shows_the_head(store_url: str) -> None:
     code, out, _ = db("current", "--store", store_url)
     assert (code, out.startswith("none (")) == (0, True)
     code, out, _ = db("upgrade", "--store", store_url)
-    assert (code, out.endswith(": at revision 0001 (head)\n")) == (0, True)
-    assert db("current", "--store", store_url)[:2] == (0, "0001 (head)\n")
+    assert (code, out.endswith(f": at revision {HEAD} (head)\n")) == (0, True)
+    assert db("current", "--store", store_url)[:2] == (0, f"{HEAD} (head)\n")
 
 
 def test_store_from_the_environment(store_url: str) -> None:
     assert db("upgrade", env={"RECONCILER_STORE": store_url})[0] == 0
-    assert db("current", env={"RECONCILER_STORE": store_url})[:2] == (0, "0001 (head)\n")
+    assert db("current", env={"RECONCILER_STORE": store_url})[:2] == (0, f"{HEAD} (head)\n")
 
 
 def test_default_store_is_in_the_repository_git_dir(tmp_path: Path) -> None:
@@ -88,6 +91,6 @@ def test_in_a_real_process(tmp_path: Path) -> None:
 
     assert run("upgrade").returncode == 0
     current = run("current")
-    assert (current.returncode, current.stdout) == (0, "0001 (head)\n")
+    assert (current.returncode, current.stdout) == (0, f"{HEAD} (head)\n")
     failed = run("upgrade", "--store", "sqlite://")
     assert (failed.returncode, failed.stderr.split(" ")[:2]) == (1, ["error", "RCN-5003"])

@@ -1,0 +1,446 @@
+"""``Executor``: runs a DAG of steps with bounded parallelism until every step has an outcome.
+
+The composer builds one executor per daemon and calls ``run`` per run id; the daemon's SIGTERM
+handler calls ``cancel``. One coordinator (the thread calling ``run``) owns all scheduling state
+and is the only reader of the inbox where workers report; a fixed set of worker threads each
+drive one step at a time through its attempts, writing the step's checkpoints themselves. Only
+the coordinator writes batches (Pending at start, Skipped) and the states of steps it gives up
+on, and it marks those steps abandoned under the step's lock first, so that a late worker can
+never overwrite what the run reported.
+
+Failures never escape as exceptions except one: a checkpoint that cannot be written. Then the
+run stops starting steps, waits for the running ones, and re-raises the store's error, because
+continuing without checkpoints would break the promise that a resumed run applies nothing twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+from reconciler.catalogue import Code
+from reconciler.engine.attempts import Failure, describe, exhausted, interrupted, run_attempt
+from reconciler.engine.backoff import Sleep, Uniform, backoff_delay, event_sleep, system_uniform
+from reconciler.engine.checkpoint import Checkpointer
+from reconciler.engine.steps import (
+    Outputs,
+    OutputsView,
+    RunResult,
+    RunStatus,
+    Step,
+    StepContext,
+    StepOutcome,
+    StepStatus,
+    check_graph,
+)
+from reconciler.store import StepRecord
+
+GRACE_PERIOD = 30.0
+_CANCEL = object()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Abandoned(Exception):
+    """The coordinator gave up on this step; its worker must write nothing more."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    step_id: str
+    outcome: StepOutcome | None = None
+    error: BaseException | None = None  # a checkpoint (or engine) failure: stop the run
+
+
+@dataclass(slots=True)
+class _Slot:
+    """A running step, shared by the coordinator and the step's worker."""
+
+    step: Step
+    lines: list[str]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    abandoned: bool = False
+    context: StepContext | None = None
+
+
+class Executor:
+    """Runs steps; see docs/engine.md. ``sleep`` and ``uniform`` shape the backoff waits,
+    ``clock`` (monotonic seconds) the grace period, ``now`` the recorded timestamps.
+
+    ``cancel`` is safe to call from a signal handler: it only sets a flag and posts to a
+    ``SimpleQueue``, whose ``put`` is reentrant. Several runs may go on at once (one per
+    application); ``cancel`` stops them all, and an executor stays cancelled once cancelled.
+    """
+
+    def __init__(
+        self,
+        checkpointer: Checkpointer,
+        *,
+        parallelism: int = 4,
+        grace_period: float = GRACE_PERIOD,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = utc_now,
+        sleep: Sleep = event_sleep,
+        uniform: Uniform | None = None,
+    ) -> None:
+        if parallelism < 1:
+            raise ValueError("parallelism must be at least 1")
+        self._checkpointer = checkpointer
+        self._parallelism = parallelism
+        self._grace_period = grace_period
+        self._clock = clock
+        self._now = now
+        self._sleep = sleep
+        self._uniform = uniform or system_uniform()
+        self._cancelled = False
+        self._inboxes: set[queue.SimpleQueue[object]] = set()
+
+    def run(self, run_id: str, steps: Sequence[Step], *, rollback: bool = False) -> RunResult:
+        """Run ``steps`` (or resume ``run_id``) to the end. Raises ValueError for a duplicate
+        id, an unknown dependency or a cycle, before anything is written."""
+        by_id = check_graph(steps)
+        inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._inboxes.add(inbox)
+        try:
+            return _Run(self, run_id, by_id, inbox).execute(rollback=rollback)
+        finally:
+            self._inboxes.discard(inbox)
+
+    def cancel(self) -> None:
+        """Stop starting steps, signal the running ones and give them the grace period."""
+        self._cancelled = True
+        for inbox in tuple(self._inboxes):  # one C-level copy: atomic under the GIL
+            inbox.put(_CANCEL)
+
+
+class _Run:
+    """The state of one ``Executor.run`` call."""
+
+    def __init__(
+        self, ex: Executor, run_id: str, steps: Mapping[str, Step], inbox: queue.SimpleQueue[object]
+    ) -> None:
+        self.ex = ex
+        self.run_id = run_id
+        self.steps = steps
+        self.inbox = inbox
+        self.work: queue.SimpleQueue[_Slot | None] = queue.SimpleQueue()
+        self.dependents: dict[str, list[str]] = {sid: [] for sid in steps}
+        for sid in sorted(steps):
+            for dep in steps[sid].depends_on:
+                self.dependents[dep].append(sid)
+        self.waiting: dict[str, int] = {}
+        self.ready: list[str] = []
+        self.running: dict[str, _Slot] = {}
+        self.outcomes: dict[str, StepOutcome] = {}
+        self.logs: dict[str, list[str]] = {}
+        self.completed: list[str] = []  # succeeded, in order of completion, for rollback
+        self.outputs_lock = threading.Lock()
+        self.outputs: dict[str, Outputs] = {}
+        self.view = OutputsView(self.outputs, self.outputs_lock)
+        self.stop = threading.Event()  # set by the coordinator only
+        self.deadline: float | None = None
+        self.fatal: BaseException | None = None
+
+    # -- coordinator ------------------------------------------------------------------------
+
+    def execute(self, *, rollback: bool) -> RunResult:
+        self._start()
+        workers = [
+            threading.Thread(target=self._work, name=f"engine-{i}", daemon=True)
+            for i in range(min(self.ex._parallelism, len(self.steps)))
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            self._loop()
+        finally:
+            for _ in workers:
+                self.work.put(None)
+        if self.fatal is None:
+            self._interrupt_rest()
+        if self.fatal is not None:
+            raise self.fatal
+        status = self._status()
+        rolled_back = rollback and status is RunStatus.FAILED
+        if rolled_back:
+            self._rollback()
+        ordered = {sid: self.outcomes[sid] for sid in sorted(self.outcomes)}
+        return RunResult(status=status, steps=MappingProxyType(ordered), rolled_back=rolled_back)
+
+    def _start(self) -> None:
+        """Restore what a previous process finished, then record every other step Pending."""
+        done = {
+            r.step_id: r
+            for r in self.ex._checkpointer.load(self.run_id)
+            if r.status == StepStatus.SUCCEEDED and r.step_id in self.steps
+        }
+        for record in sorted(
+            done.values(), key=lambda r: (r.finished_at or self.ex._now(), r.step_id)
+        ):
+            self.outcomes[record.step_id] = StepOutcome(
+                status=StepStatus.SUCCEEDED,
+                attempts=record.attempt,
+                message=record.message or "",
+                outputs=MappingProxyType(dict(record.outputs)),
+                started_at=record.started_at,
+                finished_at=record.finished_at,
+                resumed=True,
+            )
+            self.outputs[record.step_id] = self.outcomes[record.step_id].outputs
+            self.logs[record.step_id] = record.log.splitlines()
+            self.completed.append(record.step_id)
+        pending = [sid for sid in sorted(self.steps) if sid not in done]
+        self.ex._checkpointer.save_many(
+            self.run_id, [self._record(sid, StepOutcome(StepStatus.PENDING)) for sid in pending]
+        )
+        for sid in pending:
+            self.waiting[sid] = sum(dep not in done for dep in self.steps[sid].depends_on)
+            if self.waiting[sid] == 0:
+                self.ready.append(sid)
+        heapq.heapify(self.ready)
+
+    def _loop(self) -> None:
+        while True:
+            self._dispatch()
+            if not self.running:
+                return
+            try:
+                message = self.inbox.get(timeout=self._remaining_grace())
+            except queue.Empty:
+                self._abandon_running()
+                return
+            if message is _CANCEL:
+                self._begin_stop()
+            elif isinstance(message, _Report):
+                self._finish(message)
+
+    def _dispatch(self) -> None:
+        if self.ex._cancelled:  # seen before its inbox message: start nothing more
+            self._begin_stop()
+        while self.ready and len(self.running) < self.ex._parallelism and not self.stop.is_set():
+            sid = heapq.heappop(self.ready)
+            slot = _Slot(self.steps[sid], self.logs.setdefault(sid, []))
+            self.running[sid] = slot
+            self.work.put(slot)
+
+    def _remaining_grace(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - self.ex._clock())
+
+    def _begin_stop(self) -> None:
+        if self.stop.is_set():
+            return
+        self.stop.set()
+        self.deadline = self.ex._clock() + self.ex._grace_period
+        for slot in self.running.values():
+            if slot.context is not None:
+                slot.context.cancelled.set()
+
+    def _finish(self, report: _Report) -> None:
+        del self.running[report.step_id]
+        if report.error is not None or report.outcome is None:
+            self.fatal = self.fatal or report.error
+            self.outcomes[report.step_id] = StepOutcome(
+                StepStatus.FAILED, message=str(report.error)
+            )
+            self._begin_stop()
+            return
+        sid, outcome = report.step_id, report.outcome
+        self.outcomes[sid] = outcome
+        if outcome.status is StepStatus.SUCCEEDED:
+            with self.outputs_lock:
+                self.outputs[sid] = outcome.outputs
+            self.completed.append(sid)
+            for child in self.dependents[sid]:
+                self.waiting[child] -= 1
+                if self.waiting[child] == 0:
+                    heapq.heappush(self.ready, child)
+        elif outcome.error_code is not Code.RUN_INTERRUPTED:
+            self._skip_dependents(sid)  # an interrupted step's dependents are interrupted too
+
+    def _skip_dependents(self, failed: str) -> None:
+        skipped: list[str] = []
+        todo = list(self.dependents[failed])
+        while todo:
+            sid = todo.pop()
+            if sid in self.outcomes:
+                continue
+            self.outcomes[sid] = StepOutcome(
+                StepStatus.SKIPPED,
+                error_code=Code.DEPENDENCY_FAILED,
+                message=f"skipped: step '{failed}' it depends on failed",
+            )
+            skipped.append(sid)
+            todo.extend(self.dependents[sid])
+        self._save_batch(sorted(skipped))
+
+    def _abandon_running(self) -> None:
+        """The grace period is over: give up on steps that did not stop."""
+        for sid in sorted(self.running):
+            slot = self.running.pop(sid)
+            with slot.lock:
+                slot.abandoned = True
+            self.outcomes[sid] = StepOutcome(
+                StepStatus.FAILED,
+                error_code=Code.RUN_INTERRUPTED,
+                message=f"interrupted: did not stop within {self.ex._grace_period:g} s",
+            )
+            self._save_batch([sid])
+
+    def _interrupt_rest(self) -> None:
+        rest = [sid for sid in sorted(self.steps) if sid not in self.outcomes]
+        for sid in rest:
+            self.outcomes[sid] = StepOutcome(
+                StepStatus.SKIPPED,
+                error_code=Code.RUN_INTERRUPTED,
+                message="skipped: the run was interrupted before the step started",
+            )
+        self._save_batch(rest)
+
+    def _status(self) -> RunStatus:
+        if all(o.status is StepStatus.SUCCEEDED for o in self.outcomes.values()):
+            return RunStatus.SUCCEEDED
+        return RunStatus.INTERRUPTED if self.stop.is_set() else RunStatus.FAILED
+
+    def _save_batch(self, step_ids: Sequence[str]) -> None:
+        if not step_ids or self.fatal is not None:
+            return
+        try:
+            self.ex._checkpointer.save_many(
+                self.run_id,
+                [self._record(sid, self.outcomes[sid], self.logs.get(sid, ())) for sid in step_ids],
+            )
+        except Exception as error:
+            self.fatal = error
+            self._begin_stop()
+
+    # -- rollback ---------------------------------------------------------------------------
+
+    def _rollback(self) -> None:
+        """Undo, newest first, what this run (and the process it resumes) completed."""
+        for sid in reversed(self.completed):
+            step = self.steps[sid]
+            if step.compensate is None:
+                continue
+            lines = self.logs.setdefault(sid, [])
+            context = StepContext(
+                run_id=self.run_id, step_id=sid, attempt=1, outputs=self.view, lines=lines
+            )
+            outcome = self.outcomes[sid]
+            try:
+                step.compensate(context)
+            except BaseException as error:
+                message = f"compensation failed: {describe(error)}"
+                lines.append(message)
+                outcome = replace(outcome, error_code=Code.ROLLBACK_FAILED, message=message)
+            else:
+                lines.append("compensated")
+                outcome = replace(outcome, status=StepStatus.ROLLED_BACK, message="rolled back")
+            finally:
+                context.close()
+            self.outcomes[sid] = outcome
+            self._save_batch([sid])
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while (slot := self.work.get()) is not None:
+            try:
+                outcome = self._drive(slot)
+            except _Abandoned:
+                continue
+            except BaseException as error:
+                self.inbox.put(_Report(slot.step.id, error=error))
+            else:
+                self.inbox.put(_Report(slot.step.id, outcome=outcome))
+
+    def _drive(self, slot: _Slot) -> StepOutcome:
+        """All attempts of one step, with a checkpoint before and after each."""
+        policy = slot.step.retry
+        started = self.ex._now()
+        for attempt in range(1, policy.max_attempts + 1):
+            if self.stop.is_set():
+                return self._end(slot, attempt - 1, started, interrupted("before the attempt"))
+            self._write(slot, StepOutcome(StepStatus.RUNNING, attempt, started_at=started))
+            result = self._attempt(slot, attempt)
+            if not isinstance(result, Failure):
+                outcome = StepOutcome(
+                    StepStatus.SUCCEEDED, attempt, None, "", result, started, self.ex._now()
+                )
+                self._write(slot, outcome)
+                return outcome
+            if self.stop.is_set():
+                return self._end(slot, attempt, started, interrupted("", result))
+            if not result.retryable:
+                return self._end(slot, attempt, started, result)
+            if attempt == policy.max_attempts:
+                return self._end(slot, attempt, started, exhausted(result, attempt))
+            delay = backoff_delay(policy, attempt, self.ex._uniform)
+            note = f"attempt {attempt} failed: {result.code.id} {result.message}; "
+            slot.lines.append(note + f"retrying in {delay:.1f} s")
+            waiting = StepOutcome(
+                StepStatus.RUNNING, attempt, result.code, slot.lines[-1], started_at=started
+            )
+            self._write(slot, waiting)
+            if self.ex._sleep(delay, self.stop):
+                return self._end(slot, attempt, started, interrupted("while waiting to retry"))
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def _attempt(self, slot: _Slot, attempt: int) -> Outputs | Failure:
+        step = slot.step
+        context = StepContext(
+            run_id=self.run_id,
+            step_id=step.id,
+            attempt=attempt,
+            outputs=self.view,
+            lines=slot.lines,
+        )
+        slot.context = context
+        if self.stop.is_set():  # a cancel between the check in _drive and here
+            context.cancelled.set()
+        return run_attempt(step, context)
+
+    def _end(self, slot: _Slot, attempts: int, started: datetime, failure: Failure) -> StepOutcome:
+        outcome = StepOutcome(
+            StepStatus.FAILED,
+            attempts,
+            failure.code,
+            failure.message,
+            started_at=started,
+            finished_at=self.ex._now(),
+        )
+        self._write(slot, outcome)
+        return outcome
+
+    def _write(self, slot: _Slot, state: StepOutcome) -> None:
+        with slot.lock:
+            if slot.abandoned:
+                raise _Abandoned
+            self.ex._checkpointer.save(self.run_id, self._record(slot.step.id, state, slot.lines))
+
+    def _record(self, sid: str, state: StepOutcome, lines: Sequence[str] = ()) -> StepRecord:
+        step = self.steps[sid]
+        return StepRecord(
+            step_id=sid,
+            kind=step.kind,
+            target=step.target,
+            action=step.action,
+            status=str(state.status),
+            attempt=state.attempts,
+            depends_on=step.depends_on,
+            started_at=state.started_at,
+            finished_at=state.finished_at,
+            error_code=None if state.error_code is None else state.error_code.id,
+            message=state.message or None,
+            outputs=dict(state.outputs),
+            log="".join(f"{line}\n" for line in lines),
+        )

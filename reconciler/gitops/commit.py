@@ -1,0 +1,220 @@
+"""Write files as one commit on a branch, straight into the object database: no checkout.
+
+The ``manifests`` target calls ``write_branch`` to publish rendered Kubernetes YAML on a deploy
+branch that Argo CD or Flux follow; the branch may live in the very repository the reconciler
+watches, even a work tree someone is editing, because nothing here touches HEAD, the index or
+the files on disk. Trees are edited folder by folder from the branch's current tree, so a
+commit costs in proportion to what changes, not to the size of the branch.
+
+The branch moves by compare-and-swap: the ref is locked, re-read and only updated if it still
+points at the commit the new one was built on; otherwise the change is rebuilt on the newer
+head and tried again, so two writers (threads, processes, replicas) never lose each other's work.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import pygit2
+from pygit2.enums import FileMode
+
+from reconciler.catalogue import Code
+from reconciler.gitops.errors import GitError
+
+MAX_ATTEMPTS = 20
+"""Compare-and-swap attempts before giving up; each lost race costs one tree rebuild."""
+
+Changes = dict[tuple[str, ...], bytes | None]
+
+
+class _Moved(Exception):
+    """The branch moved between reading it and locking it: rebuild on the new head."""
+
+
+def write_branch(
+    repo_path: Path,
+    branch: str,
+    files: Mapping[str, bytes | None],
+    *,
+    prefix: str,
+    message: str,
+    author: tuple[str, str],
+) -> str | None:
+    """Commit ``files`` on ``refs/heads/<branch>`` and return the commit id, or None when the
+    tree would not change (no empty commits) or there is nothing to create.
+
+    Paths in ``files`` are relative to ``prefix`` (``""`` is the root). Bytes write a file;
+    None deletes the file or the whole folder at that path. A folder deleted and written in the
+    same call is replaced: its old content goes, the new files stay. Paths not named are kept.
+    The author (name, email) is also the committer, at the current time.
+    """
+    changes = _changes(prefix, files)
+    ref_name = f"refs/heads/{branch}"
+    repo = _open(repo_path)
+    _refuse_checked_out(repo, ref_name)
+    signature = pygit2.Signature(author[0], author[1])
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            return _attempt(repo, ref_name, changes, message, signature)
+        except _Moved:
+            pass
+        except pygit2.GitError as exc:
+            if "lock" not in str(exc).lower():  # another writer holds the ref: try again
+                raise _failed(branch, str(exc)) from exc
+        except (ValueError, KeyError) as exc:  # a file where a folder must go, a missing object
+            raise _failed(branch, str(exc)) from exc
+        time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # jitter, so racers spread out
+    raise _failed(branch, f"gave up after {MAX_ATTEMPTS} concurrent updates")
+
+
+def _attempt(
+    repo: pygit2.Repository,
+    ref_name: str,
+    changes: Changes,
+    message: str,
+    signature: pygit2.Signature,
+) -> str | None:
+    head = _head(repo, ref_name)
+    base = None if head is None else head.tree
+    tree = _edit(repo, base, changes)
+    if head is not None and tree == head.tree_id:
+        return None
+    if head is None and tree is None:
+        return None  # nothing to write on a branch that does not exist
+    if tree is None:
+        tree = repo.TreeBuilder().write()
+    parents = [] if head is None else [head.id]
+    commit = _new_commit(repo, signature, message, tree, parents)
+    _swap(repo, ref_name, None if head is None else head.id, commit, message)
+    return str(commit)
+
+
+def _new_commit(
+    repo: pygit2.Repository,
+    signature: pygit2.Signature,
+    message: str,
+    tree: pygit2.Oid,
+    parents: list[pygit2.Oid],
+) -> pygit2.Oid:
+    """A commit object only: nothing points at it until the swap succeeds."""
+    return repo.create_commit(None, signature, signature, message, tree, parents)
+
+
+def _swap(
+    repo: pygit2.Repository,
+    ref_name: str,
+    expected: pygit2.Oid | None,
+    commit: pygit2.Oid,
+    message: str,
+) -> None:
+    """Point the branch at ``commit`` if it still points at ``expected`` (None: absent).
+
+    The ref's lock file is taken first, so the re-read and the write are one step for every
+    libgit2 and git writer.
+    """
+    with repo.transaction() as txn:
+        txn.lock_ref(ref_name)
+        current = _head(repo, ref_name)
+        if (None if current is None else current.id) != expected:
+            raise _Moved  # leaving the block by an exception releases the lock, writes nothing
+        txn.set_target(ref_name, commit, message=f"reconciler: {message.splitlines()[0]}")
+
+
+def _head(repo: pygit2.Repository, ref_name: str) -> pygit2.Commit | None:
+    ref = repo.references.get(ref_name)
+    if ref is None:
+        return None
+    commit = ref.peel(pygit2.Commit)
+    assert isinstance(commit, pygit2.Commit)
+    return commit
+
+
+def _edit(repo: pygit2.Repository, tree: pygit2.Tree | None, changes: Changes) -> pygit2.Oid | None:
+    """``tree`` with ``changes`` applied; None when the result is empty (Git has no empty
+    folders, so a folder left empty disappears, as in a checkout)."""
+    builder = repo.TreeBuilder() if tree is None else repo.TreeBuilder(tree)
+    here: dict[str, bytes | None] = {}
+    below: dict[str, Changes] = {}
+    for path, content in changes.items():
+        if len(path) == 1:
+            here[path[0]] = content
+        else:
+            below.setdefault(path[0], {})[path[1:]] = content
+    for name, content in sorted(here.items()):
+        if name in below and content is not None:
+            raise ValueError(f"'{name}' is written both as a file and as a folder")
+        if content is None:
+            if builder.get(name) is not None:
+                builder.remove(name)
+        else:
+            builder.insert(name, repo.create_blob(content), FileMode.BLOB)
+    for name, nested in sorted(below.items()):
+        entry = None if name in here else _subtree(repo, tree, name)
+        sub = _edit(repo, entry, nested)
+        if sub is None:
+            if builder.get(name) is not None:
+                builder.remove(name)
+        else:
+            builder.insert(name, sub, FileMode.TREE)
+    if len(builder) == 0:
+        return None
+    return builder.write()
+
+
+def _subtree(repo: pygit2.Repository, tree: pygit2.Tree | None, name: str) -> pygit2.Tree | None:
+    if tree is None or name not in tree:
+        return None
+    entry = repo[tree[name].id]
+    return entry if isinstance(entry, pygit2.Tree) else None  # a file there becomes a folder
+
+
+def _changes(prefix: str, files: Mapping[str, bytes | None]) -> Changes:
+    base = _parts(prefix, allow_root=True)
+    changes: Changes = {}
+    for path, content in files.items():
+        parts = (*base, *_parts(path, allow_root=False))
+        if not parts:
+            raise GitError(Code.DEPLOY_BRANCH_WRITE_FAILED, "cannot write the root as a file")
+        changes[parts] = content
+    return changes
+
+
+def _parts(path: str, *, allow_root: bool) -> tuple[str, ...]:
+    """A relative POSIX path's parts; refuses what could escape or confuse the tree."""
+    parts = tuple(part for part in path.strip("/").split("/") if part)
+    if any(part in (".", "..", ".git") or "\0" in part for part in parts):
+        raise GitError(Code.DEPLOY_BRANCH_WRITE_FAILED, f"'{path}': not a plain relative path")
+    if not parts and not allow_root:
+        raise GitError(Code.DEPLOY_BRANCH_WRITE_FAILED, "an empty path names no file")
+    return parts
+
+
+def _open(repo_path: Path) -> pygit2.Repository:
+    try:
+        return pygit2.Repository(str(repo_path))
+    except pygit2.GitError as exc:
+        raise GitError(
+            Code.DEPLOY_BRANCH_WRITE_FAILED, f"{repo_path}: cannot open the repository: {exc}"
+        ) from exc
+
+
+def _refuse_checked_out(repo: pygit2.Repository, ref_name: str) -> None:
+    """Moving the checked-out branch under a work tree would make every file look changed."""
+    if repo.is_bare or repo.head_is_detached:
+        return
+    try:
+        checked_out = repo.references["HEAD"].target
+    except (KeyError, pygit2.GitError):
+        return
+    if checked_out == ref_name:
+        raise GitError(
+            Code.DEPLOY_BRANCH_WRITE_FAILED,
+            f"'{ref_name}' is checked out in {repo.workdir}; use a branch of its own",
+        )
+
+
+def _failed(branch: str, why: str) -> GitError:
+    return GitError(Code.DEPLOY_BRANCH_WRITE_FAILED, f"branch '{branch}': {why}")

@@ -1,0 +1,134 @@
+"""Checkpoints in the real store (SQLite and PostgreSQL): Pending for all at start in one batch,
+Running before and the outcome after each step, and resuming a run from its records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from reconciler.catalogue import Code
+from reconciler.engine import Executor, MemoryCheckpointer, RunStatus, StepContext, StepStatus
+from reconciler.providers.base import DriverError
+from reconciler.store import StepRecord, Store, StoreError
+from tests.unit.engine.support import Calls, RecordingCheckpointer, new_run, step
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def test_every_state_is_written_before_and_after_each_step(any_store: Store, calls: Calls) -> None:
+    run_id = new_run(any_store)
+    recorder = RecordingCheckpointer(any_store)
+    seen_in_store: list[str] = []
+
+    def app(context: StepContext) -> Mapping[str, Any]:
+        seen_in_store.append(recorder.store_steps(run_id)["app"].status)
+        context.log("applied deployment")
+        return {"replicas": 2}
+
+    bad = DriverError(Code.MANIFEST_RENDER_FAILED, "bad template", retryable=False)
+    steps = [
+        step(
+            "db", calls.ok({"host": "db"}), kind="resource", target="postgres#db", action="create"
+        ),
+        step("app", app, "db", kind="workload", target="app", action="update"),
+        step("broken", calls.fail(bad)),
+        step("after", calls.ok(), "broken"),
+    ]
+    result = Executor(recorder, parallelism=1).run(run_id, steps)
+    assert result.status is RunStatus.FAILED
+    assert recorder.batches[0] == ["after", "app", "broken", "db"]  # one transaction at start
+    assert recorder.statuses("app") == ["Pending", "Running", "Succeeded"]
+    assert recorder.statuses("broken") == ["Pending", "Running", "Failed"]
+    assert recorder.statuses("after") == ["Pending", "Skipped"]
+    assert seen_in_store == ["Running"]  # the store said Running while the step ran
+
+    records = recorder.store_steps(run_id)
+    app_record = records["app"]
+    assert (app_record.kind, app_record.target, app_record.action) == ("workload", "app", "update")
+    assert (app_record.status, app_record.attempt, app_record.depends_on) == (
+        "Succeeded",
+        1,
+        ("db",),
+    )
+    assert app_record.outputs == {"replicas": 2}
+    assert app_record.log == "applied deployment\n"
+    assert app_record.started_at is not None
+    assert app_record.finished_at is not None
+    assert app_record.started_at <= app_record.finished_at
+    assert (records["broken"].error_code, records["broken"].message) == ("RCN-3012", "bad template")
+    assert records["after"].error_code == "RCN-3004"
+
+
+def _record(step_id: str, status: str, **fields: Any) -> StepRecord:
+    return StepRecord(step_id=step_id, kind="", target="", action="", status=status, **fields)
+
+
+def test_resume_keeps_succeeded_steps_and_reruns_the_rest(any_store: Store, calls: Calls) -> None:
+    run_id = new_run(any_store)
+    recorder = RecordingCheckpointer(any_store)
+    recorder.save_many(
+        run_id,
+        [
+            _record("db", "Succeeded", attempt=2, outputs={"host": "db"}, finished_at=T0),
+            _record("app", "Running", attempt=1, depends_on=("db",)),
+            _record("cache", "Failed", attempt=3, error_code="RCN-3003"),
+            _record("route", "Pending", depends_on=("app",)),
+            _record("old", "Succeeded"),  # a step no longer in the list: left alone
+        ],
+    )
+    recorder.batches.clear()
+    seen: list[Any] = []
+
+    def app(context: StepContext) -> Mapping[str, Any]:
+        seen.append(context.outputs["db"]["host"])
+        return {}
+
+    steps = [
+        step("db", calls.ok()),
+        step("app", app, "db"),
+        step("cache", calls.ok()),
+        step("route", calls.ok(), "app"),
+    ]
+    result = Executor(recorder).run(run_id, steps)
+    assert result.status is RunStatus.SUCCEEDED
+    assert calls.count("db") == 0
+    assert sorted(calls.order) == ["cache", "route"]
+    assert seen == ["db"]
+    assert result.steps["db"].resumed
+    assert (result.steps["db"].attempts, dict(result.steps["db"].outputs)) == (2, {"host": "db"})
+    assert recorder.batches[0] == ["app", "cache", "route"]  # db's record is not overwritten
+    assert recorder.store_steps(run_id)["old"].status == "Succeeded"
+    assert all(r.status == StepStatus.SUCCEEDED for r in recorder.store_steps(run_id).values())
+
+
+class FailingCheckpointer(RecordingCheckpointer):
+    """Fails when a step named ``bad`` is about to run, as a store gone away would."""
+
+    def save(self, run_id: str, record: StepRecord) -> None:
+        if record.step_id == "bad" and record.status == "Running":
+            raise StoreError(Code.STORE_UNREACHABLE, "database went away")
+        super().save(run_id, record)
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_raises(
+    sqlite_store: Store, run_id: str, calls: Calls
+) -> None:
+    checkpointer = FailingCheckpointer(sqlite_store)
+    steps = [step("a", calls.ok()), step("bad", calls.ok(), "a"), step("c", calls.ok(), "bad")]
+    with pytest.raises(StoreError, match="database went away"):
+        Executor(checkpointer, parallelism=1).run(run_id, steps)
+    assert calls.order == ["a"]  # bad never ran without its Running checkpoint
+    assert checkpointer.store_steps(run_id)["bad"].status == "Pending"
+
+
+def test_the_memory_checkpointer_resumes_like_the_store(calls: Calls) -> None:
+    checkpointer = MemoryCheckpointer()
+    steps = [step("a", calls.ok()), step("b", calls.fail(RuntimeError("x")), "a")]
+    assert Executor(checkpointer).run("r1", steps).status is RunStatus.FAILED
+    steps[1] = step("b", calls.ok(), "a")
+    assert Executor(checkpointer).run("r1", steps).status is RunStatus.SUCCEEDED
+    assert calls.order == ["a", "b", "b"]
+    assert [r.status for r in checkpointer.load("r1")] == ["Succeeded", "Succeeded"]
