@@ -23,6 +23,7 @@ from reconciler.config.models import Config, Environment
 from reconciler.desired.build import build
 from reconciler.desired.model import DesiredResource, DesiredState
 from reconciler.desired.provisioners import (
+    ProvisionerSet,
     builtin_provisioner_files,
     load_provisioners,
 )
@@ -59,6 +60,9 @@ class EnvironmentPlan:
     diagnostics: tuple[Diagnostic, ...]
     parsed: tuple[str, ...] = ()
     """The Score files parsed for this plan (the rest came from recorded state)."""
+    provisioners: ProvisionerSet | None = None
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each workload's normalised Score document, as the store records it with the workload."""
 
     @property
     def failed(self) -> bool:
@@ -137,7 +141,10 @@ def plan_environment(
         base_commit=base,
         diagnostics=diagnostics,
     )
-    return EnvironmentPlan(name, plan, desired, diagnostics, tuple(loaded.parsed))
+    sources = {w.name: w.workload.to_data() for w in ok if w.name is not None and w.workload}
+    return EnvironmentPlan(
+        name, plan, desired, diagnostics, tuple(loaded.parsed), provisioners, sources
+    )
 
 
 def _provisioner_files(source: Source) -> list[str]:
@@ -235,11 +242,15 @@ def _file_contents(tree: GitTree, workloads: Iterable[LoadedWorkload]) -> dict[s
 def _recorded_outputs(recorded: RecordedState) -> dict[str, Mapping[str, object] | None]:
     """Known outputs: the plain ones and, for secrets, their references (never the values)."""
     return {
-        uid: {**record.outputs, **record.secret_refs}
-        if record.outputs or record.secret_refs
-        else None
+        uid: known_outputs(record) if record.outputs or record.secret_refs else None
         for uid, record in recorded.resources.items()
     }
+
+
+def known_outputs(record: ResourceRecord) -> dict[str, object]:
+    """Outputs and secret references; keys starting with '_' are the drivers' own (a seed)."""
+    merged = {**record.outputs, **record.secret_refs}
+    return {k: v for k, v in merged.items() if not k.startswith("_")}
 
 
 def _protect_failed(

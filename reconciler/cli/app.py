@@ -11,7 +11,7 @@ import sys
 import typer
 
 from reconciler import __version__
-from reconciler.cli import db_cmd, explain_cmd, plan_cmd, validate_cmd
+from reconciler.cli import apply_cmd, db_cmd, explain_cmd, plan_cmd, validate_cmd
 
 app = typer.Typer(
     name="reconciler",
@@ -22,6 +22,12 @@ app = typer.Typer(
 )
 app.command("validate")(validate_cmd.validate)
 app.command("plan")(plan_cmd.plan)
+app.command("apply")(apply_cmd.apply)
+app.command("destroy")(apply_cmd.destroy)
+app.command("approve")(apply_cmd.approve)
+app.command("reject")(apply_cmd.reject)
+app.command("runs")(apply_cmd.runs)
+app.command("run-show")(apply_cmd.run_show)
 app.command("explain")(explain_cmd.explain)
 app.add_typer(db_cmd.app, name="db")
 

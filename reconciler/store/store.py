@@ -231,7 +231,9 @@ class Store:
             commit: str | None = conn.execute(query).scalar_one_or_none()
             return commit
 
-    def set_last_commit(self, environment: str, commit: str) -> None:
+    def set_last_commit(self, environment: str, commit: str | None) -> None:
+        """Record the commit an environment was last reconciled at; None forgets it (after a
+        destroy, the next plan must read every workload again)."""
         now = self.now()
         row = {"name": environment, "last_commit": commit}
         with self._write() as conn:

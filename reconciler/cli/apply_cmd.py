@@ -1,0 +1,307 @@
+"""``reconciler apply``, ``destroy``, ``approve``, ``reject``, ``runs`` and ``run-show``.
+
+Exit codes of apply: 0 success (or nothing to do), 1 failure, 3 waiting for approval.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from reconciler.catalogue import Code
+from reconciler.cli.common import (
+    EnvOption,
+    RefOption,
+    RepoOption,
+    StoreOption,
+    fail,
+    open_repository,
+    open_store,
+)
+from reconciler.cli.progress import ProgressCheckpointer, print_run
+from reconciler.cli.services import services_for
+from reconciler.diagnostics import has_errors
+from reconciler.engine import Executor, StoreCheckpointer
+from reconciler.gitops.errors import GitError
+from reconciler.pipeline import EnvironmentPlan, open_source, select_environments
+from reconciler.plan.render import to_text
+from reconciler.providers.base import DriverError
+from reconciler.render import diagnostics as render_diagnostics
+from reconciler.runner import RunOutcome, apply_environment, destroy_environment
+from reconciler.store.store import Store
+
+EXIT_WAITING = 3
+
+AutoApprove = Annotated[
+    bool,
+    typer.Option("--auto-approve", help="Skip the confirmation and any approval gate."),
+]
+Parallelism = Annotated[
+    int, typer.Option("--parallelism", min=1, max=64, help="Steps run at once.")
+]
+
+
+@contextmanager
+def _cancel_on_signals(executor: Executor) -> Iterator[None]:
+    """SIGTERM and Ctrl-C stop new steps, let running ones finish, checkpoint, exit non-zero."""
+
+    def handler(signum: int, frame: object) -> None:
+        executor.cancel()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _confirm(console: Console, auto: bool) -> object:
+    def ask(planned: EnvironmentPlan) -> bool:
+        if auto or not sys.stdin.isatty():
+            return True
+        return typer.confirm(f"Apply these changes to {planned.environment}?", default=False)
+
+    return ask
+
+
+def _run_one(
+    store: Store,
+    repo_path: Path,
+    ref: str,
+    env_name: str | None,
+    *,
+    auto_approve: bool,
+    parallelism: int,
+    approved: bool = False,
+    console: Console,
+) -> list[RunOutcome]:
+    repository = open_repository(repo_path)
+    try:
+        source = open_source(repository, ref)
+    except GitError as exc:
+        fail(exc.code, exc.message)
+    if has_errors(source.diagnostics):
+        console.print(render_diagnostics.to_text(list(source.diagnostics), 0), end="")
+        raise typer.Exit(1)
+    environments = select_environments(source.config, env_name)
+    if env_name is not None and not environments:
+        fail(Code.UNKNOWN_ENVIRONMENT, f"environment '{env_name}' is not defined")
+    outcomes = []
+    for name, env in environments:
+        try:
+            services = services_for(store, repository, name, env)
+        except DriverError as exc:
+            fail(exc.code, exc.message)
+        checkpointer = ProgressCheckpointer(StoreCheckpointer(store), console)
+        executor = Executor(checkpointer, parallelism=parallelism)
+        with _cancel_on_signals(executor):
+            outcome = apply_environment(
+                repository,
+                services,
+                source,
+                name,
+                env,
+                approved=approved or auto_approve,
+                executor=executor,
+                on_plan=_show_and_confirm(console, auto_approve),  # type: ignore[arg-type]
+            )
+        outcomes.append(outcome)
+        _report(console, outcome)
+    return outcomes
+
+
+def _show_and_confirm(console: Console, auto: bool) -> object:
+    ask = _confirm(console, auto)
+
+    def show(planned: EnvironmentPlan) -> bool:
+        if planned.plan is not None:
+            console.print(to_text(planned.plan), end="")
+        return bool(ask(planned))  # type: ignore[operator]
+
+    return show
+
+
+def _report(console: Console, outcome: RunOutcome) -> None:
+    if outcome.planned is not None and outcome.planned.failed:
+        console.print(render_diagnostics.to_text(list(outcome.planned.diagnostics), 0), end="")
+        return
+    run = outcome.run
+    if run is None:
+        console.print(f"{outcome.environment}: {outcome.message}")
+        return
+    if run.status == "WaitingApproval":
+        console.print(
+            f"{outcome.environment}: run {run.id} is waiting for approval: "
+            f"reconciler approve {run.id}"
+        )
+        return
+    style = "green" if run.status == "Succeeded" else "red"
+    detail = f" ({run.error_code} {run.message})" if run.error_code else ""
+    console.print(f"{outcome.environment}: run {run.id} {run.status}{detail}", style=style)
+
+
+def _exit(outcomes: list[RunOutcome]) -> None:
+    codes = [o.exit_code for o in outcomes]
+    if any(c == 1 for c in codes):
+        raise typer.Exit(1)
+    raise typer.Exit(EXIT_WAITING if EXIT_WAITING in codes else 0)
+
+
+def apply(
+    repo: RepoOption = Path("."),
+    ref: RefOption = "HEAD",
+    env: EnvOption = None,
+    store: StoreOption = None,
+    auto_approve: AutoApprove = False,
+    parallelism: Parallelism = 4,
+) -> None:
+    """Plan a commit and apply it: provision resources, publish workloads, record the result."""
+    console = Console(highlight=False, soft_wrap=True)
+    repository = open_repository(repo)
+    with open_store(store, repository) as state:
+        outcomes = _run_one(
+            state,
+            repo,
+            ref,
+            env,
+            auto_approve=auto_approve,
+            parallelism=parallelism,
+            console=console,
+        )
+    _exit(outcomes)
+
+
+def approve(
+    run_id: Annotated[str, typer.Argument(help="The run waiting for approval.")],
+    repo: RepoOption = Path("."),
+    store: StoreOption = None,
+    parallelism: Parallelism = 4,
+) -> None:
+    """Approve a run waiting for approval, and carry it out."""
+    console = Console(highlight=False, soft_wrap=True)
+    repository = open_repository(repo)
+    with open_store(store, repository) as state:
+        run = _waiting_run(state, run_id)
+        state.audit(actor="cli", action="run.approved", environment=run.environment, subject=run.id)
+        outcomes = _run_one(
+            state,
+            repo,
+            run.commit,
+            run.environment,
+            auto_approve=True,
+            parallelism=parallelism,
+            approved=True,
+            console=console,
+        )
+    _exit(outcomes)
+
+
+def reject(
+    run_id: Annotated[str, typer.Argument(help="The run waiting for approval.")],
+    repo: RepoOption = Path("."),
+    store: StoreOption = None,
+) -> None:
+    """Reject a run waiting for approval: it ends Failed and nothing is applied."""
+    repository = open_repository(repo)
+    with open_store(store, repository) as state:
+        run = _waiting_run(state, run_id)
+        state.update_run(run.id, status="Failed", message="rejected", finished=True)
+        state.audit(actor="cli", action="run.rejected", environment=run.environment, subject=run.id)
+    typer.echo(f"run {run.id} rejected")
+
+
+def _waiting_run(store: Store, run_id: str):  # type: ignore[no-untyped-def]
+    run = store.get_run(run_id)
+    if run is None:
+        matches = [r for r in store.list_runs(limit=500) if r.id.startswith(run_id)]
+        run = matches[0] if len(matches) == 1 else None
+    if run is None:
+        fail(Code.RUN_NOT_FOUND, f"no run '{run_id}'")
+    if run.status != "WaitingApproval":
+        fail(Code.RUN_NOT_WAITING, f"run {run.id} is {run.status}")
+    return run
+
+
+def runs(
+    repo: RepoOption = Path("."),
+    store: StoreOption = None,
+    env: EnvOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+) -> None:
+    """List runs, newest first."""
+    console = Console(highlight=False, soft_wrap=True)
+    repository = open_repository(repo)
+    with open_store(store, repository) as state:
+        listed = state.list_runs(env, limit=limit)
+    header = ["RUN", "ENV", "STATUS", "REVISION", "STARTED", "MESSAGE"]
+    rows = [
+        [
+            r.id[:8],
+            r.environment,
+            r.status,
+            r.commit[:7],
+            f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+            r.message or "",
+        ]
+        for r in listed
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        console.print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def run_show(
+    run_id: Annotated[str, typer.Argument(help="A run id (a unique prefix is enough).")],
+    repo: RepoOption = Path("."),
+    store: StoreOption = None,
+) -> None:
+    """Show a run and its steps, with their logs."""
+    console = Console(highlight=False, soft_wrap=True)
+    repository = open_repository(repo)
+    with open_store(store, repository) as state:
+        run = state.get_run(run_id)
+        if run is None:
+            matches = [r for r in state.list_runs(limit=500) if r.id.startswith(run_id)]
+            run = matches[0] if len(matches) == 1 else None
+        if run is None:
+            fail(Code.RUN_NOT_FOUND, f"no run '{run_id}'")
+        print_run(console, run, state.steps(run.id))
+
+
+def destroy(
+    env: Annotated[str, typer.Option("--env", "-e", help="The environment to tear down.")],
+    repo: RepoOption = Path("."),
+    ref: RefOption = "HEAD",
+    store: StoreOption = None,
+    auto_approve: AutoApprove = False,
+) -> None:
+    """Remove every workload and resource recorded for an environment."""
+    console = Console(highlight=False, soft_wrap=True)
+    repository = open_repository(repo)
+    try:
+        source = open_source(repository, ref)
+    except GitError as exc:
+        fail(exc.code, exc.message)
+    environments = dict(select_environments(source.config, env))
+    if env not in environments:
+        fail(Code.UNKNOWN_ENVIRONMENT, f"environment '{env}' is not defined")
+    if not auto_approve and sys.stdin.isatty():
+        typer.confirm(f"Destroy everything recorded for {env}?", abort=True)
+    with open_store(store, repository) as state:
+        services = services_for(state, repository, env, environments[env])
+        checkpointer = ProgressCheckpointer(StoreCheckpointer(state), console)
+        executor = Executor(checkpointer)
+        with _cancel_on_signals(executor):
+            outcome = destroy_environment(
+                repository, services, source, env, environments[env], executor=executor
+            )
+    _report(console, outcome)
+    raise typer.Exit(0 if outcome.run is None or outcome.run.status == "Succeeded" else 1)

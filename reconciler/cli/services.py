@@ -1,0 +1,64 @@
+"""Build what a run talks to (secret store, workload target, drivers) for the command line.
+
+Secrets: Vault when ``VAULT_ADDR`` is set; otherwise the store's encrypted table, keyed by
+``RECONCILER_SECRET_KEY`` / ``RECONCILER_SECRET_KEY_FILE``, or, for the embedded single-machine
+setup, a key file created on first use next to the SQLite store (``<git dir>/reconciler/
+secret.key``, mode 0600). The key never enters the store or the repository's tracked files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from reconciler.config.models import Environment
+from reconciler.gitops.repository import Repository
+from reconciler.providers.base import SecretStore
+from reconciler.providers.manifests import ManifestsTarget
+from reconciler.providers.secrets import (
+    KEY_ENV,
+    KEY_FILE_ENV,
+    VAULT_ADDR_ENV,
+    EncryptedSecretStore,
+    secret_store_from_env,
+)
+from reconciler.runner import Services, default_drivers
+from reconciler.store.store import Store
+
+LOCAL_KEY_FILE = Path("reconciler") / "secret.key"
+
+
+def local_key(repo: Repository) -> bytes:
+    """The embedded setup's key: read, or made once with owner-only permissions."""
+    path = repo.git_dir / LOCAL_KEY_FILE
+    if path.is_file():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key + b"\n")
+    return key
+
+
+def secret_store(store: Store, repo: Repository) -> SecretStore:
+    configured = any(os.environ.get(n) for n in (VAULT_ADDR_ENV, KEY_ENV, KEY_FILE_ENV))
+    if configured:
+        return secret_store_from_env(store)
+    return EncryptedSecretStore(store, [local_key(repo)])
+
+
+def services_for(
+    store: Store, repo: Repository, name: str, env: Environment, *, actor: str = "cli"
+) -> Services:
+    target = ManifestsTarget(repo.path, branch_template=env.deploy_branch_for(name))
+    postgres_url = os.environ.get("RECONCILER_POSTGRES_URL")
+    return Services(
+        store=store,
+        secrets=secret_store(store, repo),
+        target=target,
+        drivers=default_drivers(postgres_url),
+        actor=actor,
+    )

@@ -1,0 +1,662 @@
+"""Apply a commit to one environment: plan, gate, execute, record, as one run.
+
+The composer of the execute half of the flow, as ``pipeline.py`` is of the plan half. A run goes:
+
+1. plan against the recorded state (``pipeline.plan_environment``);
+2. gate: an environment with ``approval: required`` stops in ``WaitingApproval`` until approved;
+3. provision resources, wave by wave: each wave holds the resources whose params are fully known
+   (their dependencies' outputs are recorded by the waves before), so ``${resources.dns.host}`` in a
+   route's params is resolved with the real host before the route is provisioned;
+4. re-plan, now with every output known, and put workloads in place: record each, stage it on the
+   target, remove what left the commit, then publish (one deploy-branch commit);
+5. record the commit as reconciled, or, on failure with ``on_failure: rollback``, undo what the run
+   created, newest first.
+
+Every step is checkpointed by the engine; applying again resumes the unfinished run of the same
+commit: finished steps are not run again, and re-planning against the recorded state turns what a
+killed process already did into no-ops. Secrets go to the secret store; only references are
+recorded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.catalogue import Code
+from reconciler.config.models import Environment
+from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload
+from reconciler.desired.provisioners import ProvisionerSet
+from reconciler.desired.secrets import secret_ref
+from reconciler.engine import (
+    Executor,
+    RetryPolicy,
+    RunResult,
+    RunStatus,
+    Step,
+    StepContext,
+    StoreCheckpointer,
+)
+from reconciler.gitops.repository import Repository
+from reconciler.pipeline import (
+    EnvironmentPlan,
+    Source,
+    known_outputs,
+    plan_environment,
+    resource_record,
+)
+from reconciler.plan.diff import diff
+from reconciler.plan.model import ActionKind, Plan, Subject
+from reconciler.providers.base import (
+    ResourceDriver,
+    ResourceRequest,
+    SecretStore,
+    WorkloadRequest,
+    WorkloadTarget,
+)
+from reconciler.providers.registry import driver_for
+from reconciler.store.records import ResourceRecord, RunRecord, WorkloadRecord
+from reconciler.store.store import Store
+
+MANIFESTS_STATE_KEY = "_manifests"
+"""Where a resource's rendered Kubernetes objects are kept in its recorded state."""
+
+OPEN_RUN_STATUSES = ("Pending", "Running")
+MAX_WAVES = 64
+
+DriverFactory = Callable[[str, ProvisionerSet], ResourceDriver]
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What a run talks to; built once per process and shared by runs."""
+
+    store: Store
+    secrets: SecretStore
+    target: WorkloadTarget
+    drivers: DriverFactory
+    actor: str = "cli"
+
+
+def default_drivers(postgres_url: str | None = None) -> DriverFactory:
+    def make(uri: str, provisioners: ProvisionerSet) -> ResourceDriver:
+        return driver_for(uri, provisioners=provisioners, postgres_url=postgres_url)
+
+    return make
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """How an apply ended; ``exit_code`` is what ``reconciler apply`` exits with."""
+
+    environment: str
+    run: RunRecord | None
+    plan: Plan | None
+    planned: EnvironmentPlan | None
+    results: tuple[RunResult, ...] = ()
+    message: str = ""
+    error_code: Code | None = None
+
+    @property
+    def status(self) -> str:
+        return self.run.status if self.run is not None else "Failed"
+
+    @property
+    def exit_code(self) -> int:
+        return {"Succeeded": 0, "WaitingApproval": 3}.get(self.status, 1)
+
+
+@dataclass
+class _Run:
+    """One run in progress: the values its steps share."""
+
+    repo: Repository
+    services: Services
+    source: Source
+    name: str
+    env: Environment
+    run_id: str
+    executor: Executor
+    results: list[RunResult] = field(default_factory=list)
+
+    @property
+    def store(self) -> Store:
+        return self.services.store
+
+    def plan(self) -> EnvironmentPlan:
+        return plan_environment(self.repo, self.store, self.source, self.name, self.env)
+
+    def execute(self, steps: Sequence[Step]) -> RunResult:
+        known = {s.id for s in steps}
+        steps = [
+            Step(
+                id=s.id,
+                run=s.run,
+                depends_on=tuple(d for d in s.depends_on if d in known),
+                kind=s.kind,
+                target=s.target,
+                action=s.action,
+                timeout=s.timeout,
+                retry=s.retry,
+                compensate=s.compensate,
+            )
+            for s in steps
+        ]
+        result = self.executor.run(self.run_id, steps)
+        self.results.append(result)
+        return result
+
+
+def was_approved(store: Store, run: RunRecord) -> bool:
+    """Approval is an audited event: ``reconciler approve`` records it, apply looks it up."""
+    return any(
+        entry.action == "run.approved" and entry.subject == run.id
+        for entry in store.audit_log(run.environment, limit=200)
+    )
+
+
+def find_open_run(store: Store, environment: str, commit: str) -> RunRecord | None:
+    """The unfinished run of this commit, to resume rather than start afresh."""
+    for run in store.list_runs(environment, limit=20):
+        if run.commit == commit and run.status in (*OPEN_RUN_STATUSES, "WaitingApproval"):
+            return run
+    return None
+
+
+def apply_environment(
+    repo: Repository,
+    services: Services,
+    source: Source,
+    name: str,
+    env: Environment,
+    *,
+    approved: bool = False,
+    executor: Executor | None = None,
+    trigger: str = "cli",
+    on_plan: Callable[[EnvironmentPlan], bool] | None = None,
+) -> RunOutcome:
+    """Plan and apply ``source``'s commit to environment ``name``; never raises for bad input.
+
+    ``on_plan`` sees the plan before anything runs and may decline it (a TTY confirmation).
+    """
+    store = services.store
+    planned = plan_environment(repo, store, source, name, env)
+    if planned.failed or planned.plan is None:
+        return RunOutcome(name, None, planned.plan, planned, message="the commit has errors")
+    run = find_open_run(store, name, source.commit)
+    if run is None and not planned.plan.summary.has_changes:
+        store.set_last_commit(name, source.commit)
+        return RunOutcome(name, None, planned.plan, planned, message="no changes")
+    if run is None:
+        run = store.create_run(
+            name, source.commit, trigger=trigger, plan=planned.plan.to_dict(), status="Pending"
+        )
+        store.audit(
+            actor=services.actor,
+            action="run.created",
+            environment=name,
+            subject=run.id,
+            detail={"commit": source.commit, "summary": planned.plan.summary.to_dict()},
+        )
+    if env.approval == "required" and not approved and not was_approved(store, run):
+        if run.status != "WaitingApproval":
+            run = store.update_run(run.id, status="WaitingApproval")
+        return RunOutcome(name, run, planned.plan, planned, message="waiting for approval")
+    if on_plan is not None and not on_plan(planned):
+        run = store.update_run(run.id, status="Failed", message="declined", finished=True)
+        return RunOutcome(name, run, planned.plan, planned, message="declined")
+    run = store.update_run(run.id, status="Running")
+    state = _Run(
+        repo,
+        services,
+        source,
+        name,
+        env,
+        run.id,
+        executor or Executor(StoreCheckpointer(store)),
+    )
+    return _finish(state, planned, _execute(state))
+
+
+def _finish(state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | None) -> RunOutcome:
+    store = state.store
+    interrupted = any(r.status is RunStatus.INTERRUPTED for r in state.results)
+    if failure is None:
+        store.set_last_commit(state.name, state.source.commit)
+        run = store.update_run(state.run_id, status="Succeeded", finished=True)
+        action = "run.succeeded"
+    elif interrupted:
+        code, message = Code.RUN_INTERRUPTED, "interrupted; apply again to resume"
+        run = store.update_run(state.run_id, status="Pending", error_code=code.id, message=message)
+        action = "run.interrupted"
+    else:
+        code, message = failure
+        if state.env.on_failure == "rollback":
+            message += "; " + _rollback(state)
+        run = store.update_run(
+            state.run_id, status="Failed", error_code=code.id, message=message, finished=True
+        )
+        action = "run.failed"
+    store.audit(
+        actor=state.services.actor,
+        action=action,
+        environment=state.name,
+        subject=state.run_id,
+        detail={"commit": state.source.commit, "message": run.message or ""},
+    )
+    return RunOutcome(
+        state.name,
+        run,
+        planned.plan,
+        planned,
+        tuple(state.results),
+        run.message or "",
+        None if failure is None else failure[0],
+    )
+
+
+def _execute(state: _Run) -> tuple[Code, str] | None:
+    """Provision in waves, then put workloads in place; the first failure, or None."""
+    for _ in range(MAX_WAVES):
+        planned = state.plan()
+        if planned.failed or planned.plan is None or planned.desired is None:
+            return Code.STEP_FAILED, "the commit no longer plans cleanly"
+        ready = _ready_resources(planned.plan, planned.desired)
+        if not ready:
+            break
+        steps = [_provision_step(state, planned, resource) for resource in ready]
+        result = state.execute(steps)
+        if result.status is not RunStatus.SUCCEEDED:
+            return _first_failure(result)
+    planned = state.plan()
+    if planned.plan is None or planned.desired is None:
+        return Code.STEP_FAILED, "the commit no longer plans cleanly"
+    waiting = [
+        a.id
+        for a in planned.plan.changes()
+        if a.kind is Subject.RESOURCE and a.action is not ActionKind.DELETE
+    ]
+    if waiting:
+        return Code.STEP_FAILED, "resources could not be resolved: " + ", ".join(waiting)
+    result = state.execute(_workload_steps(state, planned))
+    if result.status is not RunStatus.SUCCEEDED:
+        return _first_failure(result)
+    return None
+
+
+def _first_failure(result: RunResult) -> tuple[Code, str]:
+    for step_id, outcome in sorted(result.steps.items()):
+        if outcome.error_code is not None and outcome.error_code is not Code.DEPENDENCY_FAILED:
+            return outcome.error_code, f"{step_id}: {outcome.message}"
+    return Code.STEP_FAILED, f"run ended {result.status}"
+
+
+def _ready_resources(plan: Plan, desired: DesiredState) -> list[DesiredResource]:
+    """Resources to create or change whose params are fully known now."""
+    wanted = {
+        a.id
+        for a in plan.changes()
+        if a.kind is Subject.RESOURCE and a.action is not ActionKind.DELETE
+    }
+    return [r for r in desired.resources if r.uid in wanted and not _unknown(r.params)]
+
+
+def _unknown(value: Any) -> bool:
+    if isinstance(value, str):
+        return "(known after apply)" in value
+    if isinstance(value, Mapping):
+        return any(_unknown(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_unknown(v) for v in value)
+    return False
+
+
+# -- resources ---------------------------------------------------------------------------------
+
+
+def _request(
+    state: _Run, desired: DesiredState, resource: DesiredResource | ResourceRecord
+) -> ResourceRequest:
+    recorded = state.store.recorded(state.name).resources.get(resource.uid)
+    secrets = state.services.secrets
+    previous = {
+        k: secrets.get(ref) for k, ref in (recorded.secret_refs if recorded else {}).items()
+    }
+    if isinstance(resource, DesiredResource):
+        params, metadata, source = resource.params, resource.metadata, resource.source_workload
+        provisioner, class_, res_id = resource.provisioner, resource.class_, resource.id
+    else:
+        params, metadata = dict(resource.params), {}
+        source = resource.source_workload or ""
+        provisioner, class_, res_id = resource.provisioner, resource.class_, resource.res_id
+    return ResourceRequest(
+        environment=state.name,
+        uid=resource.uid,
+        type=resource.type,
+        class_=class_,
+        id=res_id,
+        params=params,
+        metadata=metadata,
+        source_workload=source,
+        provisioner_uri=provisioner,
+        workload_services=desired.workload_services,
+        variables=dict(state.env.variables),
+        previous_state=dict(recorded.state) if recorded else {},
+        previous_outputs=dict(recorded.outputs) if recorded else {},
+        previous_secrets={k: v for k, v in previous.items() if v is not None},
+    )
+
+
+def _provision_step(state: _Run, planned: EnvironmentPlan, resource: DesiredResource) -> Step:
+    assert planned.desired is not None
+    assert planned.provisioners is not None
+    desired, provisioners = planned.desired, planned.provisioners
+
+    def run(ctx: StepContext) -> Mapping[str, Any]:
+        request = _request(state, desired, resource)
+        driver = state.services.drivers(resource.provisioner, provisioners)
+        result = driver.apply(request)
+        refs = {}
+        for key, value in sorted(result.secrets.items()):
+            ref = secret_ref(state.name, resource.uid, key)
+            state.services.secrets.put(ref, value)
+            refs[key] = ref
+        recorded_state = dict(result.state)
+        if result.manifests:
+            recorded_state[MANIFESTS_STATE_KEY] = [dict(m) for m in result.manifests]
+        outputs = {k: v for k, v in result.outputs.items() if k not in result.secrets}
+        record = resource_record(resource, outputs=outputs, secret_refs=refs, state=recorded_state)
+        state.store.save_resource(state.name, record)
+        ctx.log(f"provisioned {resource.uid} with {resource.provisioner}")
+        return {"outputs": sorted(outputs)}
+
+    return Step(
+        id=f"resource:{resource.uid}",
+        run=run,
+        depends_on=tuple(f"resource:{uid}" for uid in resource.depends_on),
+        kind="resource",
+        target=resource.uid,
+        action="apply",
+        retry=_retry(state),
+    )
+
+
+def _delete_resource_step(
+    state: _Run, desired: DesiredState, provisioners: ProvisionerSet, uid: str, after: Sequence[str]
+) -> Step:
+    def run(ctx: StepContext) -> Mapping[str, Any]:
+        recorded = state.store.recorded(state.name).resources.get(uid)
+        if recorded is None:
+            return {}
+        driver = state.services.drivers(recorded.provisioner, provisioners)
+        driver.delete(_request(state, desired, recorded))
+        for ref in recorded.secret_refs.values():
+            state.services.secrets.delete(ref)
+        state.store.delete_resource(state.name, uid)
+        ctx.log(f"deleted {uid}")
+        return {}
+
+    return Step(
+        id=f"resource:{uid}",
+        run=run,
+        depends_on=tuple(after),
+        kind="resource",
+        target=uid,
+        action="delete",
+        retry=_retry(state),
+    )
+
+
+def _retry(state: _Run) -> RetryPolicy:
+    retries = state.source.config.retries
+    return RetryPolicy(
+        max_attempts=retries.max_attempts,
+        initial_backoff=retries.initial_backoff.seconds,
+        max_backoff=retries.max_backoff.seconds,
+    )
+
+
+# -- workloads ---------------------------------------------------------------------------------
+
+
+def workload_request(
+    store: Store, environment: str, desired: DesiredState, workload: DesiredWorkload, commit: str
+) -> WorkloadRequest:
+    """A workload with its resources' outputs and the manifests of the resources it brought."""
+    recorded = store.recorded(environment).resources
+    outputs: dict[str, Mapping[str, Any]] = {}
+    manifests: list[Mapping[str, Any]] = []
+    for name, uid in sorted(workload.resources.items()):
+        record = recorded.get(uid)
+        if record is None:
+            continue
+        outputs[name] = known_outputs(record)
+        if record.source_workload == workload.name:  # a shared resource lands in one folder
+            manifests.extend(record.state.get(MANIFESTS_STATE_KEY, []))
+    return WorkloadRequest(
+        environment=environment,
+        name=workload.name,
+        spec=workload.spec,
+        resources=dict(workload.resources),
+        resource_outputs=outputs,
+        resource_manifests=manifests,
+        file=workload.file,
+        commit=commit,
+    )
+
+
+def _workload_steps(state: _Run, planned: EnvironmentPlan) -> list[Step]:
+    assert planned.plan is not None
+    assert planned.desired is not None
+    desired, plan = planned.desired, planned.plan
+    assert planned.provisioners is not None
+    steps: list[Step] = []
+    for action in plan.changes():
+        if action.kind is Subject.WORKLOAD and action.action is not ActionKind.DELETE:
+            wl = desired.workload(action.id)
+            assert wl is not None
+            steps.append(_workload_step(state, planned, wl))
+        elif action.kind is Subject.WORKLOAD:
+            steps.append(_delete_workload_step(state, action.id))
+    workload_ids = [s.id for s in steps]
+    for action in plan.changes():
+        if action.kind is Subject.RESOURCE and action.action is ActionKind.DELETE:
+            steps.append(
+                _delete_resource_step(state, desired, planned.provisioners, action.id, workload_ids)
+            )
+    steps.append(_publish_step(state, desired, [s.id for s in steps]))
+    return steps
+
+
+def _workload_step(state: _Run, planned: EnvironmentPlan, wl: DesiredWorkload) -> Step:
+    assert planned.desired is not None
+    desired = planned.desired
+    source = planned.sources.get(wl.name, {})
+
+    def run(ctx: StepContext) -> Mapping[str, Any]:
+        request = workload_request(state.store, state.name, desired, wl, state.source.commit)
+        state.services.target.apply(request)
+        state.store.save_workload(
+            state.name,
+            WorkloadRecord(
+                name=wl.name,
+                commit=state.source.commit,
+                file=wl.file,
+                spec_hash=wl.spec_hash,
+                spec=wl.spec,
+                sources=dict.fromkeys(wl.sources, ""),
+                source=source,
+                status="Synced",
+            ),
+        )
+        ctx.log(f"recorded {wl.name}")
+        return {}
+
+    return Step(
+        id=f"workload:{wl.name}",
+        run=run,
+        depends_on=tuple(f"resource:{uid}" for uid in wl.depends_on),
+        kind="workload",
+        target=wl.name,
+        action="apply",
+        retry=_retry(state),
+    )
+
+
+def _delete_workload_step(state: _Run, name: str) -> Step:
+    def run(ctx: StepContext) -> Mapping[str, Any]:
+        state.services.target.delete(state.name, name)
+        state.store.delete_workload(state.name, name)
+        ctx.log(f"removed {name}")
+        return {}
+
+    return Step(
+        id=f"workload:{name}",
+        run=run,
+        kind="workload",
+        target=name,
+        action="delete",
+        retry=_retry(state),
+    )
+
+
+def _publish_step(state: _Run, desired: DesiredState, after: Sequence[str]) -> Step:
+    """Stage every workload of the environment again and publish once.
+
+    Re-staging everything from the recorded state makes publishing idempotent: after a crash
+    between a workload's step and this one, nothing staged in memory is lost, and an unchanged
+    deploy tree makes no commit.
+    """
+
+    def run(ctx: StepContext) -> Mapping[str, Any]:
+        recorded = state.store.recorded(state.name).workloads
+        for wl in desired.workloads:
+            if wl.name in recorded:
+                request = workload_request(
+                    state.store, state.name, desired, wl, state.source.commit
+                )
+                state.services.target.apply(request)
+        message = f"reconciler: {state.name} at {state.source.commit[:7]} (run {state.run_id[:8]})"
+        commit = state.services.target.flush(state.name, message)
+        ctx.log(f"published {commit}" if commit else "deploy branch already up to date")
+        return {"deploy_commit": commit}
+
+    return Step(
+        id="publish",
+        run=run,
+        depends_on=tuple(after),
+        kind="target",
+        target=state.name,
+        action="publish",
+        retry=_retry(state),
+    )
+
+
+# -- rollback ----------------------------------------------------------------------------------
+
+
+def _rollback(state: _Run) -> str:
+    """Undo what this run created, newest first; say what happened."""
+    created = [
+        s
+        for s in state.store.steps(state.run_id)
+        if s.status == "Succeeded" and s.action == "apply" and s.kind in ("resource", "workload")
+    ]
+    created.sort(key=lambda s: str(s.finished_at or s.started_at or ""), reverse=True)
+    planned = state.plan()
+    desired = planned.desired or DesiredState(state.name, (), ())
+    provisioners = planned.provisioners or ProvisionerSet(())
+    steps: list[Step] = []
+    previous: list[str] = []
+    for record in created:
+        if record.kind == "workload":
+            undo = _delete_workload_step(state, record.target)
+        else:
+            undo = _delete_resource_step(state, desired, provisioners, record.target, ())
+        undo = Step(
+            id=f"rollback:{record.step_id}",
+            run=undo.run,
+            depends_on=tuple(previous[-1:]),
+            kind=undo.kind,
+            target=undo.target,
+            action="rollback",
+            retry=undo.retry,
+        )
+        steps.append(undo)
+        previous.append(undo.id)
+    steps.append(
+        Step(
+            id="rollback:publish",
+            run=_publish_step(state, DesiredState(state.name, (), ()), ()).run,
+            depends_on=tuple(previous[-1:]),
+            kind="target",
+            target=state.name,
+            action="rollback",
+        )
+    )
+    result = state.execute(steps)
+    if result.status is RunStatus.SUCCEEDED:
+        return f"rolled back {len(created)} created step(s)"
+    return "rollback incomplete (" + Code.ROLLBACK_FAILED.id + ")"
+
+
+def new_run_id() -> str:
+    return str(uuid.uuid4())
+
+
+def destroy_environment(
+    repo: Repository,
+    services: Services,
+    source: Source,
+    name: str,
+    env: Environment,
+    *,
+    executor: Executor | None = None,
+) -> RunOutcome:
+    """Remove everything recorded for an environment: workloads first, then their resources."""
+    store = services.store
+    planned = plan_environment(repo, store, source, name, env)
+    recorded = store.recorded(name)
+    nothing = DesiredState(name, (), ())
+    plan = diff(
+        nothing,
+        recorded.resources,
+        recorded.workloads,
+        commit=source.commit,
+        base_commit=store.last_commit(name),
+    )
+    if not plan.summary.has_changes:
+        return RunOutcome(name, None, plan, None, message="nothing recorded")
+    run = store.create_run(name, source.commit, trigger="destroy", plan=plan.to_dict())
+    store.audit(
+        actor=services.actor,
+        action="run.created",
+        environment=name,
+        subject=run.id,
+        detail={"destroy": True},
+    )
+    store.update_run(run.id, status="Running")
+    teardown = EnvironmentPlan(
+        name, plan, nothing, (), provisioners=planned.provisioners or ProvisionerSet(())
+    )
+    state = _Run(
+        repo, services, source, name, env, run.id, executor or Executor(StoreCheckpointer(store))
+    )
+    result = state.execute(_workload_steps(state, teardown))
+    failure = None if result.status is RunStatus.SUCCEEDED else _first_failure(result)
+    if failure is None:
+        store.set_last_commit(name, None)
+        run = store.update_run(run.id, status="Succeeded", finished=True)
+    else:
+        run = store.update_run(
+            run.id, status="Failed", error_code=failure[0].id, message=failure[1], finished=True
+        )
+    store.audit(
+        actor=services.actor,
+        action=f"destroy.{run.status.lower()}",
+        environment=name,
+        subject=run.id,
+    )
+    return RunOutcome(name, run, plan, teardown, (result,), run.message or "")
