@@ -371,6 +371,39 @@ class Code(enum.Enum):
         "writing the deploy branch failed",
         "Check that the deploy repository is writable and the branch is not protected.",
     )
+    NOTES_WRITE_FAILED = Entry(
+        4006, "writing the Git note failed", "Check that the repository is writable."
+    )
+    NOTES_PUSH_FAILED = Entry(
+        4007,
+        "pushing the notes failed",
+        "Check the remote URL and credentials, and that refs/notes/* may be pushed.",
+    )
+    STATUS_BRANCH_WRITE_FAILED = Entry(
+        4008,
+        "writing the status branch failed",
+        "Check that the repository is writable and the status branch is not checked out.",
+    )
+    FORGE_REJECTED = Entry(
+        4009,
+        "the forge rejected the commit status",
+        "Check the token's rights and reporters.forge.repository in reconciler.yaml.",
+    )
+    FORGE_UNAVAILABLE = Entry(
+        4010,
+        "the forge could not be reached",
+        "The forge is down or rate-limiting; statuses are retried, then dropped.",
+    )
+    FORGE_TOKEN_MISSING = Entry(
+        4011,
+        "the forge token is not set",
+        "Set the environment variable named by reporters.forge.token_env.",
+    )
+    REPORT_DROPPED = Entry(
+        4012,
+        "a status report was dropped",
+        "The reconciler stopped or its queue overflowed before the status was sent.",
+    )
     SYMLINK_ESCAPES = Entry(
         4004,
         "symbolic link points outside the repository",
@@ -407,6 +440,53 @@ class Code(enum.Enum):
         5006,
         "backup file is not valid",
         "Restore from a file written by 'reconciler db backup'.",
+    )
+
+    # -- 6xxx: API and authentication ---------------------------------------------------------
+    WEBHOOK_SIGNATURE_INVALID = Entry(
+        6001,
+        "webhook signature is missing or does not match",
+        "Give the forge's webhook the same secret as the reconciler's configuration.",
+    )
+    WEBHOOK_PAYLOAD_INVALID = Entry(
+        6002,
+        "webhook payload is not valid",
+        "Set the webhook's content type to application/json and send push or pull request events.",
+    )
+    WEBHOOK_NOT_CONFIGURED = Entry(
+        6003,
+        "webhook is not configured for this forge",
+        "Set a webhook secret for the forge in the reconciler's configuration.",
+    )
+    REQUEST_TOO_LARGE = Entry(
+        6004,
+        "request is too large",
+        "Webhook bodies are limited to 1 MiB; keep request lines and headers short.",
+    )
+    ENDPOINT_NOT_FOUND = Entry(
+        6005,
+        "no such endpoint",
+        "docs/api.md lists the endpoints the reconciler serves.",
+    )
+    METHOD_NOT_ALLOWED = Entry(
+        6006,
+        "method not allowed",
+        "Use one of the methods listed in the Allow header.",
+    )
+    BAD_REQUEST = Entry(
+        6007,
+        "request is malformed",
+        "Send a well-formed HTTP/1.1 request; a body needs a Content-Length header.",
+    )
+    NOT_READY = Entry(
+        6008,
+        "reconciler is not ready",
+        "Fix the failing checks listed in 'errors'; the daemon keeps checking.",
+    )
+    INTERNAL_ERROR = Entry(
+        6009,
+        "internal error",
+        "Look up the request in the reconciler's log and report the error if it persists.",
     )
 
     # -- 19xx: command line --------------------------------------------------------------------

@@ -1,0 +1,185 @@
+"""The daemon's work queue: which (environment, workload) needs reconciling next.
+
+Webhooks, the Git watcher and periodic resyncs ``add`` keys; worker threads ``get`` one, reconcile
+it, and call ``done``. The queue is level-triggered: it holds keys, not events, because a
+reconcile always works from the newest commit, so ten pushes while a key waits need one run.
+
+- A key waiting is not added twice; a key added while it is processed runs once more after.
+- A key is processed by one worker at a time.
+- After a failure a key waits ``backoff_delay`` (exponential, capped) before its retry; success
+  resets the count. Adding a key while it backs off runs it now, because an add means new
+  information (a push may be the fix); the failure count stays, so the next wait is longer.
+- Ready keys come out in the order they became ready, so a key that keeps failing goes to the
+  back each time and cannot starve the others.
+
+Time comes from an injected ``Clock`` so tests move it by hand.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from reconciler.engine.backoff import Uniform, backoff_delay, system_uniform
+from reconciler.engine.steps import RetryPolicy
+
+K = TypeVar("K", bound=Hashable)
+
+DEFAULT_BACKOFF = RetryPolicy(initial_backoff=1.0, max_backoff=300.0, multiplier=2.0, jitter=0.1)
+"""The queue retries until a key succeeds or is added again, so ``max_attempts`` is unused."""
+
+
+class Clock(Protocol):
+    """Monotonic seconds, and a way to wait on a condition measured in those seconds."""
+
+    def now(self) -> float: ...
+
+    def wait(self, condition: threading.Condition, timeout: float | None) -> None:
+        """Wait on ``condition`` (held by the caller) until notified or ``timeout`` passes."""
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wait(self, condition: threading.Condition, timeout: float | None) -> None:
+        condition.wait(timeout)
+
+
+@dataclass(slots=True)
+class _State:
+    """Mutable bookkeeping of one key, only touched under the queue's lock."""
+
+    due: float | None = None  # waiting until then; None when not waiting
+    entry: int = 0  # the heap entry that is current; older ones are skipped when popped
+    processing: bool = False
+    requeue: float | None = None  # added while processing: when to run again after ``done``
+    failures: int = 0
+
+
+class WorkQueue(Generic[K]):
+    """A keyed, deduplicated, rate-limited queue shared by the daemon's worker threads."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        backoff: RetryPolicy = DEFAULT_BACKOFF,
+        uniform: Uniform | None = None,
+    ) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._backoff = backoff
+        self._uniform = uniform or system_uniform()
+        self._cond = threading.Condition()
+        self._states: dict[K, _State] = {}
+        self._heap: list[tuple[float, int, K]] = []  # (due, entry, key): FIFO among equal dues
+        self._entries = 0
+        self._shut = False
+
+    def add(self, key: K) -> None:
+        """Ask for ``key`` to be processed as soon as a worker is free."""
+        self.add_after(key, 0.0)
+
+    def add_after(self, key: K, delay: float) -> None:
+        """Ask for ``key`` to be processed in ``delay`` seconds (or sooner if already due)."""
+        with self._cond:
+            if self._shut:
+                return
+            due = self._clock.now() + max(0.0, delay)
+            state = self._states.setdefault(key, _State())
+            if state.processing:
+                state.requeue = due if state.requeue is None else min(state.requeue, due)
+            else:
+                self._schedule(key, state, due)
+
+    def get(self, timeout: float | None = None) -> K | None:
+        """The next ready key, now marked as processing; None on timeout or after shutdown."""
+        with self._cond:
+            now = self._clock.now()
+            deadline = None if timeout is None else now + timeout
+            while not self._shut:
+                key = self._pop_ready(now)
+                if key is not None:
+                    return key
+                wake = self._next_due()
+                if deadline is not None:
+                    if now >= deadline:
+                        return None
+                    wake = deadline if wake is None else min(wake, deadline)
+                self._clock.wait(self._cond, None if wake is None else max(0.0, wake - now))
+                now = self._clock.now()
+            return None
+
+    def done(self, key: K, *, ok: bool) -> float | None:
+        """Finish processing ``key``; after a failure, return the wait before its retry."""
+        with self._cond:
+            state = self._states.get(key)
+            if state is None or not state.processing:
+                raise ValueError(f"{key!r} is not being processed")
+            state.processing = False
+            now = self._clock.now()
+            delay = None
+            due = state.requeue
+            state.requeue = None
+            if ok:
+                state.failures = 0
+            else:
+                state.failures += 1
+                delay = backoff_delay(self._backoff, state.failures, self._uniform)
+                due = now + delay if due is None else min(due, now + delay)
+            if due is not None and not self._shut:
+                self._schedule(key, state, due)
+            elif state.failures == 0:
+                del self._states[key]
+            return delay
+
+    def shutdown(self) -> None:
+        """Stop handing out keys and wake every waiting worker; adds are ignored from now on."""
+        with self._cond:
+            self._shut = True
+            self._cond.notify_all()
+
+    def depth(self) -> int:
+        """Keys waiting to be processed, ready or backing off (not those being processed)."""
+        with self._cond:
+            return sum(1 for state in self._states.values() if state.due is not None)
+
+    def failures(self, key: K) -> int:
+        """Failures of ``key`` since its last success."""
+        with self._cond:
+            state = self._states.get(key)
+            return 0 if state is None else state.failures
+
+    def _schedule(self, key: K, state: _State, due: float) -> None:
+        """Make ``key`` wait until ``due``, unless it already waits for an earlier time."""
+        if state.due is not None and state.due <= due:
+            return
+        self._entries += 1
+        state.due, state.entry = due, self._entries
+        heapq.heappush(self._heap, (due, self._entries, key))
+        self._cond.notify_all()
+
+    def _pop_ready(self, now: float) -> K | None:
+        self._drop_stale()
+        if not self._heap or self._heap[0][0] > now:
+            return None
+        _, _, key = heapq.heappop(self._heap)
+        state = self._states[key]
+        state.due, state.processing = None, True
+        return key
+
+    def _next_due(self) -> float | None:
+        self._drop_stale()
+        return self._heap[0][0] if self._heap else None
+
+    def _drop_stale(self) -> None:
+        while self._heap:
+            _, entry, key = self._heap[0]
+            state = self._states.get(key)
+            if state is not None and state.due is not None and state.entry == entry:
+                return
+            heapq.heappop(self._heap)

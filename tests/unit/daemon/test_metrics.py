@@ -1,0 +1,54 @@
+"""The daemon's metrics: names per the conventions, an explicit registry, one info series."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+
+from reconciler.daemon.metrics import create_metrics
+
+NAMES = (
+    "reconciler_reconcile_duration_seconds",
+    "reconciler_sync_total",
+    "reconciler_workload_info",
+    "reconciler_last_reconcile_timestamp_seconds",
+    "reconciler_queue_depth",
+    "reconciler_runs_total",
+    "reconciler_drifted_resources",
+    "reconciler_step_retries_total",
+    "reconciler_webhook_deliveries_total",
+)
+
+
+def test_every_metric_is_on_the_given_registry_with_its_conventional_name() -> None:
+    metrics = create_metrics()
+    metrics.reconcile_duration.labels("prod", "shop").observe(0.3)
+    metrics.sync.labels("prod", "shop", "Succeeded").inc()
+    metrics.last_reconcile.labels("prod").set(1.7e9)
+    metrics.runs.labels("prod", "Failed").inc()
+    metrics.drifted_resources.labels("prod").set(2)
+    metrics.step_retries.inc()
+    metrics.webhook_deliveries.labels("gitea", "accepted").inc()
+    metrics.set_workload_status("prod", "shop", "Synced", "Healthy")
+    text = generate_latest(metrics.registry).decode()
+    for name in NAMES:
+        assert f"# TYPE {name} " in text
+    assert 'reconciler_sync_total{environment="prod",phase="Succeeded",workload="shop"} 1.0' in text
+
+
+def test_two_sets_of_metrics_do_not_share_state() -> None:
+    first, second = create_metrics(), create_metrics()
+    first.step_retries.inc()
+    assert "reconciler_step_retries_total 1.0" in generate_latest(first.registry).decode()
+    assert "reconciler_step_retries_total 0.0" in generate_latest(second.registry).decode()
+
+
+def test_a_workload_has_one_info_series_whose_labels_follow_its_status() -> None:
+    metrics = create_metrics()
+    metrics.set_workload_status("prod", "shop", "Synced", "Healthy")
+    metrics.set_workload_status("prod", "cart", "Synced", "Healthy")
+    metrics.set_workload_status("prod", "shop", "OutOfSync", "Degraded")
+    samples = {
+        (s.labels["workload"], s.labels["sync_status"], s.labels["health_status"])
+        for s in next(iter(metrics.workload_info.collect())).samples
+    }
+    assert samples == {("shop", "OutOfSync", "Degraded"), ("cart", "Synced", "Healthy")}
