@@ -101,7 +101,11 @@ class RunOutcome:
 
     @property
     def status(self) -> str:
-        return self.run.status if self.run is not None else "Failed"
+        """The run's status; without a run, Succeeded when there was nothing to do."""
+        if self.run is not None:
+            return self.run.status
+        failed = self.planned is not None and self.planned.failed
+        return "Failed" if failed or self.plan is None else "Succeeded"
 
     @property
     def exit_code(self) -> int:
