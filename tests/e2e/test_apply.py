@@ -211,7 +211,8 @@ sys.exit(75)
 CANARY_PROVISIONER = """\
 import json, sys
 json.load(sys.stdin)
-print(json.dumps({"resource_state": {}, "resource_outputs": {"token": "CANARY-9c1e-7f2a", "url": "https://api"}, "shared_state": {}}))
+outputs = {"token": "CANARY-9c1e-7f2a", "url": "https://api"}
+print(json.dumps({"resource_state": {}, "resource_outputs": outputs, "shared_state": {}}))
 """
 
 
@@ -229,7 +230,10 @@ def test_failing_step_retries_then_rolls_back(
     script = tmp_path / "failing.py"
     script.write_text(FAILING)
     repo = make_repo()
-    extra = "    on_failure: rollback\nretries: {max_attempts: 3, initial_backoff: 10ms, max_backoff: 50ms}\n"
+    extra = (
+        "    on_failure: rollback\n"
+        "retries: {max_attempts: 3, initial_backoff: 10ms, max_backoff: 50ms}\n"
+    )
     app = (
         workload("orders")
         .replace("resources:\n", "resources:\n  quota:\n    type: quota\n")
