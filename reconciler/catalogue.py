@@ -404,6 +404,27 @@ class Code(enum.Enum):
         "a status report was dropped",
         "The reconciler stopped or its queue overflowed before the status was sent.",
     )
+    REMOTE_UNREACHABLE = Entry(
+        4013,
+        "fetching from the remote failed",
+        "Check the remote URL, the network and the credentials; the fetch is retried.",
+    )
+    MIRROR_PATH_INVALID = Entry(
+        4014,
+        "the mirror folder is not a bare repository",
+        "Point the reconciler at an empty folder or at the bare mirror it made before.",
+    )
+    WATCH_FAILED = Entry(
+        4015,
+        "watching the repository's refs failed",
+        "Check file-system watch limits (fs.inotify.max_user_watches); the daemon falls back "
+        "to polling.",
+    )
+    BRANCH_FORCE_PUSHED = Entry(
+        4016,
+        "a followed branch was force-pushed",
+        "The new head does not descend from the reconciled one; it is applied as any commit.",
+    )
     SYMLINK_ESCAPES = Entry(
         4004,
         "symbolic link points outside the repository",
@@ -440,6 +461,12 @@ class Code(enum.Enum):
         5006,
         "backup file is not valid",
         "Restore from a file written by 'reconciler db backup'.",
+    )
+
+    LEASE_LOST = Entry(
+        5010,
+        "a replica lost its lease on an environment",
+        "Another replica took over after this one stopped renewing; check the store's latency.",
     )
 
     # -- 6xxx: API and authentication ---------------------------------------------------------

@@ -161,6 +161,15 @@ def was_approved(store: Store, run: RunRecord) -> bool:
     )
 
 
+def _supersede(store: Store, environment: str, commit: str) -> None:
+    """A newer commit replaces runs still waiting on older ones: only the latest can apply."""
+    for run in store.list_runs(environment, limit=20):
+        if run.commit != commit and run.status in ("WaitingApproval", "Pending"):
+            store.update_run(
+                run.id, status="Failed", message=f"superseded by {commit[:7]}", finished=True
+            )
+
+
 def find_open_run(store: Store, environment: str, commit: str) -> RunRecord | None:
     """The unfinished run of this commit, to resume rather than start afresh."""
     for run in store.list_runs(environment, limit=20):
@@ -180,20 +189,29 @@ def apply_environment(
     executor: Executor | None = None,
     trigger: str = "cli",
     on_plan: Callable[[EnvironmentPlan], bool] | None = None,
+    partial: bool = False,
 ) -> RunOutcome:
     """Plan and apply ``source``'s commit to environment ``name``; never raises for bad input.
 
     ``on_plan`` sees the plan before anything runs and may decline it (a TTY confirmation).
+    With ``partial`` (the daemon), Score files with errors are reported and left alone while the
+    rest of the commit is applied; the commit is then not recorded as reconciled, so the next
+    plan reads the broken files again.
     """
     store = services.store
     planned = plan_environment(repo, store, source, name, env)
-    if planned.failed or planned.plan is None:
+    config_broken = any(d.file == "reconciler.yaml" for d in planned.diagnostics) or (
+        planned.plan is None
+    )
+    if planned.plan is None or (planned.failed and (not partial or config_broken)):
         return RunOutcome(name, None, planned.plan, planned, message="the commit has errors")
     run = find_open_run(store, name, source.commit)
     if run is None and not planned.plan.summary.has_changes:
-        store.set_last_commit(name, source.commit)
+        if not planned.failed:
+            store.set_last_commit(name, source.commit)
         return RunOutcome(name, None, planned.plan, planned, message="no changes")
     if run is None:
+        _supersede(store, name, source.commit)
         run = store.create_run(
             name, source.commit, trigger=trigger, plan=planned.plan.to_dict(), status="Pending"
         )
@@ -221,7 +239,7 @@ def apply_environment(
         run.id,
         executor or Executor(StoreCheckpointer(store)),
     )
-    return _finish(state, planned, _execute(state))
+    return _finish(state, planned, _execute(state, partial=partial))
 
 
 def _finish(state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | None) -> RunOutcome:
@@ -237,7 +255,8 @@ def _finish(state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | N
         action = "run.interrupted"
     else:
         code, message = failure
-        if state.env.on_failure == "rollback":
+        # Input errors stop nothing that ran: only a failed step calls for undoing the run.
+        if state.env.on_failure == "rollback" and code.value.number >= 3000:
             message += "; " + _rollback(state)
         run = store.update_run(
             state.run_id, status="Failed", error_code=code.id, message=message, finished=True
@@ -261,11 +280,11 @@ def _finish(state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | N
     )
 
 
-def _execute(state: _Run) -> tuple[Code, str] | None:
+def _execute(state: _Run, *, partial: bool = False) -> tuple[Code, str] | None:
     """Provision in waves, then put workloads in place; the first failure, or None."""
     for _ in range(MAX_WAVES):
         planned = state.plan()
-        if planned.failed or planned.plan is None or planned.desired is None:
+        if (planned.failed and not partial) or planned.plan is None or planned.desired is None:
             return Code.STEP_FAILED, "the commit no longer plans cleanly"
         ready = _ready_resources(planned.plan, planned.desired)
         if not ready:
@@ -287,6 +306,11 @@ def _execute(state: _Run) -> tuple[Code, str] | None:
     result = state.execute(_workload_steps(state, planned))
     if result.status is not RunStatus.SUCCEEDED:
         return _first_failure(result)
+    errors = [d for d in planned.diagnostics if str(d.severity) == "error"]
+    if errors:
+        first = errors[0]
+        where = f"{first.file}:{first.line}" if first.file else "the commit"
+        return first.code, f"{len(errors)} error(s), first at {where}: {first.message}"
     return None
 
 

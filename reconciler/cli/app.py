@@ -11,7 +11,16 @@ import sys
 import typer
 
 from reconciler import __version__
-from reconciler.cli import apply_cmd, db_cmd, explain_cmd, plan_cmd, validate_cmd
+from reconciler.cli import (
+    apply_cmd,
+    db_cmd,
+    demo_cmd,
+    explain_cmd,
+    plan_cmd,
+    run_cmd,
+    status_cmd,
+    validate_cmd,
+)
 
 app = typer.Typer(
     name="reconciler",
@@ -26,6 +35,11 @@ app.command("apply")(apply_cmd.apply)
 app.command("destroy")(apply_cmd.destroy)
 app.command("approve")(apply_cmd.approve)
 app.command("reject")(apply_cmd.reject)
+app.command("run")(run_cmd.run)
+app.command("demo")(demo_cmd.demo)
+app.command("status")(status_cmd.status)
+app.command("history")(status_cmd.history)
+app.command("sync")(status_cmd.sync)
 app.command("runs")(apply_cmd.runs)
 app.command("run-show")(apply_cmd.run_show)
 app.command("explain")(explain_cmd.explain)

@@ -26,7 +26,6 @@ from reconciler.cli.common import (
     open_store,
 )
 from reconciler.cli.progress import ProgressCheckpointer, print_run
-from reconciler.cli.services import services_for
 from reconciler.diagnostics import has_errors
 from reconciler.engine import Executor, StoreCheckpointer
 from reconciler.gitops.errors import GitError
@@ -35,6 +34,7 @@ from reconciler.plan.render import to_text
 from reconciler.providers.base import DriverError
 from reconciler.render import diagnostics as render_diagnostics
 from reconciler.runner import RunOutcome, apply_environment, destroy_environment
+from reconciler.services import services_for
 from reconciler.store.store import Store
 
 EXIT_WAITING = 3

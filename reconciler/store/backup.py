@@ -73,6 +73,15 @@ def _copy_sqlite(source: Path, target: Path) -> None:
         src.backup(dst)
 
 
+EPHEMERAL_TABLES = frozenset({"leases"})
+"""Leases belong to the running replicas, not to the recorded state: never backed up or restored
+(a restored lease would block work until it expired)."""
+
+
+def _backed_up() -> list[Table]:
+    return [t for t in metadata.sorted_tables if t.name not in EPHEMERAL_TABLES]
+
+
 def export(store: Store) -> dict[str, Any]:
     """Every table's rows in primary-key order, read in one snapshot."""
     with store.engine.connect() as conn:
@@ -81,7 +90,7 @@ def export(store: Store) -> dict[str, Any]:
         else:
             conn.execution_options(**{READ_OPTION: True})
         revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
-        tables = {table.name: _rows(conn, table) for table in metadata.sorted_tables}
+        tables = {table.name: _rows(conn, table) for table in _backed_up()}
     return {"format": FORMAT, "version": FORMAT_VERSION, "revision": revision, "tables": tables}
 
 
@@ -137,9 +146,9 @@ def _load_export(path: Path, store: Store) -> dict[str, list[dict[str, Any]]]:
             f"{current!r}; restore it with the reconciler version that wrote it",
         )
     tables = document.get("tables")
-    if not isinstance(tables, dict) or set(tables) != {t.name for t in metadata.sorted_tables}:
+    if not isinstance(tables, dict) or set(tables) != {t.name for t in _backed_up()}:
         raise _invalid(path, '"tables" must hold every table of the store')
-    return {t.name: _check_rows(path, t, tables[t.name]) for t in metadata.sorted_tables}
+    return {t.name: _check_rows(path, t, tables[t.name]) for t in _backed_up()}
 
 
 def _check_rows(path: Path, table: Table, found: object) -> list[dict[str, Any]]:
@@ -182,9 +191,9 @@ def _from_json(path: Path, where: str, column: Column[Any], value: Any) -> Any:
 
 def _replace_all(store: Store, tables: Mapping[str, list[dict[str, Any]]]) -> None:
     with store.engine.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
+        for table in reversed(_backed_up()):
             conn.execute(table.delete())
-        for table in metadata.sorted_tables:
+        for table in _backed_up():
             found = tables[table.name]
             for start in range(0, len(found), _BATCH):
                 conn.execute(table.insert(), found[start : start + _BATCH])

@@ -180,3 +180,14 @@ secrets = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
 )
+
+# Who works on which (environment, workload) key, until when (store/leases.py). Rows come and go
+# as replicas take and release work; a row past ``expires_at`` belongs to nobody.
+leases = Table(
+    "leases",
+    metadata,
+    Column("key", String(512), primary_key=True),
+    Column("holder", String(NAME), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Index(None, "holder"),
+)

@@ -1,0 +1,740 @@
+"""Measure the reconciler's performance targets, each next to a reference from the same run.
+
+    python benchmarks/run.py [--quick] [--sizes 10,1000,10000] [--out results.json] [--seed N]
+
+Absolute timings depend on the machine and on whoever else is using it; a ratio to a reference
+measured seconds earlier, on the same machine, on the same data, does not (much). So each figure
+here is a pair: the thing we care about and the floor it should stay close to (parsing the same
+files, the same rows through the raw driver, a full plan). ``docs/performance.md`` explains each
+figure and keeps the latest full results.
+
+Figures are registered with ``@figure``; one that needs parts still being built is a function
+raising ``NotMeasuredYet`` with the reason, so that measuring it later means writing that one
+function. ``--only`` runs a subset (the others are reported as skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+if __name__ == "__main__" and not __package__:  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import synth
+from reconciler.gitops.repository import Repository
+from reconciler.pipeline import (
+    EnvironmentPlan,
+    open_source,
+    plan_environment,
+    record_desired,
+    resource_record,
+    select_environments,
+)
+from reconciler.score.loader import load_workload
+from reconciler.store.records import ResourceRecord
+from reconciler.store.rows import canonical_json, resource_row
+from reconciler.store.store import Store
+from reconciler.yamldoc import load_yaml
+
+DEFAULT_SIZES = (10, 1000, 10000)
+QUICK_SIZES = (10, 200)
+DEFAULT_SEED = 20240601
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+FULL_PLAN_TARGET = 2.0
+INCREMENTAL_TARGET = 2.0
+NOOP_TARGET = 0.05
+
+
+class NotMeasuredYet(Exception):
+    """A figure whose subject does not exist yet; the message says what it waits for."""
+
+
+@dataclass(slots=True)
+class Sample:
+    """Repeated timings of one thing: the median is the figure, the rest shows the spread."""
+
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "median_s": round(self.median, 6),
+            "min_s": round(min(self.seconds), 6),
+            "max_s": round(max(self.seconds), 6),
+            "repetitions": len(self.seconds),
+        }
+
+
+def timed(
+    run: Callable[[], object], repetitions: int, setup: Callable[[], object] | None = None
+) -> Sample:
+    """Time ``run`` ``repetitions`` times; ``setup`` (untimed) prepares each repetition.
+
+    A collection before each repetition keeps garbage left by the previous one from being
+    charged to this one; collections the run itself triggers stay in, as they would in the daemon.
+    """
+    seconds: list[float] = []
+    for _ in range(repetitions):
+        if setup is not None:
+            setup()
+        gc.collect()
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return Sample(seconds)
+
+
+# -- the repositories and stores the figures share --------------------------------------------
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One size's synthetic repository, its first commit, and (once asked for) a store where
+    that commit is recorded as reconciled: built once, shared by the figures that need them."""
+
+    synth: synth.SynthRepo
+    base: str
+    blobs: list[tuple[str, bytes]]
+    records: list[ResourceRecord] | None = None
+    recorded_store: Store | None = None
+    changed: str | None = None
+
+
+@dataclass(slots=True)
+class Bench:
+    """What every figure function gets: the options and lazily prepared data per size."""
+
+    sizes: tuple[int, ...]
+    seed: int
+    quick: bool
+    workdir: Path
+    repetitions_override: int | None = None
+    log: Callable[[str], None] = print
+    _prepared: dict[int, Prepared] = field(default_factory=dict)
+    _stores: int = 0
+
+    def repetitions(self, size: int) -> int:
+        """3 for large sizes, more for small ones where one sample is noisier."""
+        if self.repetitions_override is not None:
+            return self.repetitions_override
+        if size >= 1000:
+            return 3
+        if size >= 100:
+            return 3 if self.quick else 5
+        return 5 if self.quick else 9
+
+    def prepared(self, size: int) -> Prepared:
+        found = self._prepared.get(size)
+        if found is None:
+            start = time.perf_counter()
+            repo = synth.generate(self.workdir / f"repo-{size}", size, self.seed)
+            tree = Repository.open(repo.path).tree(repo.head)
+            blobs = [(path, tree.read(path)) for path in repo.score_files]
+            found = Prepared(repo, repo.head, blobs)
+            self._prepared[size] = found
+            self.log(f"  generated {size} workloads in {time.perf_counter() - start:.1f}s")
+        return found
+
+    def new_store(self, label: str) -> Store:
+        """A fresh, migrated SQLite store (the daemon's default) in the work folder."""
+        self._stores += 1
+        return Store.open(f"sqlite:///{self.workdir / f'{label}-{self._stores}.db'}")
+
+    def plan(self, size: int, store: Store, ref: str) -> EnvironmentPlan:
+        """One plan as the daemon makes it: open the commit, plan its only environment.
+
+        The repository is opened anew each time so that no tree cached by an earlier repetition
+        is reused; the store is the caller's (a daemon keeps it open).
+        """
+        repo = Repository.open(self.prepared(size).synth.path)
+        source = open_source(repo, ref)
+        ((name, env),) = select_environments(source.config, synth.ENVIRONMENT)
+        result = plan_environment(repo, store, source, name, env)
+        if result.failed:
+            raise RuntimeError(f"the synthetic repository does not plan: {result.diagnostics[:3]}")
+        return result
+
+    def recorded(self, size: int) -> Prepared:
+        """The size's store with its first commit recorded, and a one-workload commit after it."""
+        prepared = self.prepared(size)
+        if prepared.recorded_store is None:
+            start = time.perf_counter()
+            store = self.new_store(f"recorded-{size}")
+            result = self.plan(size, store, prepared.base)
+            assert result.desired is not None
+            tree = Repository.open(prepared.synth.path).tree(prepared.base)
+            loaded = [load_workload(tree, w.file) for w in result.desired.workloads]
+            record_desired(store, result.desired, prepared.base, loaded)
+            prepared.recorded_store = store
+            prepared.changed = synth.commit_change(prepared.synth, size // 2)
+            self.log(f"  recorded {size} workloads in {time.perf_counter() - start:.1f}s")
+        return prepared
+
+    def close(self) -> None:
+        for prepared in self._prepared.values():
+            if prepared.recorded_store is not None:
+                prepared.recorded_store.close()
+
+
+# -- figures ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    key: str
+    title: str
+    target: str
+    measure: Callable[[Bench], dict[str, Any]]
+
+
+FIGURES: list[Figure] = []
+
+
+def figure(
+    key: str, title: str, target: str
+) -> Callable[[Callable[[Bench], dict[str, Any]]], Callable[[Bench], dict[str, Any]]]:
+    """Register a figure; the function returns ``{"rows": [...], ...}`` or raises
+    ``NotMeasuredYet``. Each row: size, measured, reference, ratio, met (None: no target)."""
+
+    def register(measure: Callable[[Bench], dict[str, Any]]) -> Callable[[Bench], dict[str, Any]]:
+        FIGURES.append(Figure(key, title, target, measure))
+        return measure
+
+    return register
+
+
+def row(
+    size: int,
+    measured: Sample,
+    reference: Sample,
+    target: float | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    ratio = measured.median / reference.median if reference.median > 0 else float("inf")
+    return {
+        "size": size,
+        "measured": measured.as_json(),
+        "reference": reference.as_json(),
+        "ratio": round(ratio, 4),
+        "target": target,
+        "met": None if target is None else ratio <= target,
+        **extra,
+    }
+
+
+@figure("full_plan", "Full plan vs. parsing the same files", f"plan/parse <= {FULL_PLAN_TARGET}")
+def measure_full_plan(bench: Bench) -> dict[str, Any]:
+    """open_source + plan_environment on an empty store, against ``load_yaml`` of the same bytes.
+
+    Parsing is the one step a first plan cannot skip, so it is the floor; everything above it
+    (schema checks, models, the desired state, the diff) is what the ratio shows.
+    """
+    rows = []
+    for size in bench.sizes:
+        prepared = bench.prepared(size)
+        reps = bench.repetitions(size)
+        stores: list[Store] = []
+        last: list[EnvironmentPlan] = []
+
+        def keep_records(prepared: Prepared = prepared, last: list[EnvironmentPlan] = last) -> None:
+            """Keep the resources for the store figures, then drop the plan, so that its
+            objects do not stay alive (and slow the collector down) in later repetitions."""
+            if last and prepared.records is None and last[0].desired is not None:
+                prepared.records = [resource_record(r) for r in last[0].desired.resources]
+            last.clear()
+
+        def fresh_store(size: int = size, stores: list[Store] = stores) -> None:
+            keep_records()
+            for old in stores:
+                old.close()
+            stores[:] = [bench.new_store(f"empty-{size}")]
+
+        def plan(
+            size: int = size,
+            prepared: Prepared = prepared,
+            stores: list[Store] = stores,
+            last: list[EnvironmentPlan] = last,
+        ) -> None:
+            last.append(bench.plan(size, stores[0], prepared.base))
+
+        def parse(prepared: Prepared = prepared) -> None:
+            for path, raw in prepared.blobs:
+                load_yaml(raw, path)
+
+        planned = timed(plan, reps, setup=fresh_store)
+        keep_records()
+        parsed = timed(parse, reps)
+        for old in stores:
+            old.close()
+        rows.append(row(size, planned, parsed, FULL_PLAN_TARGET, labels=("plan", "parse")))
+        bench.log(f"  full plan {size}: {planned.median:.3f}s, parse {parsed.median:.3f}s")
+    return {"rows": rows}
+
+
+@figure(
+    "incremental_plan",
+    "Plan after a one-workload commit, largest size vs. smallest",
+    f"plan(largest)/plan(smallest) <= {INCREMENTAL_TARGET}",
+)
+def measure_incremental_plan(bench: Bench) -> dict[str, Any]:
+    """The commit after a recorded one changes one Score file: planning it should cost the same
+    whatever the repository's size, so the smallest size's time is the reference."""
+    samples: dict[int, tuple[Sample, int]] = {}
+    for size in (min(bench.sizes), max(bench.sizes)):
+        if size in samples:
+            continue
+        prepared = bench.recorded(size)
+        results: list[EnvironmentPlan] = []
+
+        def plan(
+            size: int = size,
+            prepared: Prepared = prepared,
+            results: list[EnvironmentPlan] = results,
+        ) -> None:
+            assert prepared.recorded_store is not None
+            assert prepared.changed is not None
+            results.append(bench.plan(size, prepared.recorded_store, prepared.changed))
+
+        sample = timed(plan, bench.repetitions(size))
+        samples[size] = (sample, len(results[-1].parsed))
+        bench.log(f"  incremental {size}: {sample.median:.4f}s, parsed {len(results[-1].parsed)}")
+    small, large = min(samples), max(samples)
+    (small_sample, small_parsed), (large_sample, large_parsed) = samples[small], samples[large]
+    result = row(
+        large,
+        large_sample,
+        small_sample,
+        INCREMENTAL_TARGET,
+        reference_size=small,
+        parsed={str(small): small_parsed, str(large): large_parsed},
+        labels=(f"plan@{large}", f"plan@{small}"),
+    )
+    return {"rows": [result]}
+
+
+@figure("noop_resync", "No-op resync vs. a full plan", f"resync/full <= {NOOP_TARGET:.0%}")
+def measure_noop_resync(bench: Bench) -> dict[str, Any]:
+    """Planning the recorded commit again (a periodic resync that finds nothing to do), against
+    a full plan of the same commit on an empty store (from ``full_plan`` when it ran first)."""
+    rows = []
+    for size in bench.sizes:
+        prepared = bench.recorded(size)
+        store = prepared.recorded_store
+        assert store is not None
+        reps = bench.repetitions(size)
+        results: list[EnvironmentPlan] = []
+
+        def resync(
+            size: int = size,
+            prepared: Prepared = prepared,
+            results: list[EnvironmentPlan] = results,
+        ) -> None:
+            assert prepared.recorded_store is not None
+            results.append(bench.plan(size, prepared.recorded_store, prepared.base))
+
+        noop = timed(resync, reps)
+        plan = results[-1].plan
+        assert plan is not None
+        full = _full_plan_sample(bench, size)
+        rows.append(
+            row(
+                size,
+                noop,
+                full,
+                NOOP_TARGET,
+                parsed=len(results[-1].parsed),
+                changes=plan.summary.has_changes,
+                labels=("resync", "full plan"),
+            )
+        )
+        bench.log(f"  no-op resync {size}: {noop.median:.4f}s vs full {full.median:.3f}s")
+    return {"rows": rows}
+
+
+def _full_plan_sample(bench: Bench, size: int) -> Sample:
+    """A full plan's timing for ``size``: reused from ``full_plan`` when it ran in this process."""
+    rows = _RESULTS.get("full_plan", {}).get("rows", [])
+    for found in rows:
+        if found["size"] == size:
+            return Sample([found["measured"]["median_s"]])
+    prepared = bench.prepared(size)
+    stores: list[Store] = []
+
+    def fresh() -> None:
+        for old in stores:
+            old.close()
+        stores[:] = [bench.new_store(f"empty-{size}")]
+
+    sample = timed(
+        lambda: bench.plan(size, stores[0], prepared.base), bench.repetitions(size), fresh
+    )
+    for old in stores:
+        old.close()
+    return sample
+
+
+_RESULTS: dict[str, dict[str, Any]] = {}
+"""Figures measured so far in this process, so that later figures can reuse a reference."""
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
+def _records(bench: Bench, size: int) -> list[ResourceRecord]:
+    """``size`` resources as record_desired writes them, taken from a plan of the repository."""
+    prepared = bench.prepared(size)
+    if prepared.records is None:
+        store = bench.new_store(f"records-{size}")
+        desired = bench.plan(size, store, prepared.base).desired
+        store.close()
+        assert desired is not None
+        prepared.records = [resource_record(r) for r in desired.resources]
+    records = prepared.records
+    if len(records) < size:
+        raise RuntimeError(f"{size} workloads gave only {len(records)} resources")
+    return records[:size]
+
+
+_COLUMNS = (
+    *("environment", "uid", "type", "class", "res_id", "source_workload", "provisioner"),
+    *("params_hash", "params", "state", "outputs", "secret_refs", "status"),
+    *("created_at", "updated_at"),
+)
+_JSON_COLUMNS = frozenset({"params", "state", "outputs", "secret_refs"})
+
+
+def _raw_rows(
+    records: Sequence[ResourceRecord], now: datetime, *, text_time: bool
+) -> list[tuple[Any, ...]]:
+    """The same rows as the store writes, ready for a DB-API ``executemany``: JSON as canonical
+    text, timestamps as SQLite's text form or as datetimes for psycopg."""
+    out = []
+    for record in records:
+        values = resource_row(synth.ENVIRONMENT, record, now)
+        converted: list[Any] = []
+        for column in _COLUMNS:
+            value = values[column]
+            if column in _JSON_COLUMNS:
+                value = canonical_json(value)
+            elif isinstance(value, datetime) and text_time:
+                value = value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+            converted.append(value)
+        out.append(tuple(converted))
+    return out
+
+
+def _store_rows(
+    bench: Bench,
+    backend: str,
+    url: str,
+    raw_insert: Callable[[list[tuple[Any, ...]]], None],
+    clear: Callable[[], None],
+) -> list[dict[str, Any]]:
+    """Store.save_resources against the driver's own executemany, alternating, on one database."""
+    rows = []
+    store = Store.open(url)
+    try:
+        for size in bench.sizes:
+            records = _records(bench, size)
+            reps = bench.repetitions(size)
+            store.save_resources(synth.ENVIRONMENT, records)  # warm-up: the environment row,
+            clear()  # the statement cache and the database file's pages
+
+            def save(store: Store = store, records: list[ResourceRecord] = records) -> None:
+                store.save_resources(synth.ENVIRONMENT, records)
+
+            def raw(records: list[ResourceRecord] = records) -> None:
+                raw_insert(_raw_rows(records, datetime.now(UTC), text_time=backend == "sqlite"))
+
+            saved = timed(save, reps, setup=clear)
+            inserted = timed(raw, reps, setup=clear)
+            clear()
+            rows.append(row(size, saved, inserted, None, labels=("save_resources", "executemany")))
+            bench.log(f"  {backend} {size}: {saved.median:.3f}s vs raw {inserted.median:.3f}s")
+    finally:
+        store.close()
+    return rows
+
+
+_INSERT = "INSERT INTO resources ({}) VALUES ({})"
+
+
+@figure(
+    "store_sqlite",
+    "Store.save_resources vs. sqlite3 executemany (SQLite, WAL)",
+    "none (overhead shown)",
+)
+def measure_store_sqlite(bench: Bench) -> dict[str, Any]:
+    """What SQLAlchemy Core, the upsert and the row conversion add over the driver alone.
+
+    The raw side keeps one connection open, as the store's pool does, with the same settings
+    as the store's engine (WAL is a property of the file; ``synchronous`` is per connection).
+    """
+    path = bench.workdir / "store-sqlite.db"
+    columns = ", ".join(f'"{c}"' for c in _COLUMNS)
+    sql = _INSERT.format(columns, ", ".join("?" for _ in _COLUMNS))
+    url = f"sqlite:///{path}"
+    Store.open(url).close()  # create and migrate the file before the raw connection opens it
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+    def raw_insert(values: list[tuple[Any, ...]]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(sql, values)
+        conn.execute("COMMIT")
+
+    def clear() -> None:
+        conn.execute("DELETE FROM resources")
+
+    try:
+        return {"rows": _store_rows(bench, "sqlite", url, raw_insert, clear)}
+    finally:
+        conn.close()
+
+
+@figure(
+    "store_postgresql",
+    "Store.save_resources vs. psycopg executemany (PostgreSQL)",
+    "none (overhead shown)",
+)
+def measure_store_postgresql(bench: Bench) -> dict[str, Any]:
+    """The same comparison on a throwaway database of the local server, dropped afterwards."""
+    name = f"reconciler_bench_{os.getpid()}"
+    try:
+        admin = psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        raise NotMeasuredYet(f"no PostgreSQL at {PG_SERVER}: {str(error).strip()}") from error
+    columns = ", ".join(f'"{c}"' for c in _COLUMNS)
+    sql = _INSERT.format(columns, ", ".join("%s" for _ in _COLUMNS))
+    try:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        url = f"{PG_SERVER}/{name}"
+        Store.open(url).close()  # migrate before the raw connection looks at the table
+        with psycopg.connect(url) as conn:
+
+            def raw_insert(values: list[tuple[Any, ...]]) -> None:
+                with conn.transaction(), conn.cursor() as cursor:
+                    cursor.executemany(sql, values)
+
+            def clear() -> None:
+                with conn.transaction():
+                    conn.execute("DELETE FROM resources")
+
+            rows = _store_rows(bench, "postgresql", url, raw_insert, clear)
+        return {"server": str(admin.info.server_version), "rows": rows}
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+# -- figures that need parts still being built -------------------------------------------------
+
+
+@figure("first_full_reconcile", "First full reconcile (plan + apply + record)", "workloads/s")
+def measure_first_full_reconcile(bench: Bench) -> dict[str, Any]:
+    raise NotMeasuredYet(
+        "needs the execution engine and the manifests driver (reconciler/engine, providers), "
+        "still being built"
+    )
+
+
+@figure("push_to_status", "Push to commit status, p50 and p95", "latency, seconds")
+def measure_push_to_status(bench: Bench) -> dict[str, Any]:
+    raise NotMeasuredYet(
+        "needs the daemon (`reconciler run`: watcher, work queue) and the status reporters"
+    )
+
+
+@figure("daemon_peak_rss", "Daemon peak RSS while reconciling", "bytes")
+def measure_daemon_peak_rss(bench: Bench) -> dict[str, Any]:
+    raise NotMeasuredYet("needs the daemon (`reconciler run`) to measure as a process")
+
+
+FIGURE_KEYS = tuple(f.key for f in FIGURES)
+
+
+# -- the machine, the run, the output ----------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers came from: they mean little without it."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        usable = os.cpu_count() or 0
+    versions: dict[str, str | None] = {}
+    for package in ("pygit2", "ruamel.yaml", "pydantic", "SQLAlchemy", "psycopg", "jsonschema"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "system": f"{platform.system()} {platform.release()}",
+        "packages": versions,
+    }
+
+
+def run(bench: Bench, only: Sequence[str] | None = None) -> dict[str, Any]:
+    """Measure every registered figure (or ``only`` these) and return the JSON report."""
+    _RESULTS.clear()
+    started = datetime.now(UTC)
+    figures: dict[str, Any] = {}
+    for fig in FIGURES:
+        entry: dict[str, Any] = {"title": fig.title, "target": fig.target}
+        if only is not None and fig.key not in only:
+            entry.update(status="skipped", reason="not selected with --only", rows=[])
+        else:
+            bench.log(f"{fig.title} ...")
+            try:
+                measured = fig.measure(bench)
+            except NotMeasuredYet as why:
+                entry.update(status="not measured yet", reason=str(why), rows=[])
+            else:
+                entry.update(status="measured", **measured)
+                _RESULTS[fig.key] = entry
+        figures[fig.key] = entry
+    return {
+        "format_version": 1,
+        "started_at": started.isoformat(timespec="seconds"),
+        "duration_s": round((datetime.now(UTC) - started).total_seconds(), 1),
+        "machine": machine(),
+        "options": {"sizes": list(bench.sizes), "seed": bench.seed, "quick": bench.quick},
+        "figures": figures,
+    }
+
+
+def _seconds(value: float) -> str:
+    if value >= 1:
+        return f"{value:.2f} s"
+    if value >= 0.001:
+        return f"{value * 1000:.1f} ms"
+    return f"{value * 1e6:.0f} µs"
+
+
+def table_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One line per measured size, for the table."""
+    lines = []
+    for key, entry in report["figures"].items():
+        for found in entry["rows"] if entry["status"] == "measured" else []:
+            labels = found.get("labels", ("measured", "reference"))
+            met, limit = found["met"], found["target"]
+            parsed = found.get("parsed")
+            if isinstance(parsed, dict):
+                parsed = " / ".join(f"{v} at {k}" for k, v in parsed.items())
+            lines.append(
+                [
+                    key,
+                    str(found["size"]),
+                    f"{labels[0]} {_seconds(found['measured']['median_s'])}",
+                    f"{labels[1]} {_seconds(found['reference']['median_s'])}",
+                    f"{found['ratio']:.3f}",
+                    "-" if limit is None else f"<= {limit:g}",
+                    "-" if met is None else ("yes" if met else "NO"),
+                    "" if parsed is None else f"parsed {parsed}",
+                ]
+            )
+    return lines
+
+
+HEADERS = ["figure", "size", "measured", "reference", "ratio", "target", "met", "notes"]
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """A table of medians, then the figures that were not measured and why."""
+    m = report["machine"]
+    title = (
+        f"{m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable, shared with other work; "
+        f"load {m['load_average'][0]}), Python {m['python']}"
+    )
+    console = Console(width=max(Console().width, 120))
+    table = Table(title=title, caption="medians; ratio = measured / reference")
+    for header in HEADERS:
+        table.add_column(header, no_wrap=header != "notes")
+    for line in table_rows(report):
+        table.add_row(*line)
+    console.print(table)
+    for key, entry in report["figures"].items():
+        if entry["status"] != "measured":
+            console.print(f"{key}: {entry['status']} ({entry['reason']})", highlight=False)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="sizes 10 and 200, fewer repetitions")
+    parser.add_argument("--sizes", help="comma-separated workload counts (default 10,1000,10000)")
+    parser.add_argument("--out", type=Path, help="write the JSON report here")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="generator seed")
+    parser.add_argument("--only", help=f"comma-separated figures: {', '.join(FIGURE_KEYS)}")
+    parser.add_argument("--repetitions", type=int, help="override the repetitions per figure")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder and print it")
+    args = parser.parse_args(argv)
+    if args.sizes:
+        args.sizes = tuple(sorted({int(s) for s in args.sizes.split(",") if s.strip()}))
+    else:
+        args.sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
+    if args.only:
+        args.only = [k.strip() for k in args.only.split(",") if k.strip()]
+        unknown = set(args.only) - set(FIGURE_KEYS)
+        if unknown:
+            parser.error(f"unknown figures: {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
+    bench = Bench(args.sizes, args.seed, args.quick, workdir, args.repetitions)
+    try:
+        report = run(bench, args.only)
+    finally:
+        bench.close()
+        if args.keep:
+            print(f"work folder kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print_report(report)
+    if args.out is not None:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""``reconciler run``: start the daemon on a repository until SIGTERM or Ctrl-C.
+
+SIGTERM stops taking work, lets running steps finish within the grace period, checkpoints and
+exits 0, as a process supervisor (systemd, Kubernetes) expects.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from reconciler.catalogue import Code
+from reconciler.cli.common import RepoOption, StoreOption, fail
+from reconciler.daemon.service import Daemon, DaemonSettings
+from reconciler.gitops.errors import GitError
+from reconciler.observability import configure
+from reconciler.store.errors import StoreError
+
+ListenOption = Annotated[
+    str, typer.Option("--listen", help="HOST:PORT for health, metrics, webhooks and the API.")
+]
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter(f"'{text}' is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def run(
+    repo: RepoOption = Path("."),
+    store: StoreOption = None,
+    listen: ListenOption = "127.0.0.1:8080",
+    branch: Annotated[
+        str | None, typer.Option("--branch", help="Read reconciler.yaml from this branch.")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=32)] = 2,
+    parallelism: Annotated[int, typer.Option("--parallelism", min=1, max=64)] = 4,
+    target_url: Annotated[
+        str | None, typer.Option("--target-url", help="Link put on commit statuses.")
+    ] = None,
+) -> None:
+    """Watch the repository and keep every environment matching Git."""
+    configure()
+    settings = DaemonSettings(
+        repo=repo,
+        store_url=store,
+        listen=_listen(listen),
+        branch=branch,
+        workers=workers,
+        parallelism=parallelism,
+        target_url=target_url,
+    )
+    try:
+        daemon = Daemon(settings)
+        daemon.start()
+    except (GitError, StoreError) as exc:
+        fail(exc.code, exc.message)
+    except OSError as exc:  # the listen address is taken or not ours
+        fail(Code.PATH_NOT_FOUND, f"cannot listen on {listen}: {exc.strerror or exc}")
+
+    def stop(signum: int, frame: object) -> None:
+        daemon.request_stop()  # the handler only flags; the main thread stops
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    daemon.wait()
+    daemon.stop()
+    raise typer.Exit(0)

@@ -1,0 +1,191 @@
+"""``reconciler status``, ``history`` and ``sync``: what the store knows, as Argo CD users read it.
+
+``status`` prints a table like ``argocd app list`` (upper-case columns two spaces apart, SHAs
+shortened to 7 characters), or JSON / YAML with ``-o``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from ruamel.yaml import YAML
+
+from reconciler.catalogue import Code
+from reconciler.cli.apply_cmd import Parallelism, _exit, _run_one
+from reconciler.cli.common import (
+    EnvOption,
+    RepoOption,
+    StoreOption,
+    fail,
+    open_repository,
+    open_store,
+)
+from reconciler.gitops.errors import GitError
+from reconciler.gitops.repository import Repository
+from reconciler.pipeline import open_source
+from reconciler.store.store import Store
+
+
+class Output(enum.StrEnum):
+    TABLE = "table"
+    WIDE = "wide"
+    JSON = "json"
+    YAML = "yaml"
+
+
+def _rows(repo: Repository, store: Store, only_env: str | None) -> list[dict[str, Any]]:
+    try:
+        config = open_source(repo, "HEAD").config
+        follows = {name: env.follows for name, env in config.sorted_environments()}
+    except GitError:
+        follows = {}
+    rows = []
+    for record in store.environments():
+        if only_env is not None and record.name != only_env:
+            continue
+        try:
+            head = repo.resolve(follows[record.name]) if record.name in follows else None
+        except GitError:
+            head = None
+        runs = store.list_runs(record.name, limit=1)
+        last = runs[0] if runs else None
+        for workload in sorted(
+            store.recorded(record.name).workloads.values(), key=lambda w: w.name
+        ):
+            rows.append(
+                _row(record.name, workload.name, workload.commit, head, record.last_commit, last)
+            )
+    return rows
+
+
+def _row(
+    env: str, name: str, commit: str, head: str | None, last: str | None, run: Any
+) -> dict[str, Any]:
+    synced = head is None or head == last
+    failed = run is not None and run.status == "Failed"
+    waiting = run is not None and run.status == "WaitingApproval"
+    message = ""
+    if failed:
+        message = f"{run.error_code or ''} {run.message or ''}".strip()
+    elif waiting:
+        message = f"waiting for approval (run {run.id[:8]})"
+    elif not synced and head is not None:
+        message = f"{head[:7]} not applied yet"
+    return {
+        "name": name,
+        "environment": env,
+        "status": "Synced" if synced and not failed else "OutOfSync",
+        "health": "Degraded" if failed else ("Suspended" if waiting else "Healthy"),
+        "revision": commit,
+        "head": head,
+        "message": message,
+    }
+
+
+def status(
+    repo: RepoOption = Path("."),
+    store: StoreOption = None,
+    env: EnvOption = None,
+    output: Annotated[Output, typer.Option("--output", "-o", help="table, wide, json or yaml.")] = (
+        Output.TABLE
+    ),
+) -> None:
+    """List workloads with their sync and health status, per environment."""
+    repository = open_repository(repo)
+    with open_store(store, repository) as state:
+        rows = _rows(repository, state, env)
+    if output is Output.JSON:
+        sys.stdout.write(json.dumps({"items": rows}, indent=2) + "\n")
+        return
+    if output is Output.YAML:
+        YAML().dump({"items": rows}, sys.stdout)
+        return
+    columns = ["NAME", "ENV", "STATUS", "HEALTH", "REVISION", "MESSAGE"]
+    if output is Output.WIDE:
+        columns.insert(5, "HEAD")
+    table = [
+        [r["name"], r["environment"], r["status"], r["health"], r["revision"][:7]]
+        + ([(r["head"] or "-")[:7]] if output is Output.WIDE else [])
+        + [r["message"]]
+        for r in rows
+    ]
+    _print_table(columns, table)
+
+
+def _print_table(columns: list[str], rows: list[list[str]]) -> None:
+    console = Console(highlight=False, soft_wrap=True)
+    widths = [max(len(str(v)) for v in col) for col in zip(columns, *rows, strict=False)]
+    for row in [columns, *rows]:
+        console.print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def history(
+    workload: Annotated[str, typer.Argument(help="The workload's name.")],
+    repo: RepoOption = Path("."),
+    store: StoreOption = None,
+    env: EnvOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+) -> None:
+    """The runs that changed a workload, newest first."""
+    repository = open_repository(repo)
+    with open_store(store, repository) as state:
+        runs = state.list_runs(env, limit=500)
+    rows = []
+    for run in runs:
+        actions = (run.plan or {}).get("actions", [])
+        mine = [a for a in actions if a.get("kind") == "workload" and a.get("id") == workload]
+        for action in mine:
+            if action.get("action") == "no-op":
+                continue
+            rows.append(
+                [
+                    run.environment,
+                    run.commit[:7],
+                    run.id[:8],
+                    action["action"],
+                    run.status,
+                    f"{run.started_at:%Y-%m-%d %H:%M:%S}",
+                ]
+            )
+    if not rows:
+        fail(Code.RUN_NOT_FOUND, f"no run changed workload '{workload}'")
+    _print_table(["ENV", "REVISION", "RUN", "ACTION", "STATUS", "STARTED"], rows[:limit])
+
+
+def sync(
+    workload: Annotated[str, typer.Argument(help="The workload to reconcile now.")],
+    repo: RepoOption = Path("."),
+    store: StoreOption = None,
+    env: EnvOption = None,
+    parallelism: Parallelism = 4,
+) -> None:
+    """Reconcile now the environments that hold a workload (approval gates still apply)."""
+    console = Console(highlight=False, soft_wrap=True)
+    repository = open_repository(repo)
+    with open_store(store, repository) as state:
+        envs = [e.name for e in state.environments() if env in (None, e.name)]
+        holding = [e for e in envs if workload in state.recorded(e).workloads]
+        if not holding:
+            holding = envs if env is not None else []
+        if not holding:
+            fail(
+                Code.UNKNOWN_ENVIRONMENT, f"no environment records workload '{workload}'; use --env"
+            )
+        outcomes = []
+        for name in holding:
+            outcomes += _run_one(
+                state,
+                repo,
+                "HEAD",
+                name,
+                auto_approve=False,
+                parallelism=parallelism,
+                console=console,
+            )
+    _exit(outcomes)

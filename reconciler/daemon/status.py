@@ -1,0 +1,126 @@
+"""What the daemon says about a commit: a ``CommitStatus`` built from a run's outcome.
+
+One function maps the outcome of ``runner.apply_environment`` to the Argo CD / Flux vocabulary
+(sync, health, phase), with each failure's code, file and line, so that notes, the status branch
+and the forge all say the same thing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from reconciler.config.models import Config
+from reconciler.diagnostics import Severity
+from reconciler.gitops.repository import Repository
+from reconciler.gitops.status import (
+    CommitStatus,
+    Failure,
+    ForgeStatuses,
+    GitNotes,
+    Health,
+    Phase,
+    Reporter,
+    StatusBranch,
+    Summary,
+    Sync,
+    WorkloadStatus,
+)
+from reconciler.runner import RunOutcome
+
+_PHASES = {
+    "Succeeded": Phase.SUCCEEDED,
+    "Failed": Phase.FAILED,
+    "WaitingApproval": Phase.WAITING_APPROVAL,
+    "Pending": Phase.PENDING,
+    "Running": Phase.RUNNING,
+}
+
+
+def reporters_for(repo: Repository, config: Config, target_url: str | None) -> list[Reporter]:
+    """The reporters reconciler.yaml asks for; each can fail without failing a reconcile."""
+    chosen: list[Reporter] = []
+    settings = config.reporters
+    if settings.notes.enabled:
+        chosen.append(GitNotes(repo.path, ref=settings.notes.ref))
+    if settings.status_branch.enabled:
+        chosen.append(StatusBranch(repo.path, branch=settings.status_branch.branch))
+    if settings.forge is not None:
+        chosen.append(ForgeStatuses.from_settings(settings.forge))
+    return chosen
+
+
+def commit_status(
+    environment: str,
+    commit: str,
+    phase: Phase | None,
+    *,
+    run_id: str,
+    outcome: RunOutcome | None = None,
+    target_url: str | None = None,
+) -> CommitStatus:
+    """The status of ``commit`` in ``environment``: ``phase`` alone while work is under way, or
+    everything the finished ``outcome`` tells."""
+    now = datetime.now(UTC)
+    if outcome is None:
+        return CommitStatus(
+            environment=environment,
+            commit=commit,
+            run_id=run_id,
+            phase=phase or Phase.RUNNING,
+            at=now,
+            sync=Sync.OUT_OF_SYNC,
+            health=Health.PROGRESSING,
+            message="reconciling",
+            target_url=target_url,
+        )
+    diagnostics = outcome.planned.diagnostics if outcome.planned is not None else ()
+    failures = [
+        Failure(code=d.code.id, message=d.message, file=d.file, line=d.line)
+        for d in diagnostics
+        if d.severity is Severity.ERROR
+    ]
+    if outcome.run is not None and outcome.run.error_code and not failures:
+        failures.append(Failure(code=outcome.run.error_code, message=outcome.run.message or ""))
+    status = outcome.status
+    final = _PHASES.get(status, Phase.FAILED)
+    if failures and final is Phase.SUCCEEDED:
+        final = Phase.FAILED
+    broken_files = {f.file for f in failures if f.file}
+    workloads = {}
+    desired = outcome.planned.desired if outcome.planned is not None else None
+    for wl in desired.workloads if desired is not None else ():
+        workloads[wl.name] = _workload_status(final, wl.file in broken_files, bool(broken_files))
+    summary = outcome.plan.summary if outcome.plan is not None else None
+    return CommitStatus(
+        environment=environment,
+        commit=commit,
+        run_id=run_id,
+        phase=final,
+        at=now,
+        sync=Sync.SYNCED if final is Phase.SUCCEEDED else Sync.OUT_OF_SYNC,
+        health=_health(final),
+        summary=Summary(summary.add, summary.change, summary.destroy) if summary else Summary(),
+        message=outcome.message or status,
+        failures=tuple(failures),
+        workloads=workloads,
+        target_url=target_url,
+    )
+
+
+def _health(phase: Phase) -> Health:
+    return {
+        Phase.SUCCEEDED: Health.HEALTHY,
+        Phase.FAILED: Health.DEGRADED,
+        Phase.WAITING_APPROVAL: Health.SUSPENDED,
+    }.get(phase, Health.PROGRESSING)
+
+
+def _workload_status(phase: Phase, broken: bool, only_files_broke: bool) -> WorkloadStatus:
+    """A workload's own state: with broken files, the others were applied all the same."""
+    if broken:
+        return WorkloadStatus(Sync.OUT_OF_SYNC, Health.DEGRADED, "its Score file has errors")
+    if phase is Phase.WAITING_APPROVAL:
+        return WorkloadStatus(Sync.OUT_OF_SYNC, Health.SUSPENDED, "waiting for approval")
+    if phase is Phase.FAILED and not only_files_broke:
+        return WorkloadStatus(Sync.OUT_OF_SYNC, Health.DEGRADED, "the run failed")
+    return WorkloadStatus(Sync.SYNCED, Health.HEALTHY, "")

@@ -1,0 +1,83 @@
+"""Structured logs and traces, set up once per process.
+
+Logs: structlog, JSON lines with ISO UTC timestamps when not on a terminal (the daemon's normal
+case), a console renderer on a terminal; context such as environment, revision and trace id is
+bound with contextvars so every line of a reconcile carries it. Traces: OpenTelemetry with
+``service.name=reconciler``; spans are exported with OTLP over HTTP when
+``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, and otherwise only give ids to the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+SERVICE_NAME = "reconciler"
+_configured = False
+
+
+def configure(*, json: bool | None = None, level: str = "INFO") -> None:
+    """Configure logging and tracing for this process (idempotent)."""
+    global _configured  # noqa: PLW0603 - one process-wide setup, as logging itself is
+    if _configured:
+        return
+    _configured = True
+    as_json = json if json is not None else not sys.stderr.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks
+            if as_json
+            else structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    for noisy in ("alembic", "apscheduler", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _configure_tracing()
+
+
+def _configure_tracing() -> None:
+    provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(SERVICE_NAME)
+
+
+@contextmanager
+def span(name: str, **attributes: str) -> Iterator[str]:
+    """A span whose trace id is bound into every log line written inside it."""
+    with tracer().start_as_current_span(name, attributes=attributes) as current:
+        trace_id = format(current.get_span_context().trace_id, "032x")
+        with structlog.contextvars.bound_contextvars(trace_id=trace_id, **attributes):
+            yield trace_id
+
+
+def logger(name: str = SERVICE_NAME) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,177 @@
+"""Leases: replicas sharing one database share the work, one replica per key at a time.
+
+The daemon makes one ``LeaseManager`` per process and, before reconciling a key such as
+``staging/orders``, calls ``try_acquire``; a key another replica holds is skipped (that replica is
+on it). A timer calls ``renew`` every ``renew_interval``; a replica that dies stops renewing, and
+after ``ttl`` its keys go to whichever replica asks next. On SIGTERM, ``release_all`` hands them
+over at once.
+
+Each lease is a row ``(key, holder, expires_at)`` changed only by compare-and-set statements:
+take the row if it is ours or has expired (``UPDATE ... WHERE holder = me OR expires_at <=
+now``), else insert it if there is none (``INSERT ... ON CONFLICT DO NOTHING``). PostgreSQL
+re-checks an ``UPDATE``'s condition after waiting for a concurrent writer of the same row, and
+SQLite runs one writer at a time, so two replicas never both see their statement succeed.
+
+Time: on PostgreSQL ``now`` is the database's clock, so replicas whose clocks disagree still agree
+on who holds what; on SQLite (one replica) it is the local clock. A holder also keeps its own
+conservative deadline (from before it asked, on its monotonic clock): ``held`` drops a key when
+that passes without a renewal, before any other replica may take it, so a replica that was paused
+(swapped out, stopped) stops treating the key as its own before someone else starts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from reconciler.store.errors import translated
+from reconciler.store.store import Store
+from reconciler.store.tables import leases
+
+MAX_KEY = 512
+MAX_HOLDER = 253
+
+WallClock = Callable[[], datetime]
+
+
+def default_holder() -> str:
+    """A name no other process shares, and that says where it runs: ``host-pid-random``."""
+    return f"{socket.gethostname()[:200]}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+class LeaseManager:
+    """The leases of one ``holder`` (a process) in ``store``, each lasting ``ttl`` seconds.
+
+    ``clock`` replaces the time source described above (for tests, or one shared fake clock); it
+    then drives the local deadlines as well. Thread-safe: worker threads acquire and release while
+    a timer renews.
+    """
+
+    def __init__(
+        self, store: Store, holder: str, ttl: float, *, clock: WallClock | None = None
+    ) -> None:
+        if not 0 < len(holder) <= MAX_HOLDER:
+            raise ValueError(f"holder must be 1 to {MAX_HOLDER} characters")
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        self._store = store
+        self.holder = holder
+        self.ttl = ttl
+        self._clock = clock
+        self._deadlines: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def renew_interval(self) -> float:
+        """How often to call ``renew``: three tries before a lease can run out."""
+        return self.ttl / 3
+
+    def try_acquire(self, key: str) -> bool:
+        """Take ``key`` (or extend it, if already ours); False when another holder has it."""
+        if not 0 < len(key) <= MAX_KEY:
+            raise ValueError(f"lease key must be 1 to {MAX_KEY} characters")
+        asked = self._seconds()
+        with self._begin() as conn:
+            now = self._now(conn)
+            values = {"holder": self.holder, "expires_at": now + timedelta(seconds=self.ttl)}
+            taken = conn.execute(
+                update(leases)
+                .where(
+                    leases.c.key == key,
+                    or_(leases.c.holder == self.holder, leases.c.expires_at <= now),
+                )
+                .values(values)
+            ).rowcount
+            if not taken:
+                # RETURNING, not rowcount: drivers report -1 for an INSERT ... ON CONFLICT.
+                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+                insert = dialect.insert(leases).values(key=key, **values)
+                inserted = conn.execute(
+                    insert.on_conflict_do_nothing(index_elements=["key"]).returning(leases.c.key)
+                )
+                taken = int(inserted.first() is not None)
+        with self._lock:
+            if taken:
+                self._deadlines[key] = asked + self.ttl
+            else:
+                self._deadlines.pop(key, None)
+        return bool(taken)
+
+    def renew(self) -> frozenset[str]:
+        """Extend every lease held; returns the keys lost (another holder took them after they
+        expired), which the caller must stop working on."""
+        with self._lock:
+            keys = sorted(self._deadlines)
+        if not keys:
+            return frozenset()
+        asked = self._seconds()
+        lost: set[str] = set()
+        with self._begin() as conn:
+            expires = self._now(conn) + timedelta(seconds=self.ttl)
+            for key in keys:  # one row at a time, in key order: no deadlock between renewals
+                done = conn.execute(
+                    update(leases)
+                    .where(leases.c.key == key, leases.c.holder == self.holder)
+                    .values(expires_at=expires)
+                ).rowcount
+                if not done:
+                    lost.add(key)
+        with self._lock:
+            for key in keys:
+                if key in lost:
+                    self._deadlines.pop(key, None)
+                elif key in self._deadlines:  # not released meanwhile
+                    self._deadlines[key] = asked + self.ttl
+        return frozenset(lost)
+
+    def release(self, key: str) -> None:
+        """Give ``key`` up now, so another replica need not wait for it to expire."""
+        with self._lock:
+            self._deadlines.pop(key, None)
+        with self._begin() as conn:
+            conn.execute(delete(leases).where(leases.c.key == key, leases.c.holder == self.holder))
+
+    def release_all(self) -> None:
+        """Give every lease up (at shutdown)."""
+        with self._lock:
+            self._deadlines.clear()
+        with self._begin() as conn:
+            conn.execute(delete(leases).where(leases.c.holder == self.holder))
+
+    def held(self) -> frozenset[str]:
+        """The keys this holder may work on now: acquired or renewed less than ``ttl`` ago."""
+        now = self._seconds()
+        with self._lock:
+            return frozenset(k for k, deadline in self._deadlines.items() if deadline > now)
+
+    def holds(self, key: str) -> bool:
+        return key in self.held()
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A transaction of its own, never joined to a caller's ``store.transaction()``: a lease
+        must be visible to other replicas as soon as the call returns."""
+        url = self._store.url
+        with translated(url.display, url.password), self._store.engine.begin() as conn:
+            yield conn
+
+    def _now(self, conn: Connection) -> datetime:
+        if self._clock is not None:
+            return self._clock()
+        if conn.dialect.name == "postgresql":
+            now: datetime = conn.execute(select(func.clock_timestamp())).scalar_one()
+            return now
+        return datetime.now(UTC)
+
+    def _seconds(self) -> float:
+        return time.monotonic() if self._clock is None else self._clock().timestamp()

@@ -1,0 +1,169 @@
+"""`reconciler run` as a platform team runs it: the real process on a real repository.
+
+A fake forge (tests/support/fake_forge.py, speaking GitHub's commit-status API over real HTTP)
+stands in for GitHub, which cannot run here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from tests.conftest import MakeRepo
+from tests.e2e.test_cli_validate import RECONCILER
+from tests.support.fake_forge import FakeForge
+from tests.support.gitrepos import GitRepo
+
+pytestmark = pytest.mark.slow
+T = TypeVar("T")
+BROKEN = "apiVersion: score.dev/v1b1\nmetadata:\n  name: aa\ncontainers: ["
+
+
+def workload(name: str) -> str:
+    return (
+        "apiVersion: score.dev/v1b1\n"
+        f"metadata:\n  name: {name}\n"
+        "containers:\n  main:\n    image: nginx\n"
+        "    variables:\n      CACHE: ${resources.cache.host}\n"
+        "resources:\n  cache:\n    type: redis\n"
+    )
+
+
+def eventually(probe: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
+    """Wait for ``probe`` to return something, failing with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def notes(repo: GitRepo, commit: str) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        ["git", "notes", "--ref=reconciler", "show", commit],
+        cwd=repo.root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def final_note(repo: GitRepo, commit: str, env: str = "staging") -> dict[str, Any] | None:
+    done = [n for n in notes(repo, commit) if n["environment"] == env and n["phase"] != "Running"]
+    return done[-1] if done else None
+
+
+class Daemon:
+    def __init__(self, repo: GitRepo, forge: FakeForge) -> None:
+        env = {**os.environ, "FORGE_TOKEN": forge.token, "NO_COLOR": "1"}
+        self.proc = subprocess.Popen(
+            [RECONCILER, "run", "--listen", "127.0.0.1:0", "--target-url", "https://ci.example"],
+            cwd=repo.root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stderr is not None
+        self.url = ""
+        for line in self.proc.stderr:
+            if '"daemon started"' in line:
+                self.url = "http://" + json.loads(line)["listen"]
+                break
+        assert self.url, "the daemon did not start"
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def forge() -> Iterator[FakeForge]:
+    with FakeForge() as fake:
+        yield fake
+
+
+def config(forge: FakeForge) -> str:
+    return (
+        "environments:\n  staging:\n    branch: main\n    resync: 1h\n"
+        "reporters:\n  forge:\n    kind: github\n"
+        f"    url: {forge.url}\n    repository: shop/apps\n    token_env: FORGE_TOKEN\n"
+    )
+
+
+def test_every_commit_gets_its_status_in_git_and_on_the_forge(
+    make_repo: MakeRepo, forge: FakeForge
+) -> None:
+    repo = make_repo()
+    first = repo.commit({"reconciler.yaml": config(forge), "apps/aa/score.yaml": workload("aa")})
+    daemon = Daemon(repo, forge)
+    try:
+        note = eventually(lambda: final_note(repo, first), "the first commit's note")
+        assert (note["phase"], note["sync"], note["health"]) == ("Succeeded", "Synced", "Healthy")
+        status_file = repo.git("show", "reconciler/status:staging/aa.yaml")
+        assert "Synced" in status_file
+        assert "aa/manifests.yaml" in repo.git(
+            "ls-tree", "-r", "--name-only", "reconciler/deploy/staging"
+        )
+        sent = eventually(
+            lambda: [r for r in forge.requests if r.sha == first and r.body["state"] == "success"],
+            "a success status on the forge",
+        )
+        states = [r.body["state"] for r in forge.requests if r.sha == first]
+        assert states[0] == "pending"
+        assert sent[0].body["context"] == "reconciler/staging"
+        assert sent[0].body["target_url"].startswith("https://ci.example")
+        metrics = httpx.get(daemon.url + "/metrics").text
+        assert 'reconciler_runs_total{environment="staging",result="Succeeded"}' in metrics
+        assert httpx.get(daemon.url + "/readyz").status_code == 200
+        envs = httpx.get(daemon.url + "/api/v1/environments").json()
+        assert [e["name"] for e in envs["items"]] == ["staging"]
+
+        second = repo.commit(
+            {
+                "apps/aa/score.yaml": BROKEN,
+                "apps/bb/score.yaml": workload("bb"),
+            }
+        )
+        note = eventually(lambda: final_note(repo, second), "the broken commit's note")
+        assert note["phase"] == "Failed"
+        (failure,) = note["failures"]
+        assert (failure["code"], failure["file"], failure["line"]) == (
+            "RCN-1001",
+            "apps/aa/score.yaml",
+            4,
+        )
+        deployed = repo.git("ls-tree", "-r", "--name-only", "reconciler/deploy/staging")
+        assert "bb/manifests.yaml" in deployed  # the other workload still reconciled
+        assert "aa/manifests.yaml" in deployed  # and the broken one was left as it was
+        eventually(
+            lambda: [r for r in forge.requests if r.sha == second and r.body["state"] == "failure"],
+            "a failure status on the forge",
+        )
+    finally:
+        code = daemon.stop()
+    assert code == 0
+
+
+def test_webhooks_must_be_signed(make_repo: MakeRepo, forge: FakeForge) -> None:
+    repo = make_repo()
+    repo.commit({"reconciler.yaml": config(forge), "apps/aa/score.yaml": workload("aa")})
+    daemon = Daemon(repo, forge)
+    try:
+        answer = httpx.post(daemon.url + "/webhooks/github", content=b"{}")
+        assert answer.status_code in (401, 404)
+        assert answer.headers["content-type"].startswith("application/problem+json")
+    finally:
+        assert daemon.stop() == 0

@@ -1,0 +1,47 @@
+"""The benchmark script still runs: its generator makes a repository that plans cleanly, and its
+report names every figure. No timing is asserted (the figures are for docs/performance.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import run, synth
+from reconciler.gitops.repository import Repository
+from reconciler.yamldoc import load_yaml
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_generator_is_reproducible_and_valid(tmp_path: Path) -> None:
+    first = synth.generate(tmp_path / "a", 3, seed=7)
+    second = synth.generate(tmp_path / "b", 3, seed=7)
+    assert first.head == second.head  # same seed, same bytes, same commit
+    tree = Repository.open(first.path).tree(first.head)
+    assert len(first.score_files) == 3
+    for path in first.score_files:
+        doc, problems = load_yaml(tree.read(path), path)
+        assert doc is not None, problems
+        assert doc.data["resources"]["db"] == {"type": "postgres", "id": "group-0-db"}
+    changed = synth.commit_change(first, 1)
+    assert changed != second.head
+    assert Repository.open(first.path).resolve("main") == changed
+
+
+def test_the_report_has_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    args = ["--quick", "--sizes", "3", "--repetitions", "1", "--only", "full_plan,daemon_peak_rss"]
+    run.main([*args, "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert set(report["figures"]) == set(run.FIGURE_KEYS)
+    assert {"cpu", "cores", "python"} <= set(report["machine"])
+    full = report["figures"]["full_plan"]
+    assert full["status"] == "measured"
+    (measured,) = full["rows"]
+    assert measured["size"] == 3
+    assert {"measured", "reference", "ratio", "target", "met"} <= set(measured)
+    assert report["figures"]["daemon_peak_rss"]["status"] == "not measured yet"
+    for key in set(run.FIGURE_KEYS) - {"full_plan", "daemon_peak_rss"}:
+        assert report["figures"][key]["status"] == "skipped"
