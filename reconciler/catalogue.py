@@ -350,6 +350,49 @@ class Code(enum.Enum):
         "Only a run in WaitingApproval can be approved or rejected.",
     )
 
+    WORKFLOW_NOT_FOUND = Entry(
+        3050, "workflow not found", "List workflows with 'reconciler workflow list'."
+    )
+    WORKFLOW_PARAM_UNKNOWN = Entry(
+        3051, "unknown workflow parameter", "Use a parameter the workflow declares."
+    )
+    WORKFLOW_PARAM_MISSING = Entry(
+        3052, "required workflow parameter missing", "Give it with --param NAME=VALUE."
+    )
+    WORKFLOW_PARAM_INVALID = Entry(
+        3053,
+        "workflow parameter value is not valid",
+        "Give a value of the parameter's type within its bounds.",
+    )
+    WORKFLOW_TEMPLATE_FAILED = Entry(
+        3054,
+        "workflow template failed to render",
+        "Check the names the template uses (params, steps.<id>.outputs, item).",
+    )
+    WORKFLOW_SHELL_FAILED = Entry(
+        3055, "workflow command exited with an error", "Read the step's log for its output."
+    )
+    WORKFLOW_OUTPUTS_INVALID = Entry(
+        3056,
+        "workflow step outputs are missing or not valid",
+        "Write a JSON object, or key=value lines, to the outputs file the step names.",
+    )
+    WORKFLOW_HTTP_FAILED = Entry(
+        3057,
+        "workflow request failed or answered an unexpected status",
+        "Check the URL and the 'expect' list of the step.",
+    )
+    WORKFLOW_ACTION_UNAVAILABLE = Entry(
+        3058,
+        "workflow step cannot run here",
+        "provision and apply steps need a repository and a store; run the workflow with them.",
+    )
+    WORKFLOW_HOOK_FAILED = Entry(
+        3059,
+        "a hook workflow failed",
+        "Read the hook's steps in 'reconciler run-show RUN'; the apply did not go on.",
+    )
+
     # -- 4xxx: Git and status reporting --------------------------------------------------------
     REPOSITORY_NOT_FOUND = Entry(
         4001,
@@ -514,6 +557,33 @@ class Code(enum.Enum):
         6009,
         "internal error",
         "Look up the request in the reconciler's log and report the error if it persists.",
+    )
+
+    WORKFLOW_INVALID = Entry(
+        1450,
+        "workflow definition is not valid",
+        "Fix the workflow file as the message says; docs/workflows.md lists every key.",
+    )
+    WORKFLOW_DUPLICATE_STEP = Entry(
+        1451, "step id is used more than once", "Give every step of a workflow its own id."
+    )
+    WORKFLOW_UNKNOWN_NEED = Entry(
+        1452, "step needs an unknown step", "Name a step of the same workflow in 'needs'."
+    )
+    WORKFLOW_NEEDS_CYCLE = Entry(
+        1453,
+        "steps need each other in a cycle",
+        "Remove one of the 'needs' entries so that the steps can run in some order.",
+    )
+    WORKFLOW_TEMPLATE_SYNTAX = Entry(
+        1454,
+        "workflow template does not parse",
+        "Fix the Jinja2 syntax at the position shown.",
+    )
+    WORKFLOW_DUPLICATE_NAME = Entry(
+        1455,
+        "workflow name is used more than once",
+        "Workflow names are unique across the repository's workflow files; rename one.",
     )
 
     # -- 19xx: command line --------------------------------------------------------------------

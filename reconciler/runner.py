@@ -31,6 +31,7 @@ from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkl
 from reconciler.desired.provisioners import ProvisionerSet
 from reconciler.desired.secrets import secret_ref
 from reconciler.engine import (
+    Checkpointer,
     Executor,
     RetryPolicy,
     RunResult,
@@ -59,6 +60,8 @@ from reconciler.providers.base import (
 from reconciler.providers.registry import driver_for
 from reconciler.store.records import ResourceRecord, RunRecord, WorkloadRecord
 from reconciler.store.store import Store
+from reconciler.workflows.loader import load_workflows
+from reconciler.workflows.run import Runtime, Stage, run_hooks
 
 MANIFESTS_STATE_KEY = "_manifests"
 """Where a resource's rendered Kubernetes objects are kept in its recorded state."""
@@ -123,6 +126,7 @@ class _Run:
     env: Environment
     run_id: str
     executor: Executor
+    checkpointer: Checkpointer
     results: list[RunResult] = field(default_factory=list)
 
     @property
@@ -190,6 +194,7 @@ def apply_environment(
     trigger: str = "cli",
     on_plan: Callable[[EnvironmentPlan], bool] | None = None,
     partial: bool = False,
+    checkpointer: Checkpointer | None = None,
 ) -> RunOutcome:
     """Plan and apply ``source``'s commit to environment ``name``; never raises for bad input.
 
@@ -230,6 +235,7 @@ def apply_environment(
         run = store.update_run(run.id, status="Failed", message="declined", finished=True)
         return RunOutcome(name, run, planned.plan, planned, message="declined")
     run = store.update_run(run.id, status="Running")
+    checkpointer = checkpointer or StoreCheckpointer(store)
     state = _Run(
         repo,
         services,
@@ -237,9 +243,34 @@ def apply_environment(
         name,
         env,
         run.id,
-        executor or Executor(StoreCheckpointer(store)),
+        executor or Executor(checkpointer),
+        checkpointer,
     )
-    return _finish(state, planned, _execute(state, partial=partial))
+    failure = _hooks(state, "before_apply", env.hooks.before_apply)
+    if failure is None:
+        failure = _execute(state, partial=partial)
+        if failure is None:
+            failure = _hooks(state, "after_apply", env.hooks.after_apply)
+    return _finish(state, planned, failure)
+
+
+def _hooks(state: _Run, stage: Stage, names: Sequence[str]) -> tuple[Code, str] | None:
+    """Run the environment's hook workflows for ``stage`` inside this run; the failure, if any."""
+    if not names:
+        return None
+    loaded = load_workflows(state.source.tree, state.source.config.workflows)
+    runtime = Runtime(
+        executor=state.executor,
+        checkpointer=state.checkpointer,
+        run_id=state.run_id,
+        environment=state.name,
+        approved=True,
+        retry=_retry(state),
+    )
+    result = run_hooks(stage, state.name, names=names, workflows=loaded.workflows, runtime=runtime)
+    if result.ok:
+        return None
+    return result.error_code or Code.WORKFLOW_HOOK_FAILED, result.message
 
 
 def _finish(state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | None) -> RunOutcome:
@@ -666,11 +697,12 @@ def destroy_environment(
         detail={"destroy": True},
     )
     store.update_run(run.id, status="Running")
+    checkpointer = StoreCheckpointer(store)
     teardown = EnvironmentPlan(
         name, plan, nothing, (), provisioners=planned.provisioners or ProvisionerSet(())
     )
     state = _Run(
-        repo, services, source, name, env, run.id, executor or Executor(StoreCheckpointer(store))
+        repo, services, source, name, env, run.id, executor or Executor(checkpointer), checkpointer
     )
     result = state.execute(_workload_steps(state, teardown))
     failure = None if result.status is RunStatus.SUCCEEDED else _first_failure(result)

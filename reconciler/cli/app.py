@@ -20,6 +20,7 @@ from reconciler.cli import (
     run_cmd,
     status_cmd,
     validate_cmd,
+    workflow_cmd,
 )
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ app.command("runs")(apply_cmd.runs)
 app.command("run-show")(apply_cmd.run_show)
 app.command("explain")(explain_cmd.explain)
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(workflow_cmd.app, name="workflow")
 
 
 @app.command("version")

@@ -5,10 +5,7 @@ Exit codes of apply: 0 success (or nothing to do), 1 failure, 3 waiting for appr
 
 from __future__ import annotations
 
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -16,11 +13,13 @@ import typer
 from rich.console import Console
 
 from reconciler.catalogue import Code
+from reconciler.cli import workflow_cmd
 from reconciler.cli.common import (
     EnvOption,
     RefOption,
     RepoOption,
     StoreOption,
+    cancel_on_signals,
     fail,
     open_repository,
     open_store,
@@ -46,21 +45,6 @@ AutoApprove = Annotated[
 Parallelism = Annotated[
     int, typer.Option("--parallelism", min=1, max=64, help="Steps run at once.")
 ]
-
-
-@contextmanager
-def _cancel_on_signals(executor: Executor) -> Iterator[None]:
-    """SIGTERM and Ctrl-C stop new steps, let running ones finish, checkpoint, exit non-zero."""
-
-    def handler(signum: int, frame: object) -> None:
-        executor.cancel()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def _confirm(console: Console, auto: bool) -> object:
@@ -102,7 +86,7 @@ def _run_one(
             fail(exc.code, exc.message)
         checkpointer = ProgressCheckpointer(StoreCheckpointer(store), console)
         executor = Executor(checkpointer, parallelism=parallelism)
-        with _cancel_on_signals(executor):
+        with cancel_on_signals(executor):
             outcome = apply_environment(
                 repository,
                 services,
@@ -111,6 +95,7 @@ def _run_one(
                 env,
                 approved=approved or auto_approve,
                 executor=executor,
+                checkpointer=checkpointer,
                 on_plan=_show_and_confirm(console, auto_approve),  # type: ignore[arg-type]
             )
         outcomes.append(outcome)
@@ -191,6 +176,8 @@ def approve(
     with open_store(store, repository) as state:
         run = _waiting_run(state, run_id)
         state.audit(actor="cli", action="run.approved", environment=run.environment, subject=run.id)
+        if run.trigger.startswith("workflow:"):
+            raise typer.Exit(workflow_cmd.resume(state, repo, run, parallelism=parallelism))
         outcomes = _run_one(
             state,
             repo,
@@ -299,7 +286,7 @@ def destroy(
         services = services_for(state, repository, env, environments[env])
         checkpointer = ProgressCheckpointer(StoreCheckpointer(state), console)
         executor = Executor(checkpointer)
-        with _cancel_on_signals(executor):
+        with cancel_on_signals(executor):
             outcome = destroy_environment(
                 repository, services, source, env, environments[env], executor=executor
             )

@@ -7,6 +7,7 @@ Every such command takes ``--repo`` and ``--store`` after its name, and prints c
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from reconciler.catalogue import Code
+from reconciler.engine import Executor
 from reconciler.gitops.errors import GitError
 from reconciler.gitops.repository import Repository
 from reconciler.store.errors import StoreError
@@ -63,6 +65,21 @@ def open_store(url: str | None, repo: Repository) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+@contextmanager
+def cancel_on_signals(executor: Executor) -> Iterator[None]:
+    """SIGTERM and Ctrl-C stop new steps, let running ones finish, checkpoint, exit non-zero."""
+
+    def handler(signum: int, frame: object) -> None:
+        executor.cancel()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def no_color() -> bool:

@@ -76,6 +76,7 @@ def _pattern(regex: str) -> Any:
 
 
 EnvironmentName = Annotated[str, _pattern(NAME_PATTERN)]
+WorkflowName = EnvironmentName  # the same RFC 1123 label rule
 BranchName = Annotated[str, _pattern(BRANCH_PATTERN)]
 RefName = Annotated[str, _pattern(REF_PATTERN)]
 NotesRef = Annotated[str, _pattern(NOTES_REF_PATTERN)]
@@ -189,6 +190,18 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", regex_engine="python-re")
 
 
+class Hooks(_Model):
+    """Workflows (golden paths) run around an environment's apply, in order, with their params'
+    defaults; a hook that fails stops the apply (before) or fails the run (after)."""
+
+    before_apply: tuple[WorkflowName, ...] = Field(
+        default=(), description="Workflows to run before anything is applied."
+    )
+    after_apply: tuple[WorkflowName, ...] = Field(
+        default=(), description="Workflows to run after everything was applied."
+    )
+
+
 class Environment(_Model):
     """One environment: which revision it follows, and how changes reach it."""
 
@@ -247,6 +260,10 @@ class Environment(_Model):
         default=(),
         description="Globs (paths of Score files) restricting which workloads this environment "
         "gets; empty means all.",
+    )
+    hooks: Hooks = Field(
+        default_factory=Hooks,
+        description="Workflows run before and after each apply of this environment.",
     )
 
     @model_validator(mode="after")

@@ -296,3 +296,45 @@ def test_no_secret_leaves_the_secret_store(
         assert b"CANARY-9c1e-7f2a" not in file.read_bytes()
     manifests = deploy_file(repo, env_name, "orders/manifests.yaml")
     assert "TOKEN" in manifests
+
+
+HOOK = """\
+name: {name}
+params:
+  marker: {{type: string, default: "{marker}"}}
+steps:
+  - id: touch
+    type: shell
+    command: "echo {name} >> {{{{ params.marker }}}} && exit {code}"
+"""
+
+
+def test_hooks_run_around_the_apply_and_a_failing_one_stops_it(
+    make_repo: MakeRepo, env_name: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "hooks.log"
+    repo = make_repo()
+    hooks = "    hooks:\n      before_apply: [check]\n      after_apply: [announce]\n"
+    repo.commit(
+        {
+            "reconciler.yaml": config(env_name, hooks),
+            "workflows/check.yaml": HOOK.format(name="check", marker=marker, code=0),
+            "workflows/announce.yaml": HOOK.format(name="announce", marker=marker, code=0),
+            "apps/orders/score.yaml": workload("orders"),
+        }
+    )
+    done = run(repo, "apply", "--auto-approve")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert marker.read_text().split() == ["check", "announce"]
+    assert len(databases(env_name)) == 1
+
+    repo.commit(
+        {
+            "workflows/check.yaml": HOOK.format(name="check", marker=marker, code=3),
+            "apps/billing/score.yaml": workload("billing"),
+        }
+    )
+    stopped = run(repo, "apply", "--auto-approve")
+    assert stopped.returncode == 1
+    assert "RCN-3055" in stopped.stdout
+    assert len(databases(env_name)) == 1  # nothing of the new commit was applied
