@@ -75,11 +75,13 @@ def demo(
     prepare(folder.resolve())
     typer.echo(NEXT_STEPS.format(folder=folder, listen=listen), err=True)
     run(
-        repo=folder,
+        repo=str(folder),
         store=None,
         listen=listen,
         branch=None,
         workers=2,
         parallelism=4,
         target_url=None,
+        fetch_interval=60.0,
+        mirror=None,
     )

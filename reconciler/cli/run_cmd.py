@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 
 from reconciler.catalogue import Code
-from reconciler.cli.common import RepoOption, StoreOption, fail
-from reconciler.daemon.service import Daemon, DaemonSettings
+from reconciler.cli.common import StoreOption, fail
+from reconciler.daemon.service import Daemon, DaemonSettings, is_remote
 from reconciler.gitops.errors import GitError
 from reconciler.observability import configure
 from reconciler.store.errors import StoreError
@@ -32,7 +32,12 @@ def _listen(text: str) -> tuple[str, int]:
 
 
 def run(
-    repo: RepoOption = Path("."),
+    repo: Annotated[
+        str,
+        typer.Option(
+            "--repo", "-r", help="A local repository (work tree or bare), or a remote URL."
+        ),
+    ] = ".",
     store: StoreOption = None,
     listen: ListenOption = "127.0.0.1:8080",
     branch: Annotated[
@@ -43,11 +48,19 @@ def run(
     target_url: Annotated[
         str | None, typer.Option("--target-url", help="Link put on commit statuses.")
     ] = None,
+    fetch_interval: Annotated[
+        float, typer.Option("--fetch-interval", min=1.0, help="Seconds between fetches.")
+    ] = 60.0,
+    mirror: Annotated[
+        Path | None, typer.Option("--mirror", help="Where to keep the mirror of a remote.")
+    ] = None,
 ) -> None:
     """Watch the repository and keep every environment matching Git."""
     configure()
     settings = DaemonSettings(
-        repo=repo,
+        repo=repo if is_remote(repo) else Path(repo),
+        fetch_interval=fetch_interval,
+        mirror=mirror,
         store_url=store,
         listen=_listen(listen),
         branch=branch,

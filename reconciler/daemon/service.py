@@ -12,6 +12,7 @@ one PostgreSQL store, a lease per environment lets one replica at a time reconci
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -24,6 +25,7 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from reconciler.catalogue import Code
 from reconciler.config.models import Config, Environment
 from reconciler.daemon.http import ApiReaders, ApiServer, Handlers, ReadinessCheck, Webhooks
 from reconciler.daemon.metrics import DaemonMetrics, create_metrics
@@ -32,6 +34,7 @@ from reconciler.daemon.status import commit_status, reporters_for
 from reconciler.daemon.webhooks import DeliveryCache, ForgeEvent, Provider, PushEvent
 from reconciler.engine import Executor, StoreCheckpointer
 from reconciler.gitops.errors import GitError
+from reconciler.gitops.mirror import FetchLoop, Mirror
 from reconciler.gitops.repository import Repository
 from reconciler.gitops.status import FanOut, Phase
 from reconciler.gitops.watch import RefWatcher
@@ -41,6 +44,7 @@ from reconciler.providers.base import DriverError
 from reconciler.runner import RunOutcome, apply_environment
 from reconciler.services import services_for
 from reconciler.store.errors import StoreError
+from reconciler.store.leases import LeaseManager
 from reconciler.store.store import Store
 from reconciler.store.url import default_store_url
 
@@ -55,7 +59,8 @@ WEBHOOK_SECRET_ENV = "RECONCILER_WEBHOOK_SECRET"
 
 @dataclass(frozen=True, kw_only=True)
 class DaemonSettings:
-    repo: Path
+    repo: Path | str
+    """A local repository (work tree or bare), or the URL of a remote to mirror."""
     store_url: str | None = None
     listen: tuple[str, int] = ("127.0.0.1", 8080)
     branch: str | None = None
@@ -64,6 +69,23 @@ class DaemonSettings:
     holder: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     grace_period: float = 30.0
     target_url: str | None = None
+    fetch_interval: float = 60.0
+    mirror: Path | None = None
+    """Where a remote is mirrored (default: under ~/.local/state/score-reconciler)."""
+    lease_ttl: float = 30.0
+
+
+def is_remote(repo: Path | str) -> bool:
+    text = str(repo)
+    return "://" in text or (text.startswith("git@") and ":" in text)
+
+
+def mirror_path(url: str, given: Path | None) -> Path:
+    if given is not None:
+        return given
+    state = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return state / "score-reconciler" / "mirrors" / f"{digest}.git"
 
 
 def webhook_secrets(environ: Mapping[str, str] = os.environ) -> dict[Provider, bytes]:
@@ -82,7 +104,19 @@ class Daemon:
     def __init__(self, settings: DaemonSettings) -> None:
         self.settings = settings
         self._local = threading.local()
-        self.path = Repository.open(settings.repo).path
+        self.remote = str(settings.repo) if is_remote(settings.repo) else None
+        self._mirror: Mirror | None = None
+        self._fetch: FetchLoop | None = None
+        if self.remote is not None:
+            if settings.branch is None:
+                raise GitError(Code.REVISION_NOT_FOUND, "a remote repository needs --branch")
+            self._mirror = Mirror(
+                self.remote, mirror_path(self.remote, settings.mirror), branches=[settings.branch]
+            )
+            self._mirror.fetch()
+            self.path = self._mirror.path
+        else:
+            self.path = Repository.open(Path(settings.repo)).path
         self.store = Store.open(settings.store_url or default_store_url(self.repo.git_dir))
         self.metrics: DaemonMetrics = create_metrics()
         self.queue: WorkQueue[str] = WorkQueue()
@@ -95,6 +129,7 @@ class Daemon:
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._reporters: FanOut | None = None
         self.server = ApiServer(settings.listen, self._handlers())
+        self.leases = LeaseManager(self.store, settings.holder, settings.lease_ttl)
         self._poller: threading.Thread | None = None
 
     @property
@@ -109,7 +144,9 @@ class Daemon:
 
     def start(self) -> None:
         config = self.config()
-        self._reporters = FanOut(reporters_for(self.repo, config, self.settings.target_url))
+        self._reporters = FanOut(
+            reporters_for(self.repo, config, self.settings.target_url, remote=self.remote)
+        )
         self.server.start()
         for name, env in config.sorted_environments():
             self._heads[name] = self._head(env)
@@ -121,8 +158,14 @@ class Daemon:
             thread = threading.Thread(target=self._work, name=f"reconciler-worker-{i}", daemon=True)
             thread.start()
             self._workers.append(thread)
-        self._poller = threading.Thread(target=self._watch, name="reconciler-watch", daemon=True)
-        self._poller.start()
+        if self._mirror is not None:
+            self._start_fetching(config)
+        else:
+            self._poller = threading.Thread(
+                target=self._watch, name="reconciler-watch", daemon=True
+            )
+            self._poller.start()
+        threading.Thread(target=self._renew, name="reconciler-leases", daemon=True).start()
         log.info(
             "daemon started",
             listen=f"{self.settings.listen[0]}:{self.server.port}",
@@ -140,6 +183,9 @@ class Daemon:
         for thread in self._workers:
             thread.join(max(deadline - time.monotonic(), 0.1))
         self._scheduler.shutdown(wait=False)
+        if self._fetch is not None:
+            self._fetch.stop()
+        self.leases.release_all()
         if self._reporters is not None:
             self._reporters.close(5.0)
         self.server.stop()
@@ -156,15 +202,49 @@ class Daemon:
     # -- configuration and triggers ----------------------------------------------------------
 
     def config(self) -> Config:
-        ref = self.settings.branch or "HEAD"
-        return open_source(self.repo, ref).config
+        return open_source(self.repo, self._config_ref()).config
+
+    def _config_ref(self) -> str:
+        branch = self.settings.branch
+        return f"refs/heads/{branch}" if branch else "HEAD"
+
+    def _start_fetching(self, config: Config) -> None:
+        """One fetch per tick (and per webhook) for every followed branch, not one per workload."""
+        assert self._mirror is not None
+        assert self.remote is not None
+        followed = {self.settings.branch or ""} | {
+            e.follows.removeprefix("refs/heads/")
+            for _, e in config.sorted_environments()
+            if e.follows.startswith("refs/heads/")
+        }
+        self._mirror = Mirror(self.remote, self._mirror.path, branches=sorted(followed - {""}))
+        self._fetch = FetchLoop(
+            self._mirror,
+            on_change=lambda move: self._moved(),
+            on_error=lambda exc: log.warning("fetch failed", code=exc.code.id, error=exc.message),
+            interval=self.settings.fetch_interval,
+        )
+        self._fetch.start()
+
+    def _renew(self) -> None:
+        while not self._stopping.wait(self.leases.renew_interval):
+            try:
+                lost = self.leases.renew()
+            except StoreError as exc:
+                log.warning("lease renewal failed", code=exc.code.id, error=exc.message)
+                continue
+            for key in sorted(lost):
+                log.warning("lease lost", code=Code.LEASE_LOST.id, lease=key)
 
     def environments(self) -> dict[str, Environment]:
         return dict(self.config().sorted_environments())
 
     def _head(self, env: Environment) -> str | None:
+        follows = env.follows
+        if follows == "HEAD" and self.settings.branch:
+            follows = f"refs/heads/{self.settings.branch}"
         try:
-            return self.repo.resolve(env.follows)
+            return self.repo.resolve(follows)
         except GitError:
             return None
 
@@ -205,9 +285,14 @@ class Daemon:
         if not isinstance(event, PushEvent):
             return False
         followed = {e.follows for e in self.environments().values()}
+        if self.settings.branch:
+            followed.add(f"refs/heads/{self.settings.branch}")
         if event.ref not in followed and "HEAD" not in followed:
             return False
-        self._moved()
+        if self._fetch is not None:
+            self._fetch.trigger()
+        else:
+            self._moved()
         return True
 
     # -- work --------------------------------------------------------------------------------
@@ -238,6 +323,23 @@ class Daemon:
         if commit is None:
             log.warning("followed ref not found", environment=name, ref=env.follows)
             return True
+        key = f"environment/{name}"
+        if not self.leases.try_acquire(key):
+            # Another replica holds it; look again once its lease could have run out.
+            self.queue.add_after(name, self.leases.ttl / 2)
+            return True
+        try:
+            if self.store.last_commit(name) == commit and self._settled(name, commit):
+                return True  # another replica already reconciled this commit
+            return self._reconcile(name, env, commit)
+        finally:
+            self.leases.release(key)
+
+    def _settled(self, name: str, commit: str) -> bool:
+        runs = self.store.list_runs(name, limit=1)
+        return not runs or runs[0].commit != commit or runs[0].status == "Succeeded"
+
+    def _reconcile(self, name: str, env: Environment, commit: str) -> bool:
         started = time.monotonic()
         with span("reconcile", environment=name, revision=commit) as trace_id:
             source = open_source(self.repo, commit)

@@ -36,12 +36,17 @@ _PHASES = {
 }
 
 
-def reporters_for(repo: Repository, config: Config, target_url: str | None) -> list[Reporter]:
-    """The reporters reconciler.yaml asks for; each can fail without failing a reconcile."""
+def reporters_for(
+    repo: Repository, config: Config, target_url: str | None, *, remote: str | None = None
+) -> list[Reporter]:
+    """The reporters reconciler.yaml asks for; each can fail without failing a reconcile.
+
+    With a ``remote``, notes are pushed there too, so that ``git fetch`` brings them to users.
+    """
     chosen: list[Reporter] = []
     settings = config.reporters
     if settings.notes.enabled:
-        chosen.append(GitNotes(repo.path, ref=settings.notes.ref))
+        chosen.append(GitNotes(repo.path, ref=settings.notes.ref, remote=remote))
     if settings.status_branch.enabled:
         chosen.append(StatusBranch(repo.path, branch=settings.status_branch.branch))
     if settings.forge is not None:

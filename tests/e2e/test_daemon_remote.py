@@ -1,0 +1,182 @@
+"""The daemon on a remote repository and as several replicas: real processes, real services.
+
+The remote is a real ``git daemon`` on 127.0.0.1; the replicas share a real PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.conftest import MakeRepo
+from tests.e2e.test_cli_validate import RECONCILER
+from tests.e2e.test_daemon import eventually, workload
+from tests.support.git_daemon import GitDaemon, free_port
+from tests.support.gitrepos import GitRepo
+
+pytestmark = pytest.mark.slow
+SECRET = "webhook-s3cret"
+ADMIN = os.environ.get("RECONCILER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+CONFIG = "environments:\n  staging:\n    branch: main\n    resync: 1h\n"
+
+
+class Process:
+    """``reconciler run`` with its listen address read from its first log lines."""
+
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [RECONCILER, "run", "--listen", "127.0.0.1:0", *args],
+            cwd=cwd,
+            env={**os.environ, "NO_COLOR": "1", **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stderr is not None
+        self.url = ""
+        for line in self.proc.stderr:
+            if '"daemon started"' in line:
+                self.url = "http://" + json.loads(line)["listen"]
+                break
+        assert self.url, "the daemon did not start"
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def served(make_repo: MakeRepo, tmp_path: Path) -> Iterator[tuple[GitRepo, GitDaemon]]:
+    work = make_repo("work")
+    work.commit({"reconciler.yaml": CONFIG, "apps/aa/score.yaml": workload("aa")})
+    base = tmp_path / "served"
+    base.mkdir()
+    work.clone_bare(base / "remote.git")
+    daemon = GitDaemon(base, free_port())
+    daemon.start()
+    work.git("remote", "add", "origin", daemon.url)
+    yield work, daemon
+    daemon.stop()
+
+
+def remote_note(work: GitRepo, commit: str) -> dict[str, object] | None:
+    fetched = subprocess.run(
+        ["git", "fetch", "-q", "origin", "+refs/notes/reconciler:refs/notes/reconciler"],
+        cwd=work.root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if fetched.returncode != 0:
+        return None
+    shown = subprocess.run(
+        ["git", "notes", "--ref=reconciler", "show", commit],
+        cwd=work.root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    done = [json.loads(x) for x in shown.stdout.splitlines() if x.strip()]
+    done = [n for n in done if n["phase"] == "Succeeded"]
+    return done[-1] if done else None
+
+
+def github_push(url: str, ref: str, after: str) -> httpx.Response:
+    body = json.dumps(
+        {"ref": ref, "before": "0" * 40, "after": after, "repository": {"full_name": "shop/apps"}}
+    ).encode()
+    digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = {
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": secrets.token_hex(8),
+        "X-Hub-Signature-256": f"sha256={digest}",
+        "Content-Type": "application/json",
+    }
+    return httpx.post(url + "/webhooks/github", content=body, headers=headers)
+
+
+def test_a_remote_is_mirrored_and_a_webhook_fetches_at_once(
+    served: tuple[GitRepo, GitDaemon], tmp_path: Path
+) -> None:
+    work, daemon = served
+    first = work.git("rev-parse", "HEAD")
+    proc = Process(
+        "--repo",
+        daemon.url,
+        "--branch",
+        "main",
+        "--mirror",
+        str(tmp_path / "mirror.git"),
+        "--fetch-interval",
+        "3600",
+        cwd=tmp_path,
+        env={"RECONCILER_GITHUB_WEBHOOK_SECRET": SECRET},
+    )
+    try:
+        eventually(lambda: remote_note(work, first), "the first commit's note on the remote")
+        second = work.commit({"apps/bb/score.yaml": workload("bb")})
+        work.git("push", "-q", "origin", "main")
+        answer = github_push(proc.url, "refs/heads/main", second)
+        assert answer.status_code == 202, answer.text
+        note = eventually(lambda: remote_note(work, second), "the pushed commit's note")
+        assert note["environment"] == "staging"
+        other = github_push(proc.url, "refs/heads/feature", second)
+        assert other.status_code == 200  # acknowledged, ignored
+    finally:
+        assert proc.stop() == 0
+
+
+@pytest.fixture
+def pg_store() -> Iterator[str]:
+    name = f"reconciler_replicas_{secrets.token_hex(4)}"
+    with psycopg.connect(f"{ADMIN}/postgres", autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield f"{ADMIN}/{name}"
+    with psycopg.connect(f"{ADMIN}/postgres", autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def runs_per_commit(store: str) -> dict[str, int]:
+    with psycopg.connect(store) as conn:
+        rows = conn.execute(
+            "SELECT commit, count(*) FROM runs WHERE environment = 'staging' GROUP BY commit"
+        ).fetchall()
+    return {commit: count for commit, count in rows}
+
+
+def test_three_replicas_reconcile_each_commit_once_and_survive_a_kill(
+    make_repo: MakeRepo, pg_store: str
+) -> None:
+    repo = make_repo()
+    first = repo.commit({"reconciler.yaml": CONFIG, "apps/aa/score.yaml": workload("aa")})
+    replicas = [Process("--store", pg_store, cwd=repo.root) for _ in range(3)]
+    try:
+        eventually(lambda: runs_per_commit(pg_store).get(first), "a run of the first commit")
+        second = repo.commit({"apps/bb/score.yaml": workload("bb")})
+        eventually(lambda: runs_per_commit(pg_store).get(second), "a run of the second commit")
+        replicas[0].kill()
+        third = repo.commit({"apps/cc/score.yaml": workload("cc")})
+        eventually(lambda: runs_per_commit(pg_store).get(third), "a run after a replica died")
+        counts = runs_per_commit(pg_store)
+        assert counts == {first: 1, second: 1, third: 1}
+    finally:
+        for replica in replicas[1:]:
+            assert replica.stop() == 0
