@@ -159,7 +159,7 @@ def runs_per_commit(store: str) -> dict[str, int]:
         rows = conn.execute(
             "SELECT commit, count(*) FROM runs WHERE environment = 'staging' GROUP BY commit"
         ).fetchall()
-    return {commit: count for commit, count in rows}
+    return dict(rows)
 
 
 def test_three_replicas_reconcile_each_commit_once_and_survive_a_kill(
