@@ -720,3 +720,41 @@ def destroy_environment(
         subject=run.id,
     )
     return RunOutcome(name, run, plan, teardown, (result,), run.message or "")
+
+
+def republish_environment(
+    repo: Repository,
+    services: Services,
+    source: Source,
+    name: str,
+    env: Environment,
+    *,
+    executor: Executor | None = None,
+) -> RunOutcome:
+    """Put every recorded workload back on the target: self-healing after drift.
+
+    Nothing is provisioned or recorded anew; the publish step re-stages the recorded workloads
+    and publishes them, so a deploy branch edited by hand (or a folder deleted) is restored.
+    """
+    store = services.store
+    planned = plan_environment(repo, store, source, name, env)
+    if planned.desired is None or planned.plan is None:
+        return RunOutcome(name, None, planned.plan, planned, message="the commit has errors")
+    run = store.create_run(name, source.commit, trigger="self-heal", plan=planned.plan.to_dict())
+    store.update_run(run.id, status="Running")
+    checkpointer = StoreCheckpointer(store)
+    state = _Run(
+        repo, services, source, name, env, run.id, executor or Executor(checkpointer), checkpointer
+    )
+    result = state.execute([_publish_step(state, planned.desired, ())])
+    ok = result.status is RunStatus.SUCCEEDED
+    failure = None if ok else _first_failure(result)
+    run = store.update_run(
+        run.id,
+        status="Succeeded" if ok else "Failed",
+        error_code=None if failure is None else failure[0].id,
+        message="healed drift" if ok else (failure[1] if failure else ""),
+        finished=True,
+    )
+    store.audit(actor=services.actor, action="run.self-heal", environment=name, subject=run.id)
+    return RunOutcome(name, run, planned.plan, planned, (result,), run.message or "")

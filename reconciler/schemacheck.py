@@ -43,9 +43,25 @@ def _validator(schema_json: str) -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
+_BY_IDENTITY: dict[int, tuple[Mapping[str, Any], Draft202012Validator]] = {}
+_BY_IDENTITY_LIMIT = 64
+
+
 def validator_for(schema: Mapping[str, Any]) -> Draft202012Validator:
-    """A compiled validator, built once per distinct schema."""
-    return _validator(json.dumps(schema, sort_keys=True))
+    """A compiled validator, built once per distinct schema.
+
+    The loaders pass the same schema object for every file, so it is looked up by identity
+    first (the entry keeps the object alive, so its id cannot be reused); another object with
+    the same content still finds the validator through its JSON text.
+    """
+    found = _BY_IDENTITY.get(id(schema))
+    if found is not None and found[0] is schema:
+        return found[1]
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    if len(_BY_IDENTITY) >= _BY_IDENTITY_LIMIT:
+        _BY_IDENTITY.clear()
+    _BY_IDENTITY[id(schema)] = (schema, validator)
+    return validator
 
 
 def format_path(path: Sequence[str | int]) -> str:

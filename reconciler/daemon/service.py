@@ -30,7 +30,7 @@ from reconciler.config.models import Config, Environment
 from reconciler.daemon.http import ApiReaders, ApiServer, Handlers, ReadinessCheck, Webhooks
 from reconciler.daemon.metrics import DaemonMetrics, create_metrics
 from reconciler.daemon.queue import WorkQueue
-from reconciler.daemon.status import commit_status, reporters_for
+from reconciler.daemon.status import commit_status, drift_status, reporters_for
 from reconciler.daemon.webhooks import DeliveryCache, ForgeEvent, Provider, PushEvent
 from reconciler.engine import Executor, StoreCheckpointer
 from reconciler.gitops.errors import GitError
@@ -41,7 +41,7 @@ from reconciler.gitops.watch import RefWatcher
 from reconciler.observability import logger, span
 from reconciler.pipeline import open_source
 from reconciler.providers.base import DriverError
-from reconciler.runner import RunOutcome, apply_environment
+from reconciler.runner import RunOutcome, apply_environment, republish_environment
 from reconciler.services import services_for
 from reconciler.store.errors import StoreError
 from reconciler.store.leases import LeaseManager
@@ -330,10 +330,32 @@ class Daemon:
             return True
         try:
             if self.store.last_commit(name) == commit and self._settled(name, commit):
-                return True  # another replica already reconciled this commit
+                # Reconciled already (here or by another replica): look for drift instead.
+                return self._check_drift(name, env, commit)
             return self._reconcile(name, env, commit)
         finally:
             self.leases.release(key)
+
+    def _check_drift(self, name: str, env: Environment, commit: str) -> bool:
+        """Observe the target; report drift (OutOfSync) and, with ``self_heal``, correct it."""
+        services = services_for(self.store, self.repo, name, env, actor="daemon")
+        recorded = sorted(self.store.recorded(name).workloads)
+        missing = [w for w in recorded if not services.target.observe(name, w).exists]
+        self.metrics.drifted_resources.labels(environment=name).set(len(missing))
+        if not missing:
+            return True
+        with span("resync", environment=name, revision=commit) as trace_id:
+            log.warning("drift", workloads=missing, self_heal=env.self_heal)
+            if env.self_heal:
+                source = open_source(self.repo, commit)
+                outcome = republish_environment(self.repo, services, source, name, env)
+                self._finish(outcome, commit, trace_id, 0.0)
+                return outcome.status == "Succeeded"
+            if self._reporters is not None:
+                self._reporters.report(
+                    drift_status(name, commit, missing, trace_id, self.settings.target_url)
+                )
+        return True
 
     def _settled(self, name: str, commit: str) -> bool:
         runs = self.store.list_runs(name, limit=1)

@@ -129,3 +129,25 @@ def _workload_status(phase: Phase, broken: bool, only_files_broke: bool) -> Work
     if phase is Phase.FAILED and not only_files_broke:
         return WorkloadStatus(Sync.OUT_OF_SYNC, Health.DEGRADED, "the run failed")
     return WorkloadStatus(Sync.SYNCED, Health.HEALTHY, "")
+
+
+def drift_status(
+    environment: str,
+    commit: str,
+    missing: list[str],
+    run_id: str,
+    target_url: str | None = None,
+) -> CommitStatus:
+    """What a resync that found drift says: applied, but the target no longer holds it."""
+    return CommitStatus(
+        environment=environment,
+        commit=commit,
+        run_id=run_id,
+        phase=Phase.SUCCEEDED,
+        at=datetime.now(UTC),
+        sync=Sync.OUT_OF_SYNC,
+        health=Health.MISSING,
+        message="drift: missing from the target: " + ", ".join(missing),
+        workloads={w: WorkloadStatus(Sync.OUT_OF_SYNC, Health.MISSING, "missing") for w in missing},
+        target_url=target_url,
+    )

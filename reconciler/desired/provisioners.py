@@ -121,13 +121,42 @@ def load_provisioners(
 ) -> tuple[ProvisionerSet, list[Diagnostic]]:
     """Read provisioner files in precedence order; a file with errors contributes the entries
     that are valid, so one typo does not hide every other provisioner from the plan."""
-    found: list[Provisioner] = []
-    problems: list[Diagnostic] = []
-    for path, raw in files:
-        provisioners, file_problems = _load_file(path, raw)
-        found.extend(provisioners)
-        problems.extend(file_problems)
-    return ProvisionerSet(tuple(found)), problems
+    key = tuple((path, bytes(raw)) for path, raw in files)
+    memo = _SETS.get(key)
+    if memo is None:
+        found: list[Provisioner] = []
+        collected: list[Diagnostic] = []
+        for path, raw in key:
+            provisioners, file_problems = _loaded_file(path, raw)
+            found.extend(provisioners)
+            collected.extend(file_problems)
+        memo = (ProvisionerSet(tuple(found)), tuple(collected))
+        _remember(_SETS, key, memo)
+    return memo[0], list(memo[1])
+
+
+# Loaded files and sets, by content: a plan loads the same files as the plan before it, and
+# parsing YAML and compiling templates is most of a small plan's fixed cost. The values are
+# frozen, so sharing them is safe; the same files always give the same (identical) set.
+_MEMO_LIMIT = 128
+_FILES: dict[tuple[str, bytes], tuple[tuple[Provisioner, ...], tuple[Diagnostic, ...]]] = {}
+_SETS: dict[tuple[tuple[str, bytes], ...], tuple[ProvisionerSet, tuple[Diagnostic, ...]]] = {}
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+
+
+def _loaded_file(name: str, raw: bytes) -> tuple[tuple[Provisioner, ...], tuple[Diagnostic, ...]]:
+    key = (name, raw)
+    found = _FILES.get(key)
+    if found is None:
+        provisioners, problems = _load_file(name, raw)
+        found = (tuple(provisioners), tuple(problems))
+        _remember(_FILES, key, found)
+    return found
 
 
 # -- one file -------------------------------------------------------------------------------------

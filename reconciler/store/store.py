@@ -61,6 +61,9 @@ class Store:
         self._url = url
         self._clock = clock
         self._current: ContextVar[Connection | None] = ContextVar(f"store-{id(self)}", default=None)
+        # environment -> (revision token, state): what ``recorded`` decoded last, reused while
+        # the environment's revision token in the database is the same.
+        self._recorded: dict[str, tuple[str, RecordedState]] = {}
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -218,6 +221,14 @@ class Store:
         stmt = dialect.insert(environments).values(name=environment, updated_at=now)
         conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
 
+    def _bump(self, conn: Connection, environment: str) -> None:
+        """A new revision token: the environment's recorded state changed (see ``recorded``)."""
+        conn.execute(
+            update(environments)
+            .where(environments.c.name == environment)
+            .values(revision=uuid.uuid4().hex)
+        )
+
     # -- environments -----------------------------------------------------------------------
 
     def environments(self) -> list[EnvironmentRecord]:
@@ -238,26 +249,64 @@ class Store:
         row = {"name": environment, "last_commit": commit}
         with self._write() as conn:
             self._upsert(
-                conn, environments, [{**row, "last_reconciled_at": now, "updated_at": now}]
+                conn,
+                environments,
+                [{**row, "last_reconciled_at": now, "updated_at": now}],
+                keep=frozenset({"revision"}),
             )
 
     # -- workloads and resources ------------------------------------------------------------
 
-    def recorded(self, environment: str) -> RecordedState:
-        """Everything recorded for ``environment``, read in one transaction; empty if unknown."""
+    def revision_of(self, environment: str) -> str | None:
+        """The environment's revision token: it changes with every write to its workloads or
+        resources (by any process); None when unknown or never written since migration 0004."""
         with self._read() as conn:
-            found_workloads = conn.execute(
-                select(workloads)
-                .where(workloads.c.environment == environment)
-                .order_by(workloads.c.name)
-            )
-            by_name = {r.name: r for r in map(rows.workload_record, found_workloads)}
-            found_resources = conn.execute(
-                select(resources)
-                .where(resources.c.environment == environment)
-                .order_by(resources.c.uid)
-            )
-            by_uid = {r.uid: r for r in map(rows.resource_record, found_resources)}
+            return self._token(conn, environment)
+
+    def recorded(self, environment: str) -> RecordedState:
+        """Everything recorded for ``environment``; empty if unknown.
+
+        Decoding every row is the costly part of reading the state of a large environment, so
+        the last state read is kept and returned again (the same record objects, in fresh
+        mappings) while the environment's revision token is unchanged; every write replaces
+        the token, whichever process makes it. Inside ``transaction()`` rows are always read.
+        """
+        if self._current.get() is not None:
+            with self._read() as conn:
+                return self._read_recorded(conn, environment)
+        with self._read() as conn:
+            token = self._token(conn, environment)
+            cached = self._recorded.get(environment)
+            if token is not None and cached is not None and cached[0] == token:
+                state = cached[1]
+                return RecordedState(environment, dict(state.workloads), dict(state.resources))
+            state = self._read_recorded(conn, environment)
+            if token is not None and self._token(conn, environment) == token:
+                self._recorded[environment] = (token, state)
+            else:
+                self._recorded.pop(environment, None)
+        return RecordedState(environment, dict(state.workloads), dict(state.resources))
+
+    @staticmethod
+    def _token(conn: Connection, environment: str) -> str | None:
+        query = select(environments.c.revision).where(environments.c.name == environment)
+        token: str | None = conn.execute(query).scalar_one_or_none()
+        return token
+
+    @staticmethod
+    def _read_recorded(conn: Connection, environment: str) -> RecordedState:
+        found_workloads = conn.execute(
+            select(workloads)
+            .where(workloads.c.environment == environment)
+            .order_by(workloads.c.name)
+        )
+        by_name = {r.name: r for r in map(rows.workload_record, found_workloads)}
+        found_resources = conn.execute(
+            select(resources)
+            .where(resources.c.environment == environment)
+            .order_by(resources.c.uid)
+        )
+        by_uid = {r.uid: r for r in map(rows.resource_record, found_resources)}
         return RecordedState(environment, by_name, by_uid)
 
     def save_workload(self, environment: str, record: WorkloadRecord) -> None:
@@ -265,6 +314,7 @@ class Store:
         with self._write() as conn:
             self._ensure_environment(conn, environment, now)
             self._upsert(conn, workloads, [rows.workload_row(environment, record, now)])
+            self._bump(conn, environment)
 
     def delete_workload(self, environment: str, name: str) -> None:
         with self._write() as conn:
@@ -273,6 +323,7 @@ class Store:
                     workloads.c.environment == environment, workloads.c.name == name
                 )
             )
+            self._bump(conn, environment)
 
     def save_resource(self, environment: str, record: ResourceRecord) -> None:
         self.save_resources(environment, [record])
@@ -286,6 +337,7 @@ class Store:
         with self._write() as conn:
             self._ensure_environment(conn, environment, now)
             self._upsert(conn, resources, values, keep=frozenset({"created_at"}))
+            self._bump(conn, environment)
 
     def delete_resource(self, environment: str, uid: str) -> None:
         with self._write() as conn:
@@ -294,6 +346,7 @@ class Store:
                     resources.c.environment == environment, resources.c.uid == uid
                 )
             )
+            self._bump(conn, environment)
 
     # -- runs and steps ---------------------------------------------------------------------
 

@@ -80,6 +80,9 @@ environments = Table(
     Column("last_commit", String(COMMIT)),
     Column("last_reconciled_at", UtcDateTime()),
     Column("updated_at", UtcDateTime(), nullable=False),
+    # Replaced (a random token) by every write to the environment's workloads or resources, so
+    # that a reader can tell whether the recorded state it decoded earlier is still current.
+    Column("revision", String(32)),
 )
 
 workloads = Table(

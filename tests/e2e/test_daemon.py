@@ -167,3 +167,29 @@ def test_webhooks_must_be_signed(make_repo: MakeRepo, forge: FakeForge) -> None:
         assert answer.headers["content-type"].startswith("application/problem+json")
     finally:
         assert daemon.stop() == 0
+
+
+def test_drift_is_reported_and_self_healed(make_repo: MakeRepo, forge: FakeForge) -> None:
+    repo = make_repo()
+    heal = config(forge).replace("    resync: 1h\n", "    resync: 1s\n    self_heal: true\n")
+    first = repo.commit({"reconciler.yaml": heal, "apps/aa/score.yaml": workload("aa")})
+    daemon = Daemon(repo, forge)
+    try:
+        eventually(lambda: final_note(repo, first), "the first commit's note")
+        deployed = repo.git("rev-parse", "reconciler/deploy/staging")
+        # Someone removes the workload's folder from the deploy branch by hand.
+        tree = repo.git("mktree", "--missing")  # an empty tree
+        tampered = repo.git("commit-tree", tree, "-p", deployed, "-m", "hand edit")
+        repo.git("update-ref", "refs/heads/reconciler/deploy/staging", tampered, deployed)
+        healed = eventually(
+            lambda: (
+                "aa/manifests.yaml"
+                in repo.git("ls-tree", "-r", "--name-only", "reconciler/deploy/staging")
+            ),
+            "the deploy branch healed",
+        )
+        assert healed
+        metrics = httpx.get(daemon.url + "/metrics").text
+        assert "reconciler_drifted_resources" in metrics
+    finally:
+        assert daemon.stop() == 0
