@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import context as otel_context
+
 from reconciler.catalogue import Code
 from reconciler.config.models import Environment
 from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload
@@ -41,6 +43,7 @@ from reconciler.engine import (
     StoreCheckpointer,
 )
 from reconciler.gitops.repository import Repository
+from reconciler.observability import logger, span
 from reconciler.pipeline import (
     EnvironmentPlan,
     Source,
@@ -62,6 +65,8 @@ from reconciler.store.records import ResourceRecord, RunRecord, WorkloadRecord
 from reconciler.store.store import Store
 from reconciler.workflows.loader import load_workflows
 from reconciler.workflows.run import Runtime, Stage, run_hooks
+
+_log = logger("reconciler.run")
 
 MANIFESTS_STATE_KEY = "_manifests"
 """Where a resource's rendered Kubernetes objects are kept in its recorded state."""
@@ -141,7 +146,7 @@ class _Run:
         steps = [
             Step(
                 id=s.id,
-                run=s.run,
+                run=traced(s),
                 depends_on=tuple(d for d in s.depends_on if d in known),
                 kind=s.kind,
                 target=s.target,
@@ -172,6 +177,29 @@ def _supersede(store: Store, environment: str, commit: str) -> None:
             store.update_run(
                 run.id, status="Failed", message=f"superseded by {commit[:7]}", finished=True
             )
+
+
+def traced(step: Step) -> Callable[[StepContext], Mapping[str, Any]]:
+    """The step's callable inside an OpenTelemetry span that is a child of the reconcile's span.
+
+    Steps run on the engine's worker threads, where the caller's context is not current; it is
+    captured here and attached in the worker, so every step's logs carry the run's trace id.
+    """
+    parent = otel_context.get_current()
+    run = step.run
+
+    def run_in_span(ctx: StepContext) -> Mapping[str, Any]:
+        token = otel_context.attach(parent)
+        try:
+            with span(f"step {step.action or 'run'}", step=step.id, run_id=ctx.run_id):
+                _log.info("step started", attempt=ctx.attempt)
+                outputs = run(ctx)
+                _log.info("step succeeded", attempt=ctx.attempt)
+                return outputs
+        finally:
+            otel_context.detach(token)
+
+    return run_in_span
 
 
 def find_open_run(store: Store, environment: str, commit: str) -> RunRecord | None:
