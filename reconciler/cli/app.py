@@ -7,6 +7,7 @@ Exit codes are part of the interface (docs/cli.md): 0 success, 1 problems found 
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -22,6 +23,7 @@ from reconciler.cli import (
     validate_cmd,
     workflow_cmd,
 )
+from reconciler.observability import configure
 
 app = typer.Typer(
     name="reconciler",
@@ -46,6 +48,26 @@ app.command("run-show")(apply_cmd.run_show)
 app.command("explain")(explain_cmd.explain)
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(workflow_cmd.app, name="workflow")
+
+
+DAEMON_COMMANDS = frozenset({"run", "demo"})
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            envvar="RECONCILER_LOG_LEVEL",
+            help="debug, info, warning or error (default: info for the daemon, warning else).",
+        ),
+    ] = None,
+) -> None:
+    """A GitOps reconciler for Score workloads."""
+    default = "INFO" if ctx.invoked_subcommand in DAEMON_COMMANDS else "WARNING"
+    configure(level=(log_level or default).upper())
 
 
 @app.command("version")

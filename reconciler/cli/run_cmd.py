@@ -16,7 +16,6 @@ from reconciler.catalogue import Code
 from reconciler.cli.common import StoreOption, fail
 from reconciler.daemon.service import Daemon, DaemonSettings, is_remote
 from reconciler.gitops.errors import GitError
-from reconciler.observability import configure
 from reconciler.store.errors import StoreError
 
 ListenOption = Annotated[
@@ -56,7 +55,6 @@ def run(
     ] = None,
 ) -> None:
     """Watch the repository and keep every environment matching Git."""
-    configure()
     settings = DaemonSettings(
         repo=repo if is_remote(repo) else Path(repo),
         fetch_interval=fetch_interval,
