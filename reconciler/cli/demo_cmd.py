@@ -84,4 +84,5 @@ def demo(
         target_url=None,
         fetch_interval=60.0,
         mirror=None,
+        lease_ttl=30.0,
     )

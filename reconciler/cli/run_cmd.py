@@ -53,12 +53,21 @@ def run(
     mirror: Annotated[
         Path | None, typer.Option("--mirror", help="Where to keep the mirror of a remote.")
     ] = None,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            "--lease-ttl",
+            min=1.0,
+            help="Seconds after which a replica that stopped renewing loses its environments.",
+        ),
+    ] = 30.0,
 ) -> None:
     """Watch the repository and keep every environment matching Git."""
     settings = DaemonSettings(
         repo=repo if is_remote(repo) else Path(repo),
         fetch_interval=fetch_interval,
         mirror=mirror,
+        lease_ttl=lease_ttl,
         store_url=store,
         listen=_listen(listen),
         branch=branch,

@@ -167,7 +167,7 @@ def test_three_replicas_reconcile_each_commit_once_and_survive_a_kill(
 ) -> None:
     repo = make_repo()
     first = repo.commit({"reconciler.yaml": CONFIG, "apps/aa/score.yaml": workload("aa")})
-    replicas = [Process("--store", pg_store, cwd=repo.root) for _ in range(3)]
+    replicas = [Process("--store", pg_store, "--lease-ttl", "3", cwd=repo.root) for _ in range(3)]
     try:
         eventually(lambda: runs_per_commit(pg_store).get(first), "a run of the first commit")
         second = repo.commit({"apps/bb/score.yaml": workload("bb")})
