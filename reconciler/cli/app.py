@@ -18,6 +18,7 @@ from reconciler.cli import (
     demo_cmd,
     explain_cmd,
     plan_cmd,
+    preview_cmd,
     run_cmd,
     status_cmd,
     validate_cmd,
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 app.command("validate")(validate_cmd.validate)
 app.command("plan")(plan_cmd.plan)
+app.command("preview")(preview_cmd.preview_command)
 app.command("apply")(apply_cmd.apply)
 app.command("destroy")(apply_cmd.destroy)
 app.command("approve")(apply_cmd.approve)

@@ -95,14 +95,3 @@ def _recorded(url: str | None, repo: Repository) -> Iterator[Store | None]:
         fail(exc.code, exc.message)
     finally:
         store.close()
-
-
-def main() -> None:
-    """Run ``preview`` alone, until the command is registered in the application."""
-    app = typer.Typer(add_completion=False)
-    app.command("preview")(preview_command)
-    app(prog_name="reconciler preview")
-
-
-if __name__ == "__main__":
-    main()

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,13 @@ from reconciler.daemon.http import ApiReaders, ApiServer, Handlers, ReadinessChe
 from reconciler.daemon.metrics import DaemonMetrics, create_metrics
 from reconciler.daemon.queue import WorkQueue
 from reconciler.daemon.status import commit_status, drift_status, reporters_for
-from reconciler.daemon.webhooks import DeliveryCache, ForgeEvent, Provider, PushEvent
+from reconciler.daemon.webhooks import (
+    DeliveryCache,
+    ForgeEvent,
+    Provider,
+    PullRequestEvent,
+    PushEvent,
+)
 from reconciler.engine import Executor, StoreCheckpointer
 from reconciler.gitops.errors import GitError
 from reconciler.gitops.mirror import FetchLoop, Mirror
@@ -40,6 +47,7 @@ from reconciler.gitops.status import FanOut, Phase
 from reconciler.gitops.watch import RefWatcher
 from reconciler.observability import logger, span
 from reconciler.pipeline import open_source
+from reconciler.preview.daemon import PreviewTarget, preview_pull_request
 from reconciler.providers.base import DriverError
 from reconciler.runner import RunOutcome, apply_environment, republish_environment
 from reconciler.services import services_for
@@ -131,6 +139,7 @@ class Daemon:
         self.server = ApiServer(settings.listen, self._handlers())
         self.leases = LeaseManager(self.store, settings.holder, settings.lease_ttl)
         self._poller: threading.Thread | None = None
+        self._previews = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconciler-preview")
 
     @property
     def repo(self) -> Repository:
@@ -185,6 +194,7 @@ class Daemon:
         self._scheduler.shutdown(wait=False)
         if self._fetch is not None:
             self._fetch.stop()
+        self._previews.shutdown(wait=False, cancel_futures=True)
         self.leases.release_all()
         if self._reporters is not None:
             self._reporters.close(5.0)
@@ -282,6 +292,9 @@ class Daemon:
                 self.queue.add(name)
 
     def _on_webhook(self, event: ForgeEvent) -> bool:
+        if isinstance(event, PullRequestEvent):
+            self._previews.submit(self._preview, event)
+            return True
         if not isinstance(event, PushEvent):
             return False
         followed = {e.follows for e in self.environments().values()}
@@ -356,6 +369,36 @@ class Daemon:
                     drift_status(name, commit, missing, trace_id, self.settings.target_url)
                 )
         return True
+
+    def _preview(self, event: PullRequestEvent) -> None:
+        """Preview a pull request's head and post it; nothing is applied for a pull request."""
+        forge = self.config().reporters.forge
+        target = None
+        if forge is not None:
+            target = PreviewTarget(
+                kind=forge.kind,
+                url=forge.url,
+                repository=forge.repository,
+                token_env=forge.token_env,
+                target_url=self.settings.target_url,
+            )
+        with span("preview", pull_request=str(event.number), revision=event.head_sha):
+            try:
+                if self._mirror is not None:
+                    prefix = "merge-requests" if event.provider == "gitlab" else "pull"
+                    self._mirror.fetch_refs(
+                        [
+                            f"+refs/{prefix}/{event.number}/head:"
+                            f"refs/reconciler/pull/{event.number}",
+                            f"+refs/heads/{event.base_ref}:refs/heads/{event.base_ref}",
+                        ]
+                    )
+                report = preview_pull_request(self.repo, event, target=target, recorded=self.store)
+                log.info("previewed", exit_code=report.preview.exit_code)
+            except (GitError, StoreError, DriverError) as exc:
+                log.warning("preview failed", code=exc.code.id, error=exc.message)
+            except Exception:  # a preview must never take the daemon down
+                log.exception("preview crashed")
 
     def _settled(self, name: str, commit: str) -> bool:
         runs = self.store.list_runs(name, limit=1)

@@ -126,6 +126,19 @@ class Mirror:
                 if before.get(b) != sha
             )
 
+    def fetch_refs(self, refspecs: Sequence[str]) -> None:
+        """Fetch other refs once (a pull request's head, ``+refs/pull/7/head:refs/...``)."""
+        with self._lock:
+            repo = self._open()
+            try:
+                repo.remotes.create_anonymous(self.url).fetch(
+                    list(refspecs), message="reconciler fetch"
+                )
+            except (pygit2.GitError, OSError) as exc:
+                raise GitError(
+                    REMOTE_UNREACHABLE, f"{display_url(self.url)}: fetch failed: {exc}"
+                ) from exc
+
     def _open(self) -> pygit2.Repository:
         if self._repo is not None:
             return self._repo

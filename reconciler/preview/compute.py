@@ -111,7 +111,7 @@ def _environment(
     if recorded is not None and recorded.last_commit(name) == base.commit:
         basis, against = "recorded", recorded
     elif base_plan is not None and base_desired is not None:
-        record_desired(scratch, base_desired, base.commit, _loaded(base_plan))
+        record_desired(scratch, base_desired, base.commit, loaded_workloads(base_plan))
     planned = plan_environment(repo, against, head, name, env)
     base_files, base_render = _render_all(against, base_desired, base.commit)
     head_files, head_render = _render_all(against, planned.desired, head.commit)
@@ -134,7 +134,7 @@ def _environment(
     return result, [*base_diags, *base_render]
 
 
-def _loaded(planned: EnvironmentPlan) -> list[LoadedWorkload]:
+def loaded_workloads(planned: EnvironmentPlan) -> list[LoadedWorkload]:
     """The base's workloads as ``record_desired`` takes them: typed, from their documents."""
     assert planned.desired is not None
     files = {w.name: w.file for w in planned.desired.workloads}

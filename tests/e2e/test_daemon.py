@@ -6,6 +6,8 @@ stands in for GitHub, which cannot run here.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -65,9 +67,17 @@ def final_note(repo: GitRepo, commit: str, env: str = "staging") -> dict[str, An
     return done[-1] if done else None
 
 
+WEBHOOK_SECRET = "pr-s3cret"
+
+
 class Daemon:
     def __init__(self, repo: GitRepo, forge: FakeForge) -> None:
-        env = {**os.environ, "FORGE_TOKEN": forge.token, "NO_COLOR": "1"}
+        env = {
+            **os.environ,
+            "FORGE_TOKEN": forge.token,
+            "NO_COLOR": "1",
+            "RECONCILER_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        }
         self.proc = subprocess.Popen(
             [RECONCILER, "run", "--listen", "127.0.0.1:0", "--target-url", "https://ci.example"],
             cwd=repo.root,
@@ -191,5 +201,52 @@ def test_drift_is_reported_and_self_healed(make_repo: MakeRepo, forge: FakeForge
         assert healed
         metrics = httpx.get(daemon.url + "/metrics").text
         assert "reconciler_drifted_resources" in metrics
+    finally:
+        assert daemon.stop() == 0
+
+
+def pull_request(url: str, action: str, number: int, head: str, head_ref: str) -> httpx.Response:
+    body = json.dumps(
+        {
+            "action": action,
+            "number": number,
+            "repository": {"full_name": "shop/apps"},
+            "pull_request": {
+                "head": {"sha": head, "ref": head_ref, "repo": {"full_name": "shop/apps"}},
+                "base": {"ref": "main"},
+            },
+        }
+    ).encode()
+    digest = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = {
+        "X-GitHub-Event": "pull_request",
+        "X-GitHub-Delivery": f"{action}-{head}",
+        "X-Hub-Signature-256": f"sha256={digest}",
+    }
+    return httpx.post(url + "/webhooks/github", content=body, headers=headers)
+
+
+def test_pull_requests_get_one_preview_comment_kept_up_to_date(
+    make_repo: MakeRepo, forge: FakeForge
+) -> None:
+    repo = make_repo()
+    first = repo.commit({"reconciler.yaml": config(forge), "apps/aa/score.yaml": workload("aa")})
+    daemon = Daemon(repo, forge)
+    try:
+        eventually(lambda: final_note(repo, first), "the main branch reconciled")
+        repo.git("checkout", "-q", "-b", "feature")
+        head = repo.commit({"apps/bb/score.yaml": workload("bb")})
+        assert pull_request(daemon.url, "opened", 7, head, "feature").status_code == 202
+        (comment,) = eventually(lambda: list(forge.comments.values()), "a preview comment")
+        assert comment.number == 7
+        assert "bb" in comment.body
+        assert "<!-- reconciler:preview" in comment.body
+        again = repo.commit({"apps/cc/score.yaml": workload("cc")})
+        assert pull_request(daemon.url, "synchronize", 7, again, "feature").status_code == 202
+        eventually(lambda: "cc" in next(iter(forge.comments.values())).body, "the comment updated")
+        assert len(forge.comments) == 1
+        assert "reconciler/deploy/staging" in repo.git("branch", "--list", "reconciler/*")
+        deployed = repo.git("ls-tree", "-r", "--name-only", "reconciler/deploy/staging")
+        assert "bb/manifests.yaml" not in deployed  # nothing is applied for a pull request
     finally:
         assert daemon.stop() == 0
