@@ -21,11 +21,11 @@ from reconciler.gitops.repository import Repository
 from reconciler.gitops.status.checks import Conclusion, post_status, publish_check_run
 from reconciler.gitops.status.comments import CommentResult, ForgeApi, PullRequestComments
 from reconciler.gitops.status.forge import Outcome
+from reconciler.gitops.status.preview_notes import write_preview_note
 from reconciler.preview.annotations import to_annotations
 from reconciler.preview.compute import PreviewError, preview
 from reconciler.preview.markdown import marker, to_markdown
 from reconciler.preview.model import Preview, Verdict
-from reconciler.preview.notes import write_preview_note
 from reconciler.render.diagnostics import location
 from reconciler.store.store import Store
 

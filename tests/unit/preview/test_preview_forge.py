@@ -9,11 +9,11 @@ from reconciler.daemon.webhooks import PullRequestEvent
 from reconciler.gitops.repository import Repository
 from reconciler.gitops.status.checks import publish_check_run
 from reconciler.gitops.status.comments import ForgeApi, PullRequestComments
+from reconciler.gitops.status.preview_notes import read_preview_note
 from reconciler.gitops.status.reporter import ReportError
 from reconciler.preview.annotations import Annotation
 from reconciler.preview.daemon import CONTEXT, PreviewTarget, preview_pull_request
 from reconciler.preview.markdown import MARKER, marker
-from reconciler.preview.notes import read_preview_note
 from tests.support.fake_forge import BOT, FakeForge
 from tests.unit.preview.support import PullRequest, score
 

@@ -1,4 +1,4 @@
-"""The preview as a Git note on the head commit, for forges we cannot post to (or none).
+"""A pull-request preview as a Git note on the head commit, for forges we cannot post to.
 
 ``refs/notes/reconciler-preview`` holds, per previewed commit, the latest Markdown preview:
 ``git fetch origin refs/notes/reconciler-preview:refs/notes/reconciler-preview`` then
