@@ -21,8 +21,10 @@ from reconciler.cli.common import (
     StoreOption,
     cancel_on_signals,
     fail,
+    find_run,
     open_repository,
     open_store,
+    print_table,
 )
 from reconciler.cli.progress import ProgressCheckpointer, print_run
 from reconciler.diagnostics import has_errors
@@ -34,6 +36,7 @@ from reconciler.providers.base import DriverError
 from reconciler.render import diagnostics as render_diagnostics
 from reconciler.runner import RunOutcome, apply_environment, destroy_environment
 from reconciler.services import services_for
+from reconciler.store.records import RunRecord
 from reconciler.store.store import Store
 
 EXIT_WAITING = 3
@@ -205,13 +208,8 @@ def reject(
     typer.echo(f"run {run.id} rejected")
 
 
-def _waiting_run(store: Store, run_id: str):  # type: ignore[no-untyped-def]
-    run = store.get_run(run_id)
-    if run is None:
-        matches = [r for r in store.list_runs(limit=500) if r.id.startswith(run_id)]
-        run = matches[0] if len(matches) == 1 else None
-    if run is None:
-        fail(Code.RUN_NOT_FOUND, f"no run '{run_id}'")
+def _waiting_run(store: Store, run_id: str) -> RunRecord:
+    run = find_run(store, run_id)
     if run.status != "WaitingApproval":
         fail(Code.RUN_NOT_WAITING, f"run {run.id} is {run.status}")
     return run
@@ -224,7 +222,6 @@ def runs(
     limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
 ) -> None:
     """List runs, newest first."""
-    console = Console(highlight=False, soft_wrap=True)
     repository = open_repository(repo)
     with open_store(store, repository) as state:
         listed = state.list_runs(env, limit=limit)
@@ -240,9 +237,7 @@ def runs(
         ]
         for r in listed
     ]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    for row in [header, *rows]:
-        console.print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    print_table(header, rows)
 
 
 def run_show(
@@ -254,12 +249,7 @@ def run_show(
     console = Console(highlight=False, soft_wrap=True)
     repository = open_repository(repo)
     with open_store(store, repository) as state:
-        run = state.get_run(run_id)
-        if run is None:
-            matches = [r for r in state.list_runs(limit=500) if r.id.startswith(run_id)]
-            run = matches[0] if len(matches) == 1 else None
-        if run is None:
-            fail(Code.RUN_NOT_FOUND, f"no run '{run_id}'")
+        run = find_run(state, run_id)
         print_run(console, run, state.steps(run.id))
 
 

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from rich.console import Console
 
 from reconciler.catalogue import Code
 from reconciler.engine import Executor
 from reconciler.gitops.errors import GitError
 from reconciler.gitops.repository import Repository
 from reconciler.store.errors import StoreError
+from reconciler.store.records import RunRecord
 from reconciler.store.store import Store
 from reconciler.store.url import default_store_url
 
@@ -84,3 +86,22 @@ def cancel_on_signals(executor: Executor) -> Iterator[None]:
 
 def no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
+
+
+def print_table(columns: list[str], rows: list[list[str]]) -> None:
+    """Upper-case columns two spaces apart, as ``argocd app list`` prints them."""
+    console = Console(highlight=False, soft_wrap=True)
+    widths = [max(len(str(v)) for v in col) for col in zip(columns, *rows, strict=False)]
+    for row in [columns, *rows]:
+        console.print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def find_run(store: Store, run_id: str) -> RunRecord:
+    """A run by its id or a unique prefix of it (as ``reconciler runs`` shows 8 characters)."""
+    run = store.get_run(run_id)
+    if run is None:
+        matches = [r for r in store.list_runs(limit=500) if r.id.startswith(run_id)]
+        run = matches[0] if len(matches) == 1 else None
+    if run is None:
+        fail(Code.RUN_NOT_FOUND, f"no run '{run_id}'")
+    return run

@@ -25,6 +25,7 @@ from reconciler.cli.common import (
     fail,
     open_repository,
     open_store,
+    print_table,
 )
 from reconciler.gitops.errors import GitError
 from reconciler.gitops.repository import Repository
@@ -115,14 +116,7 @@ def status(
         + [r["message"]]
         for r in rows
     ]
-    _print_table(columns, table)
-
-
-def _print_table(columns: list[str], rows: list[list[str]]) -> None:
-    console = Console(highlight=False, soft_wrap=True)
-    widths = [max(len(str(v)) for v in col) for col in zip(columns, *rows, strict=False)]
-    for row in [columns, *rows]:
-        console.print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    print_table(columns, table)
 
 
 def history(
@@ -155,7 +149,7 @@ def history(
             )
     if not rows:
         fail(Code.RUN_NOT_FOUND, f"no run changed workload '{workload}'")
-    _print_table(["ENV", "REVISION", "RUN", "ACTION", "STATUS", "STARTED"], rows[:limit])
+    print_table(["ENV", "REVISION", "RUN", "ACTION", "STATUS", "STARTED"], rows[:limit])
 
 
 def sync(

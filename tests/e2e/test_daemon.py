@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import MakeRepo
-from tests.e2e.test_cli_validate import RECONCILER
+from tests.support.daemon import DaemonProcess
 from tests.support.fake_forge import FakeForge
 from tests.support.gitrepos import GitRepo
 
@@ -70,33 +68,10 @@ def final_note(repo: GitRepo, commit: str, env: str = "staging") -> dict[str, An
 WEBHOOK_SECRET = "pr-s3cret"
 
 
-class Daemon:
+class Daemon(DaemonProcess):
     def __init__(self, repo: GitRepo, forge: FakeForge) -> None:
-        env = {
-            **os.environ,
-            "FORGE_TOKEN": forge.token,
-            "NO_COLOR": "1",
-            "RECONCILER_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        }
-        self.proc = subprocess.Popen(
-            [RECONCILER, "run", "--listen", "127.0.0.1:0", "--target-url", "https://ci.example"],
-            cwd=repo.root,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stderr is not None
-        self.url = ""
-        for line in self.proc.stderr:
-            if '"daemon started"' in line:
-                self.url = "http://" + json.loads(line)["listen"]
-                break
-        assert self.url, "the daemon did not start"
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
+        env = {"FORGE_TOKEN": forge.token, "RECONCILER_WEBHOOK_SECRET": WEBHOOK_SECRET}
+        super().__init__(["--target-url", "https://ci.example"], cwd=repo.root, env=env)
 
 
 @pytest.fixture

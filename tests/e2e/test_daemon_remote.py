@@ -10,7 +10,6 @@ import hmac
 import json
 import os
 import secrets
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +20,8 @@ import pytest
 from psycopg import sql
 
 from tests.conftest import MakeRepo
-from tests.e2e.test_cli_validate import RECONCILER
 from tests.e2e.test_daemon import eventually, workload
+from tests.support.daemon import DaemonProcess
 from tests.support.git_daemon import GitDaemon, free_port
 from tests.support.gitrepos import GitRepo
 
@@ -32,33 +31,9 @@ ADMIN = os.environ.get("RECONCILER_TEST_POSTGRES", "postgresql://postgres@127.0.
 CONFIG = "environments:\n  staging:\n    branch: main\n    resync: 1h\n"
 
 
-class Process:
-    """``reconciler run`` with its listen address read from its first log lines."""
-
+class Process(DaemonProcess):
     def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [RECONCILER, "run", "--listen", "127.0.0.1:0", *args],
-            cwd=cwd,
-            env={**os.environ, "NO_COLOR": "1", **(env or {})},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stderr is not None
-        self.url = ""
-        for line in self.proc.stderr:
-            if '"daemon started"' in line:
-                self.url = "http://" + json.loads(line)["listen"]
-                break
-        assert self.url, "the daemon did not start"
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
+        super().__init__(args, cwd=cwd, env=env)
 
 
 @pytest.fixture
