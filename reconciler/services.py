@@ -15,7 +15,8 @@ from cryptography.fernet import Fernet
 
 from reconciler.config.models import Environment
 from reconciler.gitops.repository import Repository
-from reconciler.providers.base import SecretStore
+from reconciler.providers.base import SecretStore, WorkloadTarget
+from reconciler.providers.kubernetes import KubernetesTarget
 from reconciler.providers.manifests import ManifestsTarget
 from reconciler.providers.secrets import (
     KEY_ENV,
@@ -50,10 +51,20 @@ def secret_store(store: Store, repo: Repository) -> SecretStore:
     return EncryptedSecretStore(store, [local_key(repo)])
 
 
+def target_for(repo: Repository, name: str, env: Environment) -> WorkloadTarget:
+    """``manifests`` commits to the deploy branch; ``kubernetes`` applies to the cluster that
+    ``KUBECONFIG`` (or the pod's service account) names, with ``RECONCILER_KUBE_CONTEXT``."""
+    if env.target == "kubernetes":
+        return KubernetesTarget.from_config(
+            os.environ.get("KUBECONFIG"), os.environ.get("RECONCILER_KUBE_CONTEXT")
+        )
+    return ManifestsTarget(repo.path, branch_template=env.deploy_branch_for(name))
+
+
 def services_for(
     store: Store, repo: Repository, name: str, env: Environment, *, actor: str = "cli"
 ) -> Services:
-    target = ManifestsTarget(repo.path, branch_template=env.deploy_branch_for(name))
+    target = target_for(repo, name, env)
     postgres_url = os.environ.get("RECONCILER_POSTGRES_URL")
     return Services(
         store=store,

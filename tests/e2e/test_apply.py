@@ -21,6 +21,7 @@ import pytest
 from reconciler.providers.postgres import names_for
 from tests.conftest import MakeRepo
 from tests.e2e.test_cli_validate import RECONCILER
+from tests.support.fake_kube import FakeKube
 from tests.support.gitrepos import GitRepo
 
 pytestmark = pytest.mark.slow
@@ -338,3 +339,45 @@ def test_hooks_run_around_the_apply_and_a_failing_one_stops_it(
     assert stopped.returncode == 1
     assert "RCN-3055" in stopped.stdout
     assert len(databases(env_name)) == 1  # nothing of the new commit was applied
+
+
+def test_the_kubernetes_target_applies_to_a_cluster(
+    make_repo: MakeRepo, env_name: str, tmp_path: Path
+) -> None:
+    """The cluster is a FAKE Kubernetes API server speaking the real HTTP API
+    (tests/support/fake_kube.py); everything else is real."""
+    with FakeKube(token="kube-token") as kube:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
+            f"clusters: [{{name: fake, cluster: {{server: '{kube.url}'}}}}]\n"
+            "users: [{name: bot, user: {token: kube-token}}]\n"
+            "contexts: [{name: fake, context: {cluster: fake, user: bot}}]\n"
+        )
+        repo = make_repo()
+        app = workload("orders").replace("resources:\n  db:\n    type: postgres\n", "")
+        app = "\n".join(line for line in app.splitlines() if "DB_" not in line) + "\n"
+        app = app.replace("    variables:\n", "    variables:\n      MODE: live\n")
+        repo.commit(
+            {
+                "reconciler.yaml": config(env_name, "    target: kubernetes\n"),
+                "apps/orders/score.yaml": app,
+            }
+        )
+        env = {**os.environ, "NO_COLOR": "1", "KUBECONFIG": str(kubeconfig)}
+        done = subprocess.run(
+            [RECONCILER, "apply", "--auto-approve"],
+            cwd=repo.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        deployment = kube.get("apps/v1", "deployments", env_name, "orders")
+        labels = deployment["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "score-reconciler"
+        containers = deployment["spec"]["template"]["spec"]["containers"]
+        assert {"name": "MODE", "value": "live"} in containers[0]["env"]
+        assert repo.git("branch", "--list", f"reconciler/deploy/{env_name}") == ""
