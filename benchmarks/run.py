@@ -551,27 +551,262 @@ def measure_store_postgresql(bench: Bench) -> dict[str, Any]:
         admin.close()
 
 
-# -- figures that need parts still being built -------------------------------------------------
+# -- the daemon's figures --------------------------------------------------------------------
+
+FIRST_RECONCILE_RATE = 200.0
+"""Workloads per second of a first full reconcile (plan + apply + record), at least."""
+PUSH_P50, PUSH_P95 = 0.25, 0.5
+"""Push to status written (the note on the commit), seconds, at most."""
+PUSH_COMMITS = 30
+PUSH_SIZE = 1000
+RSS_BUDGET_MIB = 300.0
 
 
-@figure("first_full_reconcile", "First full reconcile (plan + apply + record)", "workloads/s")
+@figure(
+    "first_full_reconcile",
+    "First full reconcile (plan + apply + record) to the manifests target",
+    f"workloads/s >= {FIRST_RECONCILE_RATE:g}",
+)
 def measure_first_full_reconcile(bench: Bench) -> dict[str, Any]:
-    raise NotMeasuredYet(
-        "needs the execution engine and the manifests driver (reconciler/engine, providers), "
-        "still being built"
-    )
+    """``runner.apply_environment`` of the first commit on an empty store, in process, as
+    ``reconciler apply --auto-approve`` runs it: a fresh repository (no deploy branch yet) and
+    a fresh store per repetition; the built-in postgres provisioner (manifests, no server).
+
+    The reference is the time budget the target allows (N / 200 s), so ratio <= 1 meets it.
+    """
+    rows = []
+    with _WithoutEnv("RECONCILER_POSTGRES_URL"):
+        for size in bench.sizes:
+            reps = 1 if size >= 1000 and bench.repetitions_override is None else 3
+            seconds = [_first_reconcile(bench, size, rep) for rep in range(reps)]
+            sample = Sample(seconds)
+            budget = Sample([size / FIRST_RECONCILE_RATE])
+            rate = size / sample.median
+            rows.append(
+                row(
+                    size,
+                    sample,
+                    budget,
+                    1.0,
+                    labels=("reconcile", "budget"),
+                    workloads_per_second=round(rate, 1),
+                )
+            )
+            bench.log(f"  first reconcile {size}: {sample.median:.2f}s, {rate:.0f} workloads/s")
+    return {"rows": rows}
 
 
-@figure("push_to_status", "Push to commit status, p50 and p95", "latency, seconds")
+@figure(
+    "push_to_status",
+    f"Push to status note, p50 and p95 over {PUSH_COMMITS} commits (daemon, local repository)",
+    f"p50 <= {PUSH_P50:g} s, p95 <= {PUSH_P95:g} s",
+)
 def measure_push_to_status(bench: Bench) -> dict[str, Any]:
-    raise NotMeasuredYet(
-        "needs the daemon (`reconciler run`: watcher, work queue) and the status reporters"
+    """``reconciler run`` on a local repository of 1,000 workloads (the largest size up to
+    1,000 with ``--sizes``/``--quick``): after its first reconcile, one-workload commits are
+    made one at a time (straight into the object database, as ``git push`` to the watched
+    repository would); each is timed from the ref update returning to the finished status
+    line appearing in the note on the commit (``refs/notes/reconciler``), polled every 2 ms.
+    """
+    size = max([s for s in bench.sizes if s <= PUSH_SIZE] or [min(bench.sizes)])
+    commits = PUSH_COMMITS if bench.repetitions_override is None else bench.repetitions_override
+    import random  # noqa: PLC0415 - kept to this section of a file shared with other figures
+
+    repo = synth.generate(bench.workdir / f"daemon-push-{size}", size, bench.seed)
+    latencies: list[float] = []
+    with _Daemon(repo.path) as daemon:
+        first = _wait_for_note(repo.path, repo.head, daemon, timeout=max(120.0, size / 5))
+        if first != "Succeeded":
+            raise RuntimeError(f"the first reconcile of {size} workloads ended {first}")
+        rng = random.Random(bench.seed)
+        for _ in range(commits):
+            start = time.perf_counter()
+            commit = synth.commit_change(repo, rng.randrange(size))
+            phase = _wait_for_note(repo.path, commit, daemon, timeout=120.0)
+            latencies.append(time.perf_counter() - start)
+            if phase != "Succeeded":
+                raise RuntimeError(f"commit {commit[:7]} ended {phase}")
+    ordered = sorted(latencies)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    rows = [
+        row(size, Sample(latencies), Sample([PUSH_P50]), 1.0, labels=("p50", "target")),
+        row(size, Sample([p95]), Sample([PUSH_P95]), 1.0, labels=("p95", "target")),
+    ]
+    bench.log(
+        f"  push to status at {size}: p50 {statistics.median(latencies):.3f}s, p95 {p95:.3f}s"
     )
+    return {"commits": commits, "latencies_s": [round(x, 4) for x in latencies], "rows": rows}
 
 
-@figure("daemon_peak_rss", "Daemon peak RSS while reconciling", "bytes")
+@figure(
+    "daemon_peak_rss",
+    "Daemon peak RSS (VmHWM) holding the largest size, after its first reconcile",
+    f"<= {RSS_BUDGET_MIB:g} MiB",
+)
 def measure_daemon_peak_rss(bench: Bench) -> dict[str, Any]:
-    raise NotMeasuredYet("needs the daemon (`reconciler run`) to measure as a process")
+    """``reconciler run`` on a repository of the largest size: its first reconcile, then a
+    one-workload commit and a no-op resync, then ``VmHWM`` (the kernel's high-water mark of
+    resident memory) from ``/proc/<pid>/status``. Values are MiB, in the ``*_s`` fields of the
+    JSON (the table prints them with an ``s``)."""
+    if not Path("/proc/self/status").exists():
+        raise NotMeasuredYet("needs /proc/<pid>/status (Linux)")
+    size = max(bench.sizes)
+    repo = synth.generate(bench.workdir / f"daemon-rss-{size}", size, bench.seed)
+    with _Daemon(repo.path) as daemon:
+        timeout = max(300.0, size / 5)
+        first = _wait_for_note(repo.path, repo.head, daemon, timeout=timeout)
+        after_first = _proc_status(daemon.pid)
+        commit = synth.commit_change(repo, 0)
+        second = _wait_for_note(repo.path, commit, daemon, timeout=timeout)
+        status = _proc_status(daemon.pid)
+    if (first, second) != ("Succeeded", "Succeeded"):
+        raise RuntimeError(f"the daemon's reconciles ended {first}, {second}")
+    hwm = status["VmHWM"] / 1024
+    bench.log(
+        f"  daemon peak RSS at {size}: {hwm:.0f} MiB (after the first reconcile "
+        f"{after_first['VmHWM'] / 1024:.0f} MiB)"
+    )
+    return {
+        "rows": [
+            row(
+                size,
+                Sample([hwm]),
+                Sample([RSS_BUDGET_MIB]),
+                1.0,
+                labels=("VmHWM MiB", "budget MiB"),
+                unit="MiB",
+                rss_after_mib=round(status["VmRSS"] / 1024, 1),
+                hwm_after_first_reconcile_mib=round(after_first["VmHWM"] / 1024, 1),
+            )
+        ]
+    }
+
+
+class _WithoutEnv:
+    """Unset an environment variable for the block (the postgres driver reads it)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.saved: str | None = None
+
+    def __enter__(self) -> None:
+        self.saved = os.environ.pop(self.name, None)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            os.environ[self.name] = self.saved
+
+
+def _first_reconcile(bench: Bench, size: int, rep: int) -> float:
+    """One timed first reconcile of ``size`` workloads on a fresh repository and store."""
+    from reconciler.engine import Executor, StoreCheckpointer  # noqa: PLC0415
+    from reconciler.observability import configure  # noqa: PLC0415
+    from reconciler.runner import apply_environment  # noqa: PLC0415
+    from reconciler.services import services_for  # noqa: PLC0415
+
+    configure(level="WARNING")  # the engine logs every step at INFO: thousands of lines
+
+    path = bench.workdir / f"reconcile-{size}-{rep}"
+    generated = synth.generate(path, size, bench.seed)
+    store = bench.new_store(f"reconcile-{size}")
+    try:
+        gc.collect()
+        start = time.perf_counter()
+        repo = Repository.open(generated.path)
+        source = open_source(repo, generated.head)
+        ((name, env),) = select_environments(source.config, synth.ENVIRONMENT)
+        services = services_for(store, repo, name, env)
+        executor = Executor(StoreCheckpointer(store), parallelism=4)
+        outcome = apply_environment(
+            repo, services, source, name, env, approved=True, executor=executor
+        )
+        seconds = time.perf_counter() - start
+    finally:
+        store.close()
+    if outcome.status != "Succeeded":
+        raise RuntimeError(
+            f"the first reconcile of {size} ended {outcome.status}: "
+            f"{outcome.error_code} {outcome.message}"
+        )
+    shutil.rmtree(path, ignore_errors=True)
+    return seconds
+
+
+class _Daemon:
+    """``reconciler run`` on ``path`` as a process (JSON logs on stderr, kept in a file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.log = path.parent / f"{path.name}.daemon.log"
+
+    def __enter__(self) -> _Daemon:
+        import subprocess  # noqa: PLC0415
+
+        binary = Path(sys.executable).parent / "reconciler"
+        env = {k: v for k, v in os.environ.items() if k != "RECONCILER_POSTGRES_URL"}
+        env["NO_COLOR"] = "1"
+        self._err = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [str(binary), "run", "--repo", str(self.path), "--listen", "127.0.0.1:0"],
+            cwd=self.path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._err,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the daemon exited with {self.proc.returncode}:\n{tail}")
+
+    def __exit__(self, *exc: object) -> None:
+        import signal  # noqa: PLC0415
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+        self._err.close()
+
+
+def _wait_for_note(path: Path, commit: str, daemon: _Daemon, *, timeout: float) -> str:
+    """The phase of the first finished status noted on ``commit`` (polled every 2 ms)."""
+    import pygit2  # noqa: PLC0415
+
+    repo = pygit2.Repository(str(path))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            note = repo.lookup_note(commit, "refs/notes/reconciler")
+        except KeyError:
+            note = None
+        if note is not None:
+            phases = [json.loads(x)["phase"] for x in note.message.splitlines() if x.strip()]
+            done = [p for p in phases if p not in ("Running", "Pending")]
+            if done:
+                return done[0]
+        daemon.check()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no finished status on {commit[:7]} after {timeout:g} s")
+        time.sleep(0.002)
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    """The ``Vm*`` lines of /proc/<pid>/status, in KiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key.startswith("Vm") and rest.strip().endswith("kB"):
+            values[key] = int(rest.split()[0])
+    return values
 
 
 FIGURE_KEYS = tuple(f.key for f in FIGURES)

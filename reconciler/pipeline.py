@@ -12,15 +12,18 @@ so planning a one-workload commit parses one workload, whatever the size of the 
 
 from __future__ import annotations
 
-import posixpath
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from wcmatch import glob
 
 from reconciler.catalogue import Code
 from reconciler.config.loader import CONFIG_FILE, LoadedConfig, load_config
 from reconciler.config.models import Config, Environment
-from reconciler.desired.build import build
+from reconciler.desired.incremental import Incremental
 from reconciler.desired.model import DesiredResource, DesiredState
 from reconciler.desired.provisioners import (
     ProvisionerSet,
@@ -31,13 +34,13 @@ from reconciler.diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from reconciler.gitops.changes import ChangeSet
 from reconciler.gitops.repository import Repository
 from reconciler.gitops.tree import GitTree
-from reconciler.plan.diff import diff
+from reconciler.plan.diff import ActionMemo, diff
 from reconciler.plan.model import Plan
 from reconciler.score.loader import LoadedWorkload, load_workload
 from reconciler.score.models import Workload
 from reconciler.store.records import RecordedState, ResourceRecord, WorkloadRecord
 from reconciler.store.store import Store
-from reconciler.tree import matches
+from reconciler.tree import GLOB_FLAGS, matches
 from reconciler.validate import check_unique_names
 from reconciler.yamldoc import Positions, YamlDocument
 
@@ -63,6 +66,9 @@ class EnvironmentPlan:
     provisioners: ProvisionerSet | None = None
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each workload's normalised Score document, as the store records it with the workload."""
+    resolved: tuple[str, ...] = ()
+    """The workloads whose placeholders were resolved for this plan (the rest were reused from
+    the plan before, their inputs unchanged)."""
 
     @property
     def failed(self) -> bool:
@@ -72,6 +78,10 @@ class EnvironmentPlan:
 @dataclass(slots=True)
 class _Loaded:
     workloads: list[LoadedWorkload] = field(default_factory=list)
+    """The workloads parsed for this plan (some may have failed to load)."""
+    reused: list[WorkloadRecord] = field(default_factory=list)
+    """Recorded workloads none of whose files changed: reused unparsed (and untyped, unless
+    the builder needs them)."""
     parsed: list[str] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
@@ -110,7 +120,7 @@ def plan_environment(
     recorded = store.recorded(name)
     base = store.last_commit(name)
     changes = repo.changed_paths(base, source.commit) if base else None
-    provisioner_files = _provisioner_files(source)
+    provisioner_files = _provisioner_files(source, base, changes)
     full = changes is None or _config_changed(changes, source.config, provisioner_files)
     # load: parse what changed, take the rest from what was recorded with the last commit
     loaded = _load_workloads(source, env, recorded, None if full else changes)
@@ -119,15 +129,22 @@ def plan_environment(
         [(p, source.tree.read(p)) for p in provisioner_files] + builtin_provisioner_files()
     )
     loaded.diagnostics.extend(problems)
-    ok = [w for w in loaded.workloads if w.workload is not None]
-    # desired: identities, provisioners, ordering and placeholders, as pure values
-    desired, problems = build(
+    ok = [w for w in loaded.workloads if w.workload is not None and w.document is not None]
+    # desired: identities, provisioners, ordering and placeholders, as pure values; only what
+    # this commit or the recorded outputs changed is built again (desired/incremental.py)
+    builder = _builder(store, name)
+    inputs: list[tuple[str, LoadedWorkload | WorkloadRecord]] = [
+        (w.workload.metadata.name, w) for w in ok if w.workload is not None
+    ]
+    inputs.extend((r.name, r) for r in loaded.reused)
+    desired, problems = builder.build(
         environment=name,
         variables=dict(env.variables),
-        workloads=ok,
+        workloads=inputs,
+        load=_typed,
         provisioners=provisioners,
-        file_contents=_file_contents(source.tree, ok),
-        outputs=_recorded_outputs(recorded),
+        file_contents=_TreeContents(source.tree),
+        outputs=recorded.resources,
     )
     loaded.diagnostics.extend(problems)
     diagnostics = tuple(sorted_diagnostics([*source.diagnostics, *loaded.diagnostics]))
@@ -140,20 +157,139 @@ def plan_environment(
         commit=source.commit,
         base_commit=base,
         diagnostics=diagnostics,
+        memo=builder.actions,
     )
-    sources = {w.name: w.workload.to_data() for w in ok if w.name is not None and w.workload}
+    sources = {w.workload.metadata.name: w.workload.to_data() for w in ok if w.workload}
+    sources.update((r.name, dict(r.source)) for r in loaded.reused)
     return EnvironmentPlan(
-        name, plan, desired, diagnostics, tuple(loaded.parsed), provisioners, sources
+        name,
+        plan,
+        desired,
+        diagnostics,
+        tuple(loaded.parsed),
+        provisioners,
+        sources,
+        tuple(builder.work.resolved),
     )
 
 
-def _provisioner_files(source: Source) -> list[str]:
-    """Provisioner files in the order reconciler.yaml lists their patterns, sorted within one."""
+class _Builder(Incremental[LoadedWorkload | WorkloadRecord, ResourceRecord]):
+    """An environment's incremental builder, with the diff's memo of actions beside it."""
+
+    def __init__(self) -> None:
+        super().__init__(_output_source, _same_record)
+        self.actions = ActionMemo()
+
+
+# One builder per (store, environment): what the last plan built, reused by the next one. The
+# builder compares its inputs by identity (the store's cached records, re-parsed workloads), so
+# sharing it between plans of any commits is safe; it goes with the store.
+_BUILDERS: weakref.WeakKeyDictionary[Store, dict[str, _Builder]] = weakref.WeakKeyDictionary()
+
+
+def _builder(store: Store, environment: str) -> _Builder:
+    per_store = _BUILDERS.setdefault(store, {})
+    found = per_store.get(environment)
+    if found is None:
+        found = per_store[environment] = _Builder()
+    return found
+
+
+def _same_record(
+    old: LoadedWorkload | WorkloadRecord, new: LoadedWorkload | WorkloadRecord
+) -> bool:
+    """Two records of one document type alike (``_from_record`` reads nothing else)."""
+    if isinstance(old, LoadedWorkload) or isinstance(new, LoadedWorkload):
+        return False
+    return old.file == new.file and old.source == new.source
+
+
+def _typed(key: LoadedWorkload | WorkloadRecord) -> LoadedWorkload:
+    return key if isinstance(key, LoadedWorkload) else _from_record(key)
+
+
+def _output_source(record: ResourceRecord) -> Mapping[str, object] | None:
+    """Known outputs of a recorded resource, or None when it has none yet."""
+    return known_outputs(record) if record.outputs or record.secret_refs else None
+
+
+class _TreeContents(Mapping[str, str]):
+    """The text of ``files.*.source`` files, read from the commit when the builder asks for
+    one (only workloads resolved again do); unreadable or non-UTF-8 files are missing."""
+
+    def __init__(self, tree: GitTree) -> None:
+        self._tree = tree
+        self._read: dict[str, str | None] = {}
+
+    def _get(self, path: str) -> str | None:
+        if path not in self._read:
+            try:
+                self._read[path] = self._tree.read(path).decode("utf-8")
+            except (OSError, UnicodeDecodeError):
+                self._read[path] = None
+        return self._read[path]
+
+    def __getitem__(self, path: str) -> str:
+        found = self._get(path)
+        if found is None:
+            raise KeyError(path)
+        return found
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and self._get(path) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return (p for p, text in self._read.items() if text is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+_PROVISIONER_FILES: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+_PROVISIONER_FILES_LIMIT = 64
+
+
+def _provisioner_files(source: Source, base: str | None, changes: ChangeSet | None) -> list[str]:
+    """Provisioner files in the order reconciler.yaml lists their patterns, sorted within one.
+
+    Listing them walks every file of the commit; when the change set since ``base`` touches no
+    path the patterns match (nor the configuration), the list is ``base``'s, remembered.
+    """
+    patterns = tuple(source.config.provisioners)
+    known = _PROVISIONER_FILES.get((source.commit, patterns))
+    if known is not None:
+        return list(known)
+    if base is not None and changes is not None:
+        touched = changes.all
+        earlier = _PROVISIONER_FILES.get((base, patterns))
+        if earlier is not None and CONFIG_FILE not in touched:
+            matcher = _matcher(patterns)
+            if not any(matcher.match(p) for p in touched):
+                _remember_provisioner_files(source.commit, patterns, earlier)
+                return list(earlier)
     files = list(source.tree.files())
     ordered: list[str] = []
-    for pattern in source.config.provisioners:
-        ordered.extend(p for p in files if matches(p, [pattern]) and p not in ordered)
-    return ordered
+    seen: set[str] = set()
+    for pattern in patterns:
+        matcher = _matcher((pattern,))
+        for p in files:
+            if p not in seen and matcher.match(p):
+                ordered.append(p)
+                seen.add(p)
+    _remember_provisioner_files(source.commit, patterns, ordered)
+    return list(ordered)
+
+
+def _remember_provisioner_files(commit: str, patterns: tuple[str, ...], files: list[str]) -> None:
+    if len(_PROVISIONER_FILES) >= _PROVISIONER_FILES_LIMIT:
+        _PROVISIONER_FILES.clear()
+    _PROVISIONER_FILES[(commit, patterns)] = list(files)
+
+
+@functools.lru_cache(maxsize=64)
+def _matcher(patterns: tuple[str, ...]) -> glob.WcMatcher[str]:
+    """``tree.matches(path, patterns)``, compiled once."""
+    return glob.compile(list(patterns), flags=GLOB_FLAGS)
 
 
 def _config_changed(changes: ChangeSet, config: Config, provisioner_files: Sequence[str]) -> bool:
@@ -161,7 +297,8 @@ def _config_changed(changes: ChangeSet, config: Config, provisioner_files: Seque
     touched = changes.all
     if CONFIG_FILE in touched or touched & set(provisioner_files):
         return True
-    return any(matches(p, list(config.provisioners)) for p in touched)
+    matcher = _matcher(tuple(config.provisioners))
+    return any(matcher.match(p) for p in touched)
 
 
 def _in_environment(path: str, config: Config, env: Environment) -> bool:
@@ -179,38 +316,45 @@ def _load_workloads(
     out = _Loaded()
     if changes is None:
         paths = [p for p in source.tree.files() if _in_environment(p, source.config, env)]
-        reuse: dict[str, WorkloadRecord] = {}
     else:
-        reuse = _reusable(recorded, changes)
-        paths = sorted(
-            {r.file for r in recorded.workloads.values() if r.file not in changes.deleted}
-            | {
-                p
-                for p in changes.added | changes.modified
-                if _in_environment(p, source.config, env)
-            }
-        )
+        touched = changes.all
+        kept: set[str] = set()
+        reuse: dict[str, WorkloadRecord] = {}
+        for r in recorded.workloads.values():
+            if r.file in changes.deleted:
+                continue
+            kept.add(r.file)
+            if r.file not in touched and touched.isdisjoint(r.sources):
+                reuse[r.file] = r
+        candidates = kept | {
+            p for p in changes.added | changes.modified if _in_environment(p, source.config, env)
+        }
+        paths = []
+        for path in candidates:
+            record = reuse.get(path)
+            if record is not None and record.source:
+                out.reused.append(record)
+            else:
+                paths.append(path)
+        paths.sort()
     for path in paths:
-        record = reuse.get(path)
-        if record is not None and record.source:
-            out.workloads.append(_from_record(record))
-            continue
         loaded = load_workload(source.tree, path)
         out.parsed.append(path)
         out.workloads.append(loaded)
         out.diagnostics.extend(loaded.diagnostics)
-    out.diagnostics.extend(check_unique_names(out.workloads))
+    out.diagnostics.extend(_unique_names(out))
     return out
 
 
-def _reusable(recorded: RecordedState, changes: ChangeSet) -> dict[str, WorkloadRecord]:
-    """Recorded workloads none of whose files (Score file, file sources) changed."""
-    touched = changes.all
-    return {
-        r.file: r
-        for r in recorded.workloads.values()
-        if r.file not in touched and not (set(r.sources) & touched)
-    }
+def _unique_names(loaded: _Loaded) -> list[Diagnostic]:
+    """``check_unique_names`` over every workload, parsed or reused, in path order; reused ones
+    are typed only when some name occurs twice (an error, rare)."""
+    names = [w.name for w in loaded.workloads if w.name is not None and w.document is not None]
+    names.extend(r.name for r in loaded.reused)
+    if len(set(names)) == len(names):
+        return []
+    everything = [*loaded.workloads, *map(_from_record, loaded.reused)]
+    return check_unique_names(sorted(everything, key=lambda w: w.file))
 
 
 def _from_record(record: WorkloadRecord) -> LoadedWorkload:
@@ -218,33 +362,6 @@ def _from_record(record: WorkloadRecord) -> LoadedWorkload:
     data = dict(record.source)
     document = YamlDocument(record.file, data, Positions())
     return LoadedWorkload(record.file, document, Workload.from_data(data), [])
-
-
-def _file_contents(tree: GitTree, workloads: Iterable[LoadedWorkload]) -> dict[str, str]:
-    """The text of every ``files.*.source``, keyed by repository path, for the pure builder."""
-    contents: dict[str, str] = {}
-    for loaded in workloads:
-        if loaded.workload is None:
-            continue
-        base = posixpath.dirname(loaded.file)
-        for container in loaded.workload.containers.values():
-            for spec in container.files_by_target.values():
-                if spec.source is None:
-                    continue
-                path = posixpath.normpath(posixpath.join(base, spec.source))
-                try:
-                    contents[path] = tree.read(path).decode("utf-8")
-                except (OSError, UnicodeDecodeError):
-                    continue  # validation reported it; the builder reports the missing content
-    return contents
-
-
-def _recorded_outputs(recorded: RecordedState) -> dict[str, Mapping[str, object] | None]:
-    """Known outputs: the plain ones and, for secrets, their references (never the values)."""
-    return {
-        uid: known_outputs(record) if record.outputs or record.secret_refs else None
-        for uid, record in recorded.resources.items()
-    }
 
 
 def known_outputs(record: ResourceRecord) -> dict[str, object]:
@@ -255,13 +372,15 @@ def known_outputs(record: ResourceRecord) -> dict[str, object]:
 
 def _protect_failed(
     recorded: RecordedState, workloads: Sequence[LoadedWorkload]
-) -> tuple[dict[str, ResourceRecord], dict[str, WorkloadRecord]]:
+) -> tuple[Mapping[str, ResourceRecord], Mapping[str, WorkloadRecord]]:
     """Hide from the diff what belongs to a file that failed to load.
 
     A Score file with an error says nothing about what its workload should be: planning its
     deletion (and its resources') would destroy a running application because of a typo.
     """
     failed_files = {w.file for w in workloads if w.workload is None}
+    if not failed_files:
+        return recorded.resources, recorded.workloads
     failed = {n for n, r in recorded.workloads.items() if r.file in failed_files}
     kept_workloads = {n: r for n, r in recorded.workloads.items() if n not in failed}
     kept_resources = {

@@ -171,9 +171,13 @@ def was_approved(store: Store, run: RunRecord) -> bool:
 
 
 def _supersede(store: Store, environment: str, commit: str) -> None:
-    """A newer commit replaces runs still waiting on older ones: only the latest can apply."""
+    """A newer commit replaces runs left on older ones: only the latest can apply.
+
+    That includes a run still marked Running: the environment's lease means no live process
+    owns it, so its process died and it would otherwise stay Running for ever.
+    """
     for run in store.list_runs(environment, limit=20):
-        if run.commit != commit and run.status in ("WaitingApproval", "Pending"):
+        if run.commit != commit and run.status in ("WaitingApproval", "Pending", "Running"):
             store.update_run(
                 run.id, status="Failed", message=f"superseded by {commit[:7]}", finished=True
             )

@@ -110,6 +110,29 @@ def _workload_action(
     return Action(ActionKind.NOOP, Subject.WORKLOAD, want.name, depends, (), want.file)
 
 
+class ActionMemo:
+    """The actions of the last ``diff``, with the desired and recorded objects they came from.
+
+    An action is a function of its desired value, its recorded value and the steps it depends
+    on; given the same two objects (by identity: frozen values, kept alive here) and the same
+    dependencies, the next diff reuses it instead of comparing the values again.
+    """
+
+    __slots__ = ("placed", "resources", "workloads")
+
+    def __init__(self) -> None:
+        self.resources: dict[str, tuple[object, object, Action]] = {}
+        self.workloads: dict[str, tuple[object, object, Action]] = {}
+        self.placed: frozenset[str] = frozenset()
+        """The resources the last diff placed: every workload depends on some of them."""
+
+
+def _depends(wanted: tuple[str, ...], step_of: Mapping[str, str]) -> tuple[str, ...]:
+    if not wanted:
+        return ()
+    return tuple(sorted({step_of[u] for u in wanted if u in step_of}))
+
+
 def diff(
     desired: DesiredState,
     resources: Mapping[str, RecordedResource],
@@ -118,6 +141,7 @@ def diff(
     commit: str,
     base_commit: str | None = None,
     diagnostics: Iterable[Diagnostic] = (),
+    memo: ActionMemo | None = None,
 ) -> Plan:
     """The plan that takes the recorded state to the desired one.
 
@@ -127,12 +151,42 @@ def diff(
     """
     actions: list[Action] = []
     step_of: dict[str, str] = {}
+    last = memo or ActionMemo()
+    seen_resources: dict[str, tuple[object, object, Action]] = {}
     for want in desired.resources:
-        action = _resource_action(want, resources.get(want.uid), step_of)
-        step_of[want.uid] = action.step_id
+        have = resources.get(want.uid)
+        hit = last.resources.get(want.uid)
+        if (
+            hit is not None
+            and hit[0] is want
+            and hit[1] is have
+            and hit[2].depends_on == _depends(want.depends_on, step_of)
+        ):
+            action = hit[2]
+        else:
+            action = _resource_action(want, have, step_of)
+        seen_resources[want.uid] = (want, have, action)
+        step_of[want.uid] = f"resource:{want.uid}"
         actions.append(action)
+    seen_workloads: dict[str, tuple[object, object, Action]] = {}
+    placed = frozenset(step_of)
+    same_placed = placed == last.placed
     for wl in desired.workloads:
-        actions.append(_workload_action(wl, workloads.get(wl.name), step_of))
+        had = workloads.get(wl.name)
+        hit = last.workloads.get(wl.name)
+        if (
+            hit is not None
+            and hit[0] is wl
+            and hit[1] is had
+            and (same_placed or hit[2].depends_on == _depends(wl.depends_on, step_of))
+        ):
+            action = hit[2]
+        else:
+            action = _workload_action(wl, had, step_of)
+        seen_workloads[wl.name] = (wl, had, action)
+        actions.append(action)
+    if memo is not None:
+        memo.resources, memo.workloads, memo.placed = seen_resources, seen_workloads, placed
 
     wanted_workloads = {w.name for w in desired.workloads}
     removed_workloads = [

@@ -1,0 +1,442 @@
+"""``Incremental``: ``build`` that redoes only what a change touches, with the same result.
+
+A plan after a one-workload commit must cost the same whatever the size of the repository. The
+builder keeps what it computed for the previous plan of an environment (per workload: its typed
+model, resource identities, resolved spec and problems; per resource: its priming, provisioner,
+output view and resolved params; the ordering) and, given the next plan's inputs, redoes:
+
+- the workloads whose input object changed (a re-parsed file, a record written since), and the
+  resources they declare, with every other declaration of those (shared) resources;
+- the resources whose recorded outputs changed, and every workload that uses them (placeholders
+  see outputs), with the resources those workloads are the source of (params see them too);
+- the ordering, only when a resource came, went or changed what it refers to.
+
+Inputs are compared by identity: the store hands back the same record objects while nothing was
+written (``Store.recorded``), and an object is kept alive by the builder while it is remembered,
+so an equal id always means the same object. A change of environment, variables or provisioners
+starts afresh. Duplicate workload names (an error already) fall back to ``build``.
+The result equals ``build``'s for the same inputs (a test proves it); problems come in another
+order, which ``sorted_diagnostics`` makes irrelevant.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from reconciler.desired import graph
+from reconciler.desired.build import (
+    _cycle_problems,
+    _Definition,
+    _Loaded,
+    _match,
+    _merge,
+    _metadata,
+    _output_view,
+    _params,
+    _Primed,
+    _resource,
+    _resource_metadata,
+    build,
+)
+from reconciler.desired.identity import ResourceUid
+from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload
+from reconciler.desired.provisioners import Provisioner, ProvisionerSet
+from reconciler.desired.workloads import resolve_workload, workload_services
+from reconciler.diagnostics import Diagnostic
+from reconciler.score.loader import LoadedWorkload
+from reconciler.score.placeholders import workload_resolver
+
+K = TypeVar("K")
+"""A workload's input: the same object, the same content."""
+R = TypeVar("R")
+"""A recorded resource, as the caller keeps it; ``view_of`` turns it into known outputs."""
+
+View = Mapping[str, object] | None
+
+
+@dataclass(slots=True)
+class Work:
+    """What the last build did: workloads typed and resolved, resources resolved (by name)."""
+
+    typed: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    resources: list[str] = field(default_factory=list)
+    full: bool = True
+
+
+@dataclass(slots=True)
+class _Workload:
+    key: object
+    loaded: _Loaded
+    uids: dict[str, str]
+    desired: DesiredWorkload | None = None
+    problems: tuple[Diagnostic, ...] = ()
+    service: dict[str, Any] = field(default_factory=dict)
+    contents: tuple[tuple[str, str], ...] = ()
+    """The ``files.*.source`` texts its resolution read."""
+
+
+@dataclass(slots=True)
+class _Resource:
+    primed: _Primed
+    provisioner: Provisioner | None
+    record: object
+    view: View
+    primed_problems: tuple[Diagnostic, ...] = ()
+    desired: DesiredResource | None = None
+    problems: tuple[Diagnostic, ...] = ()
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    environment: str
+    variables: dict[str, str]
+    provisioners: ProvisionerSet
+    workloads: dict[str, _Workload] = field(default_factory=dict)
+    resources: dict[str, _Resource] = field(default_factory=dict)
+    declarers: dict[str, set[str]] = field(default_factory=dict)
+    ordering: graph.Ordering | None = None
+    cycle_problems: list[Diagnostic] = field(default_factory=list)
+    services: dict[str, Any] = field(default_factory=dict)
+    state_resources: tuple[DesiredResource, ...] = ()
+    state_workloads: tuple[DesiredWorkload, ...] = ()
+
+
+class Incremental(Generic[K, R]):
+    """One environment's builder; call ``build`` once per plan, in any order of commits."""
+
+    def __init__(
+        self, view_of: Callable[[R], View], same: Callable[[K, K], bool] | None = None
+    ) -> None:
+        """``same(old, new)``: whether two distinct keys type to the same workload (a record
+        read again after the store changed, say); then its resolution is kept too, while the
+        source files it read are unchanged."""
+        self._view_of = view_of
+        self._same = same
+        self._lock = threading.Lock()
+        self._last: _Snapshot | None = None
+        self.work = Work()
+
+    def build(
+        self,
+        *,
+        environment: str,
+        variables: Mapping[str, str],
+        workloads: Sequence[tuple[str, K]],
+        load: Callable[[K], LoadedWorkload],
+        provisioners: ProvisionerSet,
+        file_contents: Mapping[str, str],
+        outputs: Mapping[str, R],
+    ) -> tuple[DesiredState, list[Diagnostic]]:
+        """As ``build``; ``workloads`` are ``(name, key)`` of the usable workloads, where the
+        same ``key`` object means the same content, and ``load(key)`` types one when needed
+        (a model and a document)."""
+        with self._lock:  # one plan at a time: the snapshot is updated in place
+            return self._build(
+                environment, variables, workloads, load, provisioners, file_contents, outputs
+            )
+
+    def _build(
+        self,
+        environment: str,
+        variables: Mapping[str, str],
+        workloads: Sequence[tuple[str, K]],
+        load: Callable[[K], LoadedWorkload],
+        provisioners: ProvisionerSet,
+        file_contents: Mapping[str, str],
+        outputs: Mapping[str, R],
+    ) -> tuple[DesiredState, list[Diagnostic]]:
+        names = [name for name, _ in workloads]
+        if len(set(names)) != len(names):
+            return self._fallback(
+                environment,
+                variables,
+                [load(k) for _, k in workloads],
+                provisioners,
+                file_contents,
+                outputs,
+            )
+        last = self._last
+        if (
+            last is None
+            or last.environment != environment
+            or last.variables != dict(variables)
+            or last.provisioners != provisioners
+        ):
+            last = _Snapshot(environment, dict(sorted(variables.items())), provisioners)
+        self._last = None  # a failure half way must not leave a half-updated snapshot behind
+        work = Work(full=not last.workloads)
+        problems: list[Diagnostic] = []
+        self._update(last, workloads, load, provisioners, file_contents, outputs, work)
+        for entry in last.resources.values():
+            problems.extend(entry.primed_problems)
+            problems.extend(entry.problems)
+        problems.extend(last.cycle_problems)
+        for wl in last.workloads.values():
+            problems.extend(wl.problems)
+        state = DesiredState(
+            environment=environment,
+            resources=last.state_resources,
+            workloads=last.state_workloads,
+            workload_services=last.services,
+            variables=last.variables,
+        )
+        self._last = last
+        self.work = work
+        return state, problems
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def _update(
+        self,
+        last: _Snapshot,
+        workloads: Sequence[tuple[str, K]],
+        load: Callable[[K], LoadedWorkload],
+        provisioners: ProvisionerSet,
+        file_contents: Mapping[str, str],
+        outputs: Mapping[str, R],
+        work: Work,
+    ) -> None:
+        # 1. workloads whose input changed, came or went; their declarations
+        current = {name for name, _ in workloads}
+        changed, affected = self._workloads(last, workloads, current, load, file_contents, work)
+        # 2. resources: prime and match the affected ones; find changed output views
+        viewed, reorder = self._resources(last, affected, provisioners, outputs)
+        # 3. what to resolve again: changed workloads, the users of changed views, and the
+        # resources whose source workload is one of those
+        to_resolve = set(changed & current)
+        for uid in viewed:
+            to_resolve.update(last.declarers.get(uid, ()))
+        resources_to_resolve = {uid for uid in affected if uid in last.resources}
+        for name in to_resolve:
+            for uid in last.workloads[name].uids.values():
+                if last.resources[uid].primed.source.workload == name:
+                    resources_to_resolve.add(uid)
+
+        def outputs_of(name: str) -> dict[str, View]:
+            return {n: last.resources[u].view for n, u in last.workloads[name].uids.items()}
+
+        for uid in sorted(resources_to_resolve):
+            entry = last.resources[uid]
+            owner = entry.primed.source.workload
+            source = last.workloads[owner]
+            resolve = workload_resolver(_metadata(source.loaded.workload), outputs_of(owner))
+            found: list[Diagnostic] = []
+            resource = _resource(entry.primed, entry.provisioner, resolve, source.uids, found)
+            if entry.desired is None or entry.desired.depends_on != resource.depends_on:
+                reorder = True
+            entry.desired, entry.problems = resource, tuple(found)
+            work.resources.append(uid)
+
+        # 4. ordering, when a resource came, went or refers to others differently
+        if reorder:
+            ordering = graph.order({u: d.depends_on for u, d in _resolved(last)})
+            last.ordering = ordering
+            last.cycle_problems = _cycle_problems(
+                ordering, {u: e.primed for u, e in last.resources.items()}
+            )
+        elif last.ordering is not None and last.ordering.cycles and affected:
+            last.cycle_problems = _cycle_problems(
+                last.ordering, {u: e.primed for u, e in last.resources.items()}
+            )
+        if reorder or resources_to_resolve:
+            assert last.ordering is not None
+            last.state_resources = tuple(
+                _desired(last.resources[uid])
+                for uid in (*last.ordering.order, *last.ordering.blocked)
+            )
+
+        # 5. workloads
+        for name in sorted(to_resolve):
+            wl = last.workloads[name]
+            found = []
+            wl.desired = resolve_workload(
+                wl.loaded.loaded, wl.uids, outputs_of(name), file_contents, found
+            )
+            wl.problems = tuple(found)
+            wl.contents = tuple((p, file_contents[p]) for p in wl.desired.sources[1:])
+            work.resolved.append(name)
+        if to_resolve or changed:
+            ordered = sorted(last.workloads)
+            last.state_workloads = tuple(_desired_workload(last.workloads[n]) for n in ordered)
+        if changed:
+            last.services = {n: last.workloads[n].service for n in sorted(last.workloads)}
+
+    def _workloads(
+        self,
+        last: _Snapshot,
+        workloads: Sequence[tuple[str, K]],
+        current: set[str],
+        load: Callable[[K], LoadedWorkload],
+        file_contents: Mapping[str, str],
+        work: Work,
+    ) -> tuple[set[str], set[str]]:
+        changed: set[str] = {name for name in last.workloads if name not in current}
+        affected: set[str] = set()
+        for name in changed:
+            gone = last.workloads.pop(name)
+            affected.update(self._undeclare(last, name, gone.uids.values()))
+        for name, key in workloads:
+            known = last.workloads.get(name)
+            if known is not None and known.key is key:
+                continue
+            if (
+                known is not None
+                and self._same is not None
+                and self._same(known.key, key)  # type: ignore[arg-type]
+                and all(file_contents.get(p) == text for p, text in known.contents)
+            ):
+                known.key = key
+                continue
+            loaded = load(key)
+            assert loaded.workload is not None
+            assert loaded.document is not None
+            work.typed.append(name)
+            typed = _Loaded(name, loaded.workload, loaded.document, loaded)
+            uids = _uids(typed)
+            if known is not None:
+                affected.update(self._undeclare(last, name, known.uids.values()))
+            for uid in uids.values():
+                last.declarers.setdefault(uid, set()).add(name)
+            affected.update(uids.values())
+            last.workloads[name] = _Workload(key, typed, uids, service=_service(typed))
+            changed.add(name)
+
+        return changed, affected
+
+    def _resources(
+        self,
+        last: _Snapshot,
+        affected: set[str],
+        provisioners: ProvisionerSet,
+        outputs: Mapping[str, R],
+    ) -> tuple[set[str], bool]:
+        viewed: set[str] = set()
+        reorder = last.ordering is None
+        for uid in affected:
+            declared = last.declarers.get(uid)
+            old = last.resources.get(uid)
+            if not declared:
+                last.resources.pop(uid, None)
+                last.declarers.pop(uid, None)
+                reorder = reorder or old is not None
+                continue
+            reorder = reorder or old is None
+            primed, primed_problems = _prime_one(uid, sorted(declared), last.workloads)
+            match_problems: list[Diagnostic] = []
+            provisioner = _match(primed, provisioners, match_problems)
+            record = outputs.get(uid)
+            view = _output_view(self._view(record), provisioner)
+            if old is None or old.view != view:
+                viewed.add(uid)
+            last.resources[uid] = _Resource(
+                primed,
+                provisioner,
+                record,
+                view,
+                (*primed_problems, *match_problems),
+                None if old is None else old.desired,
+            )
+        for uid, entry in last.resources.items():
+            if uid in affected:
+                continue
+            record = outputs.get(uid)
+            if record is entry.record:
+                continue
+            entry.record = record
+            view = _output_view(self._view(record), entry.provisioner)
+            if view != entry.view:
+                entry.view = view
+                viewed.add(uid)
+
+        return viewed, reorder
+
+    def _undeclare(self, last: _Snapshot, name: str, uids: Iterable[str]) -> set[str]:
+        found = set(uids)
+        for uid in found:
+            declared = last.declarers.get(uid)
+            if declared is not None:
+                declared.discard(name)
+        return found
+
+    def _view(self, record: R | None) -> View:
+        return None if record is None else self._view_of(record)
+
+    def _fallback(
+        self,
+        environment: str,
+        variables: Mapping[str, str],
+        loaded: Sequence[LoadedWorkload],
+        provisioners: ProvisionerSet,
+        file_contents: Mapping[str, str],
+        outputs: Mapping[str, R],
+    ) -> tuple[DesiredState, list[Diagnostic]]:
+        self._last = None
+        views = {uid: self._view(record) for uid, record in outputs.items()}
+        names = [w.name or "" for w in loaded]
+        self.work = Work(typed=names, resolved=names)
+        return build(
+            environment=environment,
+            variables=variables,
+            workloads=loaded,
+            provisioners=provisioners,
+            file_contents=file_contents,
+            outputs=views,
+        )
+
+
+def _uids(workload: _Loaded) -> dict[str, str]:
+    return {
+        name: str(ResourceUid.of(workload.name, name, r.type, r.class_, r.id))
+        for name, r in sorted((workload.workload.resources or {}).items())
+    }
+
+
+def _prime_one(
+    uid: str, declarers: Sequence[str], workloads: Mapping[str, _Workload]
+) -> tuple[_Primed, list[Diagnostic]]:
+    """``build._prime`` for one resource: its declarations in workload, then name, order."""
+    problems: list[Diagnostic] = []
+    primed: _Primed | None = None
+    for name in declarers:
+        wl = workloads[name]
+        for res_name, res_uid in wl.uids.items():
+            if res_uid != uid:
+                continue
+            resource = (wl.loaded.workload.resources or {})[res_name]
+            definition = _Definition(name, res_name, resource, wl.loaded.document)
+            if primed is None:
+                primed = _Primed(
+                    ResourceUid.of(name, res_name, resource.type, resource.class_, resource.id),
+                    definition,
+                    _params(resource),
+                    _resource_metadata(resource),
+                    definition,
+                    [definition],
+                )
+            else:
+                primed.definitions.append(definition)
+                problems.extend(_merge(primed, definition))
+    assert primed is not None
+    return primed, problems
+
+
+def _service(workload: _Loaded) -> Any:
+    return workload_services([workload.workload])[workload.name]
+
+
+def _resolved(last: _Snapshot) -> Iterable[tuple[str, DesiredResource]]:
+    return ((uid, e.desired) for uid, e in last.resources.items() if e.desired is not None)
+
+
+def _desired(entry: _Resource) -> DesiredResource:
+    assert entry.desired is not None
+    return entry.desired
+
+
+def _desired_workload(entry: _Workload) -> DesiredWorkload:
+    assert entry.desired is not None
+    return entry.desired

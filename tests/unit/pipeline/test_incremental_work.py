@@ -1,0 +1,152 @@
+"""Planning work grows with the change, not with the repository: counted, not timed.
+
+``EnvironmentPlan.resolved`` names the workloads whose placeholders were resolved for a plan
+(``parsed`` the Score files read); the builder's ``work`` also says which were typed and which
+resources were resolved. The plans themselves must equal a plan built from nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.gitops.repository import Repository
+from reconciler.pipeline import (
+    EnvironmentPlan,
+    _builder,
+    open_source,
+    plan_environment,
+    record_desired,
+    resource_record,
+    select_environments,
+)
+from reconciler.plan.render import to_json
+from reconciler.score.loader import load_workload
+from reconciler.store.store import Store
+from tests.conftest import MakeRepo
+from tests.support.gitrepos import GitRepo
+
+SIZE = 1000
+
+
+def workload(index: int, value: str = "1") -> str:
+    group = index // 20
+    return (
+        "apiVersion: score.dev/v1b1\n"
+        f"metadata:\n  name: svc-{index:04d}\n"
+        "containers:\n  main:\n    image: nginx\n    variables:\n"
+        f"      VALUE: '{value}'\n"
+        "      DB: ${resources.db.host}\n"
+        "      CACHE: ${resources.cache.host}\n"
+        "resources:\n"
+        f"  db:\n    type: postgres\n    id: group-{group}-db\n"
+        "  cache:\n    type: redis\n"
+    )
+
+
+def files(values: dict[int, str] | None = None) -> dict[str, str]:
+    values = values or {}
+    return {f"apps/svc-{i:04d}/score.yaml": workload(i, values.get(i, "1")) for i in range(SIZE)}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    yield opened
+    opened.close()
+
+
+def plan(repo: GitRepo, store: Store) -> EnvironmentPlan:
+    repository = Repository.open(repo.root)
+    source = open_source(repository, "HEAD")
+    ((name, environment),) = select_environments(source.config, None)
+    return plan_environment(repository, store, source, name, environment)
+
+
+def record(repo: GitRepo, store: Store, result: EnvironmentPlan) -> None:
+    assert result.desired is not None
+    assert not result.failed, result.diagnostics
+    source = open_source(Repository.open(repo.root), "HEAD")
+    loaded = [load_workload(source.tree, w.file) for w in result.desired.workloads]
+    record_desired(store, result.desired, source.commit, loaded)
+
+
+def from_nothing(repo: GitRepo, tmp_path: Path, store: Store, label: str) -> str:
+    """The same plan made by a fresh builder, from the store's rows read anew."""
+    copy = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        return to_json(plan(repo, copy).plan)  # type: ignore[arg-type]
+    finally:
+        copy.close()
+
+
+def test_a_one_workload_commit_resolves_one_workload(
+    make_repo: MakeRepo, store: Store, tmp_path: Path
+) -> None:
+    repo = make_repo()
+    repo.commit(files())
+    first = plan(repo, store)
+    assert len(first.resolved) == SIZE
+    record(repo, store, first)
+    # the first plan parsed every file; records type alike only to records (no positions), so
+    # the first plan from the store types them once
+    assert len(plan(repo, store).resolved) == SIZE
+
+    resync = plan(repo, store)
+    assert resync.parsed == ()
+    assert resync.resolved == ()
+    assert resync.plan is not None
+    assert not resync.plan.summary.has_changes
+    assert _builder(store, "default").work.typed == []
+
+    repo.commit({"apps/svc-0500/score.yaml": workload(500, "2")})
+    changed = plan(repo, store)
+    assert changed.parsed == ("apps/svc-0500/score.yaml",)
+    assert changed.resolved == ("svc-0500",)
+    work = _builder(store, "default").work
+    assert work.typed == ["svc-0500"]
+    assert sorted(work.resources) == [
+        "postgres.default#group-25-db",
+        "redis.default#svc-0500.cache",
+    ]
+    assert changed.plan is not None
+    assert [(str(a.action), a.id) for a in changed.plan.changes()] == [("update", "svc-0500")]
+    assert to_json(changed.plan) == from_nothing(repo, tmp_path, store, "changed")
+
+    # recording rewrites every row (new record objects, same documents): only the workload
+    # that came from a parsed file is typed and resolved again
+    record(repo, store, changed)
+    after = plan(repo, store)
+    assert after.resolved == ("svc-0500",)
+    assert after.plan is not None
+    assert not after.plan.summary.has_changes
+    assert plan(repo, store).resolved == ()
+
+
+def test_a_changed_output_resolves_the_workloads_that_use_it(
+    make_repo: MakeRepo, store: Store, tmp_path: Path
+) -> None:
+    repo = make_repo()
+    repo.commit(files())
+    first = plan(repo, store)
+    record(repo, store, first)
+    plan(repo, store)
+    assert plan(repo, store).resolved == ()
+    assert first.desired is not None
+    shared = first.desired.resource("postgres.default#group-3-db")
+    assert shared is not None
+    store.save_resource(
+        "default",
+        resource_record(
+            shared,
+            outputs={"host": "db.internal"},
+            secret_refs={"password": "secret://default/x#password"},
+        ),
+    )
+    after = plan(repo, store)
+    assert after.resolved == tuple(f"svc-{i:04d}" for i in range(60, 80))
+    assert after.plan is not None
+    assert {a.id for a in after.plan.changes()} == set(after.resolved)
+    assert to_json(after.plan) == from_nothing(repo, tmp_path, store, "outputs")
