@@ -112,9 +112,19 @@ def unknown_environment(config: Config, wanted: str) -> Diagnostic:
 
 
 def plan_environment(
-    repo: Repository, store: Store, source: Source, name: str, env: Environment
+    repo: Repository,
+    store: Store,
+    source: Source,
+    name: str,
+    env: Environment,
+    *,
+    parsed: dict[str, LoadedWorkload] | None = None,
 ) -> EnvironmentPlan:
-    """Plan one environment for the commit in ``source``; never raises for bad input."""
+    """Plan one environment for the commit in ``source``; never raises for bad input.
+
+    ``parsed`` keeps the files parsed for this commit across the plans of one run (a run
+    re-plans after each wave of resources): a file is parsed once per run, not once per plan.
+    """
     if has_errors(source.diagnostics):
         return EnvironmentPlan(name, None, None, source.diagnostics)
     recorded = store.recorded(name)
@@ -123,7 +133,7 @@ def plan_environment(
     provisioner_files = _provisioner_files(source, base, changes)
     full = changes is None or _config_changed(changes, source.config, provisioner_files)
     # load: parse what changed, take the rest from what was recorded with the last commit
-    loaded = _load_workloads(source, env, recorded, None if full else changes)
+    loaded = _load_workloads(source, env, recorded, None if full else changes, parsed)
     # provisioners: the repository's files in reconciler.yaml order, then the built-in ones
     provisioners, problems = load_provisioners(
         [(p, source.tree.read(p)) for p in provisioner_files] + builtin_provisioner_files()
@@ -312,6 +322,7 @@ def _load_workloads(
     env: Environment,
     recorded: RecordedState,
     changes: ChangeSet | None,
+    cache: dict[str, LoadedWorkload] | None = None,
 ) -> _Loaded:
     out = _Loaded()
     if changes is None:
@@ -338,8 +349,12 @@ def _load_workloads(
                 paths.append(path)
         paths.sort()
     for path in paths:
-        loaded = load_workload(source.tree, path)
-        out.parsed.append(path)
+        loaded = cache.get(path) if cache is not None else None
+        if loaded is None:
+            loaded = load_workload(source.tree, path)
+            out.parsed.append(path)
+            if cache is not None:
+                cache[path] = loaded
         out.workloads.append(loaded)
         out.diagnostics.extend(loaded.diagnostics)
     out.diagnostics.extend(_unique_names(out))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -61,6 +61,7 @@ from reconciler.providers.base import (
     WorkloadTarget,
 )
 from reconciler.providers.registry import driver_for
+from reconciler.score.loader import LoadedWorkload
 from reconciler.store.records import ResourceRecord, RunRecord, WorkloadRecord
 from reconciler.store.store import Store
 from reconciler.workflows.loader import load_workflows
@@ -69,6 +70,8 @@ from reconciler.workflows.run import Runtime, Stage, run_hooks
 _log = logger("reconciler.run")
 
 MANIFESTS_STATE_KEY = "_manifests"
+UNPUBLISHED = "Unpublished"
+"""A workload recorded but not yet on its target; the publish step marks it Synced."""
 """Where a resource's rendered Kubernetes objects are kept in its recorded state."""
 
 OPEN_RUN_STATUSES = ("Pending", "Running")
@@ -133,13 +136,17 @@ class _Run:
     executor: Executor
     checkpointer: Checkpointer
     results: list[RunResult] = field(default_factory=list)
+    parsed: dict[str, LoadedWorkload] = field(default_factory=dict)
 
     @property
     def store(self) -> Store:
         return self.services.store
 
     def plan(self) -> EnvironmentPlan:
-        return plan_environment(self.repo, self.store, self.source, self.name, self.env)
+        """Re-plan against what the run recorded so far; files are parsed once per run."""
+        return plan_environment(
+            self.repo, self.store, self.source, self.name, self.env, parsed=self.parsed
+        )
 
     def execute(self, steps: Sequence[Step]) -> RunResult:
         known = {s.id for s in steps}
@@ -236,7 +243,8 @@ def apply_environment(
     plan reads the broken files again.
     """
     store = services.store
-    planned = plan_environment(repo, store, source, name, env)
+    parsed: dict[str, LoadedWorkload] = {}
+    planned = plan_environment(repo, store, source, name, env, parsed=parsed)
     config_broken = any(d.file == "reconciler.yaml" for d in planned.diagnostics) or (
         planned.plan is None
     )
@@ -277,6 +285,7 @@ def apply_environment(
         run.id,
         executor or Executor(checkpointer),
         checkpointer,
+        parsed=parsed,
     )
     failure = _hooks(state, "before_apply", env.hooks.before_apply)
     if failure is None:
@@ -410,7 +419,7 @@ def _unknown(value: Any) -> bool:
 def _request(
     state: _Run, desired: DesiredState, resource: DesiredResource | ResourceRecord
 ) -> ResourceRequest:
-    recorded = state.store.recorded(state.name).resources.get(resource.uid)
+    recorded = state.store.resources_of(state.name, [resource.uid]).get(resource.uid)
     secrets = state.services.secrets
     previous = {
         k: secrets.get(ref) for k, ref in (recorded.secret_refs if recorded else {}).items()
@@ -478,7 +487,7 @@ def _delete_resource_step(
     state: _Run, desired: DesiredState, provisioners: ProvisionerSet, uid: str, after: Sequence[str]
 ) -> Step:
     def run(ctx: StepContext) -> Mapping[str, Any]:
-        recorded = state.store.recorded(state.name).resources.get(uid)
+        recorded = state.store.resources_of(state.name, [uid]).get(uid)
         if recorded is None:
             return {}
         driver = state.services.drivers(recorded.provisioner, provisioners)
@@ -516,7 +525,7 @@ def workload_request(
     store: Store, environment: str, desired: DesiredState, workload: DesiredWorkload, commit: str
 ) -> WorkloadRequest:
     """A workload with its resources' outputs and the manifests of the resources it brought."""
-    recorded = store.recorded(environment).resources
+    recorded = store.resources_of(environment, workload.resources.values())
     outputs: dict[str, Mapping[str, Any]] = {}
     manifests: list[Mapping[str, Any]] = []
     for name, uid in sorted(workload.resources.items()):
@@ -557,7 +566,10 @@ def _workload_steps(state: _Run, planned: EnvironmentPlan) -> list[Step]:
             steps.append(
                 _delete_resource_step(state, desired, planned.provisioners, action.id, workload_ids)
             )
-    steps.append(_publish_step(state, desired, [s.id for s in steps]))
+    applied = [s.target for s in steps if s.kind == "workload" and s.action == "apply"]
+    removed = [s.target for s in steps if s.kind == "workload" and s.action == "delete"]
+    after = [s.id for s in steps]
+    steps.append(_publish_step(state, desired, after, changed=applied, removed=removed))
     return steps
 
 
@@ -579,7 +591,7 @@ def _workload_step(state: _Run, planned: EnvironmentPlan, wl: DesiredWorkload) -
                 spec=wl.spec,
                 sources=dict.fromkeys(wl.sources, ""),
                 source=source,
-                status="Synced",
+                status=UNPUBLISHED,
             ),
         )
         ctx.log(f"recorded {wl.name}")
@@ -613,24 +625,42 @@ def _delete_workload_step(state: _Run, name: str) -> Step:
     )
 
 
-def _publish_step(state: _Run, desired: DesiredState, after: Sequence[str]) -> Step:
-    """Stage every workload of the environment again and publish once.
+def _publish_step(
+    state: _Run,
+    desired: DesiredState,
+    after: Sequence[str],
+    *,
+    changed: Sequence[str] | None = None,
+    removed: Sequence[str] = (),
+) -> Step:
+    """Stage the workloads this run changed again, then publish once (one deploy commit).
 
-    Re-staging everything from the recorded state makes publishing idempotent: after a crash
-    between a workload's step and this one, nothing staged in memory is lost, and an unchanged
-    deploy tree makes no commit.
+    Staging is in memory, so it is redone here from the recorded state: after a crash between a
+    workload's step and this one nothing is lost, and an unchanged tree makes no commit. Only
+    ``changed`` and ``removed`` workloads are staged, so publishing costs what the run changed;
+    ``changed=None`` stages every recorded workload (self-healing after drift).
     """
 
     def run(ctx: StepContext) -> Mapping[str, Any]:
         recorded = state.store.recorded(state.name).workloads
+        # Everything recorded but not yet published, whichever run (or killed process) recorded
+        # it, and what this run changed.
+        wanted = {n for n, r in recorded.items() if r.status == UNPUBLISHED}
+        wanted |= set(recorded) if changed is None else set(changed) & set(recorded)
+        gone = set(removed) | _removed_earlier(state)
         for wl in desired.workloads:
-            if wl.name in recorded:
+            if wl.name in wanted:
                 request = workload_request(
                     state.store, state.name, desired, wl, state.source.commit
                 )
                 state.services.target.apply(request)
+        for name in sorted(gone - set(recorded)):
+            state.services.target.delete(state.name, name)
         message = f"reconciler: {state.name} at {state.source.commit[:7]} (run {state.run_id[:8]})"
         commit = state.services.target.flush(state.name, message)
+        for name in sorted(wanted):
+            if recorded[name].status != "Synced":
+                state.store.save_workload(state.name, replace(recorded[name], status="Synced"))
         ctx.log(f"published {commit}" if commit else "deploy branch already up to date")
         return {"deploy_commit": commit}
 
@@ -643,6 +673,15 @@ def _publish_step(state: _Run, desired: DesiredState, after: Sequence[str]) -> S
         action="publish",
         retry=_retry(state),
     )
+
+
+def _removed_earlier(state: _Run) -> set[str]:
+    """Workloads this run removed before a crash: their removal must still be published."""
+    return {
+        s.target
+        for s in state.store.steps(state.run_id)
+        if s.kind == "workload" and s.action == "delete" and s.status == "Succeeded"
+    }
 
 
 # -- rollback ----------------------------------------------------------------------------------
@@ -680,7 +719,13 @@ def _rollback(state: _Run) -> str:
     steps.append(
         Step(
             id="rollback:publish",
-            run=_publish_step(state, DesiredState(state.name, (), ()), ()).run,
+            run=_publish_step(
+                state,
+                DesiredState(state.name, (), ()),
+                (),
+                changed=(),
+                removed=[r.target for r in created if r.kind == "workload"],
+            ).run,
             depends_on=tuple(previous[-1:]),
             kind="target",
             target=state.name,

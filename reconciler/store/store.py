@@ -10,7 +10,7 @@ statements; the differences (connection settings, upsert spelling, locks) stay i
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -286,6 +286,20 @@ class Store:
             else:
                 self._recorded.pop(environment, None)
         return RecordedState(environment, dict(state.workloads), dict(state.resources))
+
+    def resources_of(self, environment: str, uids: Iterable[str]) -> dict[str, ResourceRecord]:
+        """Just these resources (those recorded): what one step needs, without reading the
+        whole environment, so that a run's cost grows with its steps, not their square."""
+        wanted = sorted(set(uids))
+        if not wanted:
+            return {}
+        with self._read() as conn:
+            found = conn.execute(
+                select(resources).where(
+                    resources.c.environment == environment, resources.c.uid.in_(wanted)
+                )
+            )
+            return {r.uid: r for r in map(rows.resource_record, found)}
 
     @staticmethod
     def _token(conn: Connection, environment: str) -> str | None:
