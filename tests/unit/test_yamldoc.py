@@ -72,7 +72,7 @@ def test_non_json_scalars_keep_their_text() -> None:
         (b"- a\n- b\n", Code.NOT_A_MAPPING, 1, 1),
         (b"just text\n", Code.NOT_A_MAPPING, 1, 1),
         (b"a: 1\n---\nb: 2\n", Code.MULTIPLE_DOCUMENTS, 3, 1),
-        (b"a: [1\n", Code.YAML_SYNTAX, 2, 1),
+        (b"a: [1\n", Code.YAML_SYNTAX, 1, 6),  # the end of what was written
         (b"a: 1\n  b: 2\n", Code.YAML_SYNTAX, 2, 4),
         (b"a: 1\nb: 2\na: 3\n", Code.DUPLICATE_KEY, 3, 1),
         (b"? [a]\n: 1\n", Code.UNSUPPORTED_KEY, 1, 3),
