@@ -381,3 +381,66 @@ def test_the_kubernetes_target_applies_to_a_cluster(
         containers = deployment["spec"]["template"]["spec"]["containers"]
         assert {"name": "MODE", "value": "live"} in containers[0]["env"]
         assert repo.git("branch", "--list", f"reconciler/deploy/{env_name}") == ""
+
+
+BLOCKING = """\
+import json, os, sys, time
+json.load(sys.stdin)
+open(os.environ["STARTED"], "w").close()
+while not os.path.exists(os.environ["GATE"]):
+    time.sleep(0.01)
+print(json.dumps({"resource_state": {}, "resource_outputs": {"url": "u"}, "shared_state": {}}))
+"""
+
+
+def test_sigterm_checkpoints_exits_non_zero_and_the_next_apply_resumes(
+    make_repo: MakeRepo, env_name: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "blocking.py"
+    script.write_text(BLOCKING)
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    repo = make_repo()
+    app = (
+        "apiVersion: score.dev/v1b1\nmetadata:\n  name: orders\n"
+        "containers:\n  main:\n    image: nginx\n    variables:\n      URL: ${resources.slow.url}\n"
+        "resources:\n  slow:\n    type: slow\n"
+    )
+    provisioner = f"- uri: cmd://python3\n  type: slow\n  args: [{str(script)!r}]\n"
+    repo.commit(
+        {
+            "reconciler.yaml": config(env_name) + "provisioners: [provisioners/*.yaml]\n",
+            "provisioners/slow.yaml": provisioner,
+            "apps/orders/score.yaml": app,
+        }
+    )
+    env = {**os.environ, "NO_COLOR": "1", "STARTED": str(started), "GATE": str(gate)}
+    proc = subprocess.Popen(
+        [RECONCILER, "apply", "--auto-approve"],
+        cwd=repo.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the provisioner never started"
+    proc.send_signal(signal.SIGTERM)
+    gate.touch()  # the running step may finish; nothing new starts
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert "RCN-3005" in out  # interrupted: apply again to resume
+    resumed = subprocess.run(
+        [RECONCILER, "apply", "--auto-approve"],
+        cwd=repo.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "orders/manifests.yaml" in repo.git(
+        "ls-tree", "-r", "--name-only", f"reconciler/deploy/{env_name}"
+    )
