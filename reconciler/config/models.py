@@ -202,6 +202,21 @@ class Hooks(_Model):
     )
 
 
+class Previews(_Model):
+    """Branches previewed by the daemon without a forge: each head gets its preview as a note
+    under ``refs/notes/reconciler-preview``."""
+
+    branches: tuple[Glob, ...] = Field(
+        default=(),
+        description="Globs of branch names to preview, e.g. 'feature/*'; empty: none.",
+    )
+    base: BranchName | None = Field(
+        default=None,
+        description="The branch previews compare with; default: the branch the environments "
+        "follow.",
+    )
+
+
 class Environment(_Model):
     """One environment: which revision it follows, and how changes reach it."""
 
@@ -398,6 +413,10 @@ class Config(_Model):
         json_schema_extra={"default": {DEFAULT_ENVIRONMENT: {}}},
     )
     retries: Retries = Field(default_factory=Retries, description="Retry defaults for steps.")
+    previews: Previews = Field(
+        default_factory=Previews,
+        description="Branches the daemon previews without a forge (notes on their heads).",
+    )
     reporters: Reporters = Field(
         default_factory=Reporters, description="Where results are reported."
     )

@@ -44,10 +44,13 @@ from reconciler.gitops.errors import GitError
 from reconciler.gitops.mirror import FetchLoop, Mirror
 from reconciler.gitops.repository import Repository
 from reconciler.gitops.status import FanOut, Phase
+from reconciler.gitops.status.preview_notes import write_preview_note
 from reconciler.gitops.watch import RefWatcher
 from reconciler.observability import logger, span
 from reconciler.pipeline import open_source
+from reconciler.preview import preview
 from reconciler.preview.daemon import PreviewTarget, preview_pull_request
+from reconciler.preview.markdown import to_markdown
 from reconciler.providers.base import DriverError
 from reconciler.runner import RunOutcome, apply_environment, republish_environment
 from reconciler.services import services_for
@@ -55,6 +58,7 @@ from reconciler.store.errors import StoreError
 from reconciler.store.leases import LeaseManager
 from reconciler.store.store import Store
 from reconciler.store.url import default_store_url
+from reconciler.tree import matches
 
 log = logger("reconciler.daemon")
 
@@ -134,6 +138,7 @@ class Daemon:
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._heads: dict[str, str | None] = {}
+        self._previewed: dict[str, str] = {}
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._reporters: FanOut | None = None
         self.server = ApiServer(settings.listen, self._handlers())
@@ -285,6 +290,7 @@ class Daemon:
             self._enqueue_moved()
 
     def _enqueue_moved(self) -> None:
+        self._preview_branches()
         for name, env in self.environments().items():
             head = self._head(env)
             if head != self._heads.get(name):
@@ -369,6 +375,31 @@ class Daemon:
                     drift_status(name, commit, missing, trace_id, self.settings.target_url)
                 )
         return True
+
+    def _preview_branches(self) -> None:
+        """Preview the heads of branches matching ``previews.branches`` that moved."""
+        settings = self.config().previews
+        if not settings.branches:
+            return
+        followed = sorted(e.follows for e in self.environments().values() if e.follows != "HEAD")
+        base = settings.base or self.settings.branch or (followed[0] if followed else "HEAD")
+        for branch, head in self.repo.branches().items():
+            if branch.startswith("reconciler/") or not matches(branch, list(settings.branches)):
+                continue
+            if self._previewed.get(branch) != head:
+                self._previewed[branch] = head
+                self._previews.submit(self._preview_branch, branch, head, base)
+
+    def _preview_branch(self, branch: str, head: str, base: str) -> None:
+        with span("preview", branch=branch, revision=head):
+            try:
+                result = preview(self.repo, base, head, recorded=self.store)
+                write_preview_note(self.repo, head, to_markdown(result))
+                log.info("previewed branch", exit_code=result.exit_code)
+            except (GitError, StoreError, DriverError) as exc:
+                log.warning("preview failed", code=exc.code.id, error=exc.message)
+            except Exception:  # a preview must never take the daemon down
+                log.exception("preview crashed")
 
     def _preview(self, event: PullRequestEvent) -> None:
         """Preview a pull request's head and post it; nothing is applied for a pull request."""

@@ -125,6 +125,16 @@ class Repository:
         except pygit2.GitError as exc:
             raise GitError(Code.GIT_READ_FAILED, f"branch '{branch}': {exc}") from exc
 
+    def branches(self) -> dict[str, str]:
+        """Every local branch and the commit it points at."""
+        try:
+            return {
+                name: str(self._repo.references[f"refs/heads/{name}"].peel(pygit2.Commit).id)
+                for name in sorted(self._repo.branches.local)
+            }
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            raise GitError(Code.GIT_READ_FAILED, f"listing branches: {exc}") from exc
+
     def _commit(self, rev: str) -> pygit2.Commit:
         try:
             return self._repo.revparse_single(rev).peel(pygit2.Commit)

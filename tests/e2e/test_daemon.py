@@ -225,3 +225,35 @@ def test_pull_requests_get_one_preview_comment_kept_up_to_date(
         assert "bb/manifests.yaml" not in deployed  # nothing is applied for a pull request
     finally:
         assert daemon.stop() == 0
+
+
+def test_branches_matching_a_pattern_get_a_preview_note(
+    make_repo: MakeRepo, forge: FakeForge
+) -> None:
+    repo = make_repo()
+    settings = "environments:\n  staging:\n    branch: main\n    resync: 1h\n"
+    settings += "previews:\n  branches: ['feature/*']\n"
+    first = repo.commit({"reconciler.yaml": settings, "apps/aa/score.yaml": workload("aa")})
+    daemon = Daemon(repo, forge)
+    try:
+        eventually(lambda: final_note(repo, first), "the main branch reconciled")
+        repo.git("checkout", "-q", "-b", "feature/more")
+        head = repo.commit({"apps/bb/score.yaml": workload("bb")})
+
+        def preview_note() -> str | None:
+            shown = subprocess.run(
+                ["git", "notes", "--ref=reconciler-preview", "show", head],
+                cwd=repo.root,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            return shown.stdout if shown.returncode == 0 else None
+
+        note = eventually(preview_note, "the preview note on the branch head")
+        assert "bb" in note
+        assert "<!-- reconciler:preview" in note
+        deployed = repo.git("ls-tree", "-r", "--name-only", "reconciler/deploy/staging")
+        assert "bb/manifests.yaml" not in deployed
+    finally:
+        assert daemon.stop() == 0
