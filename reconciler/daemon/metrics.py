@@ -9,7 +9,7 @@ a run id or a user.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -42,20 +42,21 @@ class DaemonMetrics:
     step_retries: Counter
     webhook_deliveries: Counter
 
+    _statuses: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    """The statuses each workload's info series carries now, so that changing them costs
+    one removal instead of a scan of every series (which made a reconcile quadratic)."""
+
     def set_workload_status(
         self, environment: str, workload: str, sync_status: str, health_status: str
     ) -> None:
         """Point the info gauge at the workload's current statuses, removing its old series so
         that one workload never shows as both Synced and OutOfSync. The queue serialises calls
         for one workload, so the read-then-remove below does not race."""
-        for sample in next(iter(self.workload_info.collect())).samples:
-            labels = sample.labels
-            if labels["environment"] != environment or labels["workload"] != workload:
-                continue
-            if (labels["sync_status"], labels["health_status"]) != (sync_status, health_status):
-                self.workload_info.remove(
-                    environment, workload, labels["sync_status"], labels["health_status"]
-                )
+        key = (environment, workload)
+        previous = self._statuses.get(key)
+        if previous is not None and previous != (sync_status, health_status):
+            self.workload_info.remove(environment, workload, *previous)
+        self._statuses[key] = (sync_status, health_status)
         self.workload_info.labels(environment, workload, sync_status, health_status).set(1)
 
 
