@@ -101,7 +101,7 @@ def find_run(store: Store, run_id: str) -> RunRecord:
     run = store.get_run(run_id)
     if run is None:
         matches = [r for r in store.list_runs(limit=500) if r.id.startswith(run_id)]
-        run = matches[0] if len(matches) == 1 else None
+        run = store.get_run(matches[0].id) if len(matches) == 1 else None
     if run is None:
         fail(Code.RUN_NOT_FOUND, f"no run '{run_id}'")
     return run

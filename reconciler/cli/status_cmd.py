@@ -129,7 +129,7 @@ def history(
     """The runs that changed a workload, newest first."""
     repository = open_repository(repo)
     with open_store(store, repository) as state:
-        runs = state.list_runs(env, limit=500)
+        runs = state.list_runs(env, limit=500, with_plans=True)
     rows = []
     for run in runs:
         actions = (run.plan or {}).get("actions", [])

@@ -417,9 +417,14 @@ class Store:
             row = conn.execute(select(runs).where(runs.c.id == run_id)).one_or_none()
             return None if row is None else rows.run_record(row)
 
-    def list_runs(self, environment: str | None = None, limit: int = 50) -> list[RunRecord]:
-        """Newest first."""
-        query = select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
+    def list_runs(
+        self, environment: str | None = None, limit: int = 50, *, with_plans: bool = False
+    ) -> list[RunRecord]:
+        """Newest first. Plans are left out (``plan`` is None) unless asked for: a plan holds an
+        action per workload and resource, and decoding twenty of them for every reconcile of a
+        large environment costs more than the reconcile."""
+        columns = [c for c in runs.columns if with_plans or c.name != "plan"]
+        query = select(*columns).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
         if environment is not None:
             query = query.where(runs.c.environment == environment)
         with self._read() as conn:
