@@ -10,8 +10,7 @@ import hashlib
 import hmac
 import json
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -21,6 +20,7 @@ from tests.conftest import MakeRepo
 from tests.support.daemon import DaemonProcess
 from tests.support.fake_forge import FakeForge
 from tests.support.gitrepos import GitRepo
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
@@ -35,18 +35,6 @@ def workload(name: str) -> str:
         "    variables:\n      CACHE: ${resources.cache.host}\n"
         "resources:\n  cache:\n    type: redis\n"
     )
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    """Wait for ``probe`` to return something, failing with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def notes(repo: GitRepo, commit: str) -> list[dict[str, Any]]:

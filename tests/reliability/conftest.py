@@ -18,7 +18,6 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,19 +32,6 @@ from tests.support.gitrepos import GitRepo
 T = TypeVar("T")
 ADMIN = os.environ.get("RECONCILER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 POSTGRES_URL = f"{ADMIN}/postgres"
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    """``probe()`` once it returns something truthy; AssertionError naming ``what`` after
-    ``timeout`` seconds. Polls every 20 ms: a condition with a deadline, never a bare sleep."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
 
 
 # -- Git notes and branches -------------------------------------------------------------------

@@ -28,12 +28,12 @@ from tests.reliability.conftest import (
     config,
     databases,
     deployed_workloads,
-    eventually,
     final_phase,
     pg_workload,
     plain_workload,
     sqlite_count,
 )
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

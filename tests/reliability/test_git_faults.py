@@ -17,13 +17,13 @@ from tests.reliability.conftest import (
     config,
     databases,
     deployed_workloads,
-    eventually,
     final_phase,
     notes,
     pg_workload,
     plain_workload,
 )
 from tests.support.gitrepos import GitRepo, Symlink
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

@@ -26,10 +26,10 @@ from tests.reliability.conftest import (
     PrivateCluster,
     config,
     deployed_workloads,
-    eventually,
     final_phase,
     plain_workload,
 )
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

@@ -29,12 +29,12 @@ from tests.reliability.conftest import (
     Daemon,
     all_refs_text,
     config,
-    eventually,
     final_phase,
     notes_count,
     plain_workload,
     sqlite_count,
 )
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
