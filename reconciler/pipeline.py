@@ -38,7 +38,7 @@ from reconciler.plan.diff import ActionMemo, diff
 from reconciler.plan.model import Plan
 from reconciler.score.loader import LoadedWorkload, load_workload
 from reconciler.score.models import Workload
-from reconciler.store.records import RecordedState, ResourceRecord, WorkloadRecord
+from reconciler.store.records import PinRecord, RecordedState, ResourceRecord, WorkloadRecord
 from reconciler.store.store import Store
 from reconciler.tree import GLOB_FLAGS, matches
 from reconciler.validate import check_unique_names
@@ -69,6 +69,10 @@ class EnvironmentPlan:
     resolved: tuple[str, ...] = ()
     """The workloads whose placeholders were resolved for this plan (the rest were reused from
     the plan before, their inputs unchanged)."""
+    pinned: tuple[str, ...] = ()
+    """Workloads planned at the commit ``reconciler rollback`` pinned them to."""
+    expired_pins: tuple[str, ...] = ()
+    """Pinned workloads whose Score file a newer commit changed: the pin ends when applied."""
 
     @property
     def failed(self) -> bool:
@@ -84,6 +88,8 @@ class _Loaded:
     the builder needs them)."""
     parsed: list[str] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    pinned: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
 
 
 def open_source(repo: Repository, ref: str) -> Source:
@@ -133,7 +139,8 @@ def plan_environment(
     provisioner_files = _provisioner_files(source, base, changes)
     full = changes is None or _config_changed(changes, source.config, provisioner_files)
     # load: parse what changed, take the rest from what was recorded with the last commit
-    loaded = _load_workloads(source, env, recorded, None if full else changes, parsed)
+    pins = _Pins(repo, source.commit, store.pins(name))
+    loaded = _load_workloads(source, env, recorded, None if full else changes, parsed, pins)
     # provisioners: the repository's files in reconciler.yaml order, then the built-in ones
     provisioners, problems = load_provisioners(
         [(p, source.tree.read(p)) for p in provisioner_files] + builtin_provisioner_files()
@@ -180,6 +187,8 @@ def plan_environment(
         provisioners,
         sources,
         tuple(builder.work.resolved),
+        tuple(loaded.pinned),
+        tuple(loaded.expired),
     )
 
 
@@ -323,8 +332,10 @@ def _load_workloads(
     recorded: RecordedState,
     changes: ChangeSet | None,
     cache: dict[str, LoadedWorkload] | None = None,
+    pins: _Pins | None = None,
 ) -> _Loaded:
     out = _Loaded()
+    pinned_files = pins.files() if pins is not None else frozenset()
     if changes is None:
         paths = [p for p in source.tree.files() if _in_environment(p, source.config, env)]
     else:
@@ -335,7 +346,11 @@ def _load_workloads(
             if r.file in changes.deleted:
                 continue
             kept.add(r.file)
-            if r.file not in touched and touched.isdisjoint(r.sources):
+            if (
+                r.file not in touched
+                and touched.isdisjoint(r.sources)
+                and r.file not in pinned_files
+            ):
                 reuse[r.file] = r
         candidates = kept | {
             p for p in changes.added | changes.modified if _in_environment(p, source.config, env)
@@ -349,16 +364,49 @@ def _load_workloads(
                 paths.append(path)
         paths.sort()
     for path in paths:
-        loaded = cache.get(path) if cache is not None else None
+        tree, key = source.tree, path
+        pin = pins.for_file(path) if pins is not None else None
+        if pin is not None and pins is not None:
+            if pins.holds(pin):
+                tree, key = pins.tree(pin), f"{pin.commit}:{path}"
+                out.pinned.append(pin.workload)
+            else:
+                out.expired.append(pin.workload)
+        loaded = cache.get(key) if cache is not None else None
         if loaded is None:
-            loaded = load_workload(source.tree, path)
+            loaded = load_workload(tree, path)
             out.parsed.append(path)
             if cache is not None:
-                cache[path] = loaded
+                cache[key] = loaded
         out.workloads.append(loaded)
         out.diagnostics.extend(loaded.diagnostics)
     out.diagnostics.extend(_unique_names(out))
     return out
+
+
+class _Pins:
+    """The environment's pins, and whether each still holds at the commit being planned.
+
+    A pin holds until a commit after the one it was made at changes the workload's Score file:
+    ``reconciler rollback`` lasts until someone changes the workload again.
+    """
+
+    def __init__(self, repo: Repository, commit: str, pins: Mapping[str, PinRecord]) -> None:
+        self._repo = repo
+        self._commit = commit
+        self._by_file = {p.file: p for p in pins.values()}
+
+    def files(self) -> frozenset[str]:
+        return frozenset(self._by_file)
+
+    def for_file(self, path: str) -> PinRecord | None:
+        return self._by_file.get(path)
+
+    def holds(self, pin: PinRecord) -> bool:
+        return pin.file not in self._repo.changed_paths(pin.head, self._commit).all
+
+    def tree(self, pin: PinRecord) -> GitTree:
+        return self._repo.tree(pin.commit)
 
 
 def _unique_names(loaded: _Loaded) -> list[Diagnostic]:

@@ -319,6 +319,8 @@ def _finish(state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | N
     interrupted = any(r.status is RunStatus.INTERRUPTED for r in state.results)
     if failure is None:
         store.set_last_commit(state.name, state.source.commit)
+        for workload in planned.expired_pins:  # a newer commit changed it: the rollback ends
+            store.delete_pin(state.name, workload)
         run = store.update_run(state.run_id, status="Succeeded", finished=True)
         action = "run.succeeded"
     elif interrupted:

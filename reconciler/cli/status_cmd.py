@@ -30,6 +30,7 @@ from reconciler.cli.common import (
 from reconciler.gitops.errors import GitError
 from reconciler.gitops.repository import Repository
 from reconciler.pipeline import open_source
+from reconciler.store.records import PinRecord
 from reconciler.store.store import Store
 
 
@@ -56,12 +57,15 @@ def _rows(repo: Repository, store: Store, only_env: str | None) -> list[dict[str
             head = None
         runs = store.list_runs(record.name, limit=1)
         last = runs[0] if runs else None
+        pins = store.pins(record.name)
         for workload in sorted(
             store.recorded(record.name).workloads.values(), key=lambda w: w.name
         ):
-            rows.append(
-                _row(record.name, workload.name, workload.commit, head, record.last_commit, last)
-            )
+            row = _row(record.name, workload.name, workload.commit, head, record.last_commit, last)
+            if workload.name in pins:
+                pinned = f"pinned to {pins[workload.name].commit[:7]} (reconciler rollback)"
+                row["message"] = f"{pinned}; {row['message']}" if row["message"] else pinned
+            rows.append(row)
     return rows
 
 
@@ -177,6 +181,63 @@ def sync(
                 state,
                 repo,
                 "HEAD",
+                name,
+                auto_approve=False,
+                parallelism=parallelism,
+                console=console,
+            )
+    _exit(outcomes)
+
+
+def rollback(
+    workload: Annotated[str, typer.Argument(help="The workload to roll back.")],
+    to: Annotated[str, typer.Option("--to", help="The commit whose desired state to restore.")],
+    repo: RepoOption = Path("."),
+    store: StoreOption = None,
+    env: EnvOption = None,
+    parallelism: Parallelism = 4,
+) -> None:
+    """Pin a workload to an earlier commit's desired state and apply it.
+
+    The pin lasts until a newer commit changes the workload's Score file; ``reconciler status``
+    says the workload is pinned meanwhile.
+    """
+    console = Console(highlight=False, soft_wrap=True)
+    repository = open_repository(repo)
+    try:
+        commit = repository.resolve(to)
+        config = open_source(repository, "HEAD").config
+    except GitError as exc:
+        fail(exc.code, exc.message)
+    environments = dict(config.sorted_environments())
+    outcomes = []
+    with open_store(store, repository) as state:
+        holding = [
+            name
+            for name in environments
+            if env in (None, name) and workload in state.recorded(name).workloads
+        ]
+        if not holding:
+            fail(Code.UNKNOWN_ENVIRONMENT, f"no environment records workload '{workload}'")
+        for name in holding:
+            record = state.recorded(name).workloads[workload]
+            if not repository.tree(commit).exists(record.file):
+                fail(Code.REVISION_NOT_FOUND, f"{commit[:7]} has no {record.file}")
+            followed = environments[name].follows
+            head = repository.resolve(followed)
+            state.set_pin(name, PinRecord(workload, record.file, commit, head))
+            state.audit(
+                actor="cli",
+                action="workload.pinned",
+                environment=name,
+                subject=workload,
+                detail={"commit": commit},
+            )
+            console.print(f"{name}: {workload} pinned to {commit[:7]}")
+            outcomes += _run_one(
+                state,
+                repo,
+                followed,
                 name,
                 auto_approve=False,
                 parallelism=parallelism,

@@ -150,3 +150,14 @@ class AuditRecord:
 
     def __post_init__(self) -> None:
         _require_aware(self, "at")
+
+
+@dataclass(frozen=True, slots=True)
+class PinRecord:
+    """A workload held at ``commit``'s desired state until a commit after ``head`` (the
+    followed commit when it was pinned) changes its Score file."""
+
+    workload: str
+    file: str
+    commit: str
+    head: str

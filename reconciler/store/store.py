@@ -33,6 +33,7 @@ from reconciler.store.records import (
     AuditRecord,
     EnvironmentRecord,
     JsonObject,
+    PinRecord,
     RecordedState,
     ResourceRecord,
     RunRecord,
@@ -40,6 +41,7 @@ from reconciler.store.records import (
     WorkloadRecord,
 )
 from reconciler.store.tables import audit, environments, resources, runs, steps, workloads
+from reconciler.store.tables import pins as pins_table
 from reconciler.store.url import StoreUrl, parse_store_url
 
 # Keys for pg_advisory_xact_lock, fixed so that every replica takes the same locks.
@@ -429,6 +431,37 @@ class Store:
             query = query.where(runs.c.environment == environment)
         with self._read() as conn:
             return [rows.run_record(row) for row in conn.execute(query)]
+
+    def pins(self, environment: str) -> dict[str, PinRecord]:
+        """The environment's pinned workloads, by name."""
+        with self._read() as conn:
+            found = conn.execute(select(pins_table).where(pins_table.c.environment == environment))
+            return {r.workload: PinRecord(r.workload, r.file, r.commit, r.head) for r in found}
+
+    def set_pin(self, environment: str, pin: PinRecord) -> None:
+        with self._write() as conn:
+            conn.execute(
+                delete(pins_table).where(
+                    pins_table.c.environment == environment, pins_table.c.workload == pin.workload
+                )
+            )
+            conn.execute(
+                pins_table.insert().values(
+                    environment=environment,
+                    workload=pin.workload,
+                    file=pin.file,
+                    commit=pin.commit,
+                    head=pin.head,
+                )
+            )
+
+    def delete_pin(self, environment: str, workload: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                delete(pins_table).where(
+                    pins_table.c.environment == environment, pins_table.c.workload == workload
+                )
+            )
 
     def save_step(self, run_id: str, step: StepRecord) -> None:
         """Checkpoint a step (insert or replace by ``step_id``)."""

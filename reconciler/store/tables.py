@@ -194,3 +194,14 @@ leases = Table(
     Column("expires_at", UtcDateTime(), nullable=False),
     Index(None, "holder"),
 )
+
+
+pins = Table(
+    "pins",
+    metadata,
+    Column("environment", String(NAME), primary_key=True),
+    Column("workload", String(NAME), primary_key=True),
+    Column("file", Text, nullable=False),
+    Column("commit", String(COMMIT), nullable=False),
+    Column("head", String(COMMIT), nullable=False),
+)

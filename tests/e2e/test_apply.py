@@ -444,3 +444,41 @@ def test_sigterm_checkpoints_exits_non_zero_and_the_next_apply_resumes(
     assert "orders/manifests.yaml" in repo.git(
         "ls-tree", "-r", "--name-only", f"reconciler/deploy/{env_name}"
     )
+
+
+def simple(name: str, image: str) -> str:
+    return (
+        f"apiVersion: score.dev/v1b1\nmetadata:\n  name: {name}\n"
+        f"containers:\n  main:\n    image: {image}\n"
+    )
+
+
+def test_rollback_pins_a_workload_until_a_newer_commit_changes_it(
+    make_repo: MakeRepo, env_name: str
+) -> None:
+    repo = make_repo()
+    good = repo.commit(
+        {"reconciler.yaml": config(env_name), "apps/web/score.yaml": simple("web", "web:1")}
+    )
+    assert run(repo, "apply", "--auto-approve").returncode == 0
+    repo.commit({"apps/web/score.yaml": simple("web", "web:2"), "README.md": "v2"})
+    assert run(repo, "apply", "--auto-approve").returncode == 0
+    assert "image: web:2" in deploy_file(repo, env_name, "web/manifests.yaml")
+
+    rolled = run(repo, "rollback", "web", "--to", good[:7])
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert "image: web:1" in deploy_file(repo, env_name, "web/manifests.yaml")
+    assert f"pinned to {good[:7]}" in run(repo, "status").stdout
+
+    repo.commit({"README.md": "unrelated"})  # the pin holds across commits that leave web alone
+    assert run(repo, "apply", "--auto-approve").returncode == 0
+    assert "image: web:1" in deploy_file(repo, env_name, "web/manifests.yaml")
+
+    repo.commit({"apps/web/score.yaml": simple("web", "web:3")})  # a newer change ends the pin
+    assert run(repo, "apply", "--auto-approve").returncode == 0
+    assert "image: web:3" in deploy_file(repo, env_name, "web/manifests.yaml")
+    assert "pinned" not in run(repo, "status").stdout
+
+    missing = run(repo, "rollback", "nope", "--to", good)
+    assert missing.returncode == 1
+    assert "RCN-2006" in missing.stderr

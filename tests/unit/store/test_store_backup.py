@@ -35,7 +35,15 @@ def test_json_export_is_stable_and_complete(filled: Store, tmp_path: Path) -> No
     header = (document["format"], document["version"], document["revision"])
     assert header == ("score-reconciler-store", 1, head())
     counts = {name: len(rows) for name, rows in document["tables"].items()}
-    expected = {"audit": 2, "environments": 2, "resources": 2, "runs": 1, "secrets": 0, "steps": 1}
+    expected = {
+        "audit": 2,
+        "environments": 2,
+        "resources": 2,
+        "pins": 0,
+        "runs": 1,
+        "secrets": 0,
+        "steps": 1,
+    }
     assert counts == {**expected, "workloads": 2}
 
 
