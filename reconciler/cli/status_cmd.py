@@ -69,6 +69,15 @@ def _rows(repo: Repository, store: Store, only_env: str | None) -> list[dict[str
     return rows
 
 
+def _followed(repo: Repository) -> dict[str, str]:
+    """The revision each environment follows, as reconciler.yaml at HEAD says."""
+    try:
+        config = open_source(repo, "HEAD").config
+    except GitError as exc:
+        fail(exc.code, exc.message)
+    return {name: env.follows for name, env in config.sorted_environments()}
+
+
 def _row(
     env: str, name: str, commit: str, head: str | None, last: str | None, run: Any
 ) -> dict[str, Any]:
@@ -166,6 +175,7 @@ def sync(
     """Reconcile now the environments that hold a workload (approval gates still apply)."""
     console = Console(highlight=False, soft_wrap=True)
     repository = open_repository(repo)
+    follows = _followed(repository)
     with open_store(store, repository) as state:
         envs = [e.name for e in state.environments() if env in (None, e.name)]
         holding = [e for e in envs if workload in state.recorded(e).workloads]
@@ -180,7 +190,7 @@ def sync(
             outcomes += _run_one(
                 state,
                 repo,
-                "HEAD",
+                follows.get(name, "HEAD"),
                 name,
                 auto_approve=False,
                 parallelism=parallelism,

@@ -482,3 +482,20 @@ def test_rollback_pins_a_workload_until_a_newer_commit_changes_it(
     missing = run(repo, "rollback", "nope", "--to", good)
     assert missing.returncode == 1
     assert "RCN-2006" in missing.stderr
+
+
+def test_sync_reconciles_the_environments_holding_a_workload_now(
+    make_repo: MakeRepo, env_name: str
+) -> None:
+    repo = make_repo()
+    repo.commit(
+        {"reconciler.yaml": config(env_name), "apps/web/score.yaml": simple("web", "web:1")}
+    )
+    assert run(repo, "apply", "--auto-approve").returncode == 0
+    repo.commit({"apps/web/score.yaml": simple("web", "web:2")})
+    synced = run(repo, "sync", "web")
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert "image: web:2" in deploy_file(repo, env_name, "web/manifests.yaml")
+    history = run(repo, "history", "web")
+    assert history.returncode == 0
+    assert [line.split()[3] for line in history.stdout.splitlines()[1:]] == ["update", "create"]
