@@ -64,11 +64,14 @@ def env_name() -> Iterator[str]:
             admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
-def run(repo: GitRepo, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(
+    repo: GitRepo, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "NO_COLOR": "1",
         "RECONCILER_POSTGRES_URL": f"{ADMIN}/postgres",
+        **(env or {}),
     }
     return subprocess.run(
         [RECONCILER, *args],
@@ -364,16 +367,7 @@ def test_the_kubernetes_target_applies_to_a_cluster(
                 "apps/orders/score.yaml": app,
             }
         )
-        env = {**os.environ, "NO_COLOR": "1", "KUBECONFIG": str(kubeconfig)}
-        done = subprocess.run(
-            [RECONCILER, "apply", "--auto-approve"],
-            cwd=repo.root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run(repo, "apply", "--auto-approve", env={"KUBECONFIG": str(kubeconfig)})
         assert done.returncode == 0, done.stdout + done.stderr
         deployment = kube.get("apps/v1", "deployments", env_name, "orders")
         labels = deployment["metadata"]["labels"]
@@ -431,15 +425,7 @@ def test_sigterm_checkpoints_exits_non_zero_and_the_next_apply_resumes(
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, out + err
     assert "RCN-3005" in out  # interrupted: apply again to resume
-    resumed = subprocess.run(
-        [RECONCILER, "apply", "--auto-approve"],
-        cwd=repo.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    resumed = run(repo, "apply", "--auto-approve", env={"STARTED": str(started), "GATE": str(gate)})
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "orders/manifests.yaml" in repo.git(
         "ls-tree", "-r", "--name-only", f"reconciler/deploy/{env_name}"

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.loopback import close, serve
+
 STATES = {
     "github": {"pending", "success", "failure", "error"},
     "gitea": {"pending", "success", "error", "failure", "warning"},
@@ -150,19 +152,12 @@ class FakeForge:
                 raise AssertionError("no request arrived at the held fake forge")
 
     def __enter__(self) -> FakeForge:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        server = self._server
-        threading.Thread(
-            target=lambda: server.serve_forever(poll_interval=0.01), daemon=True
-        ).start()
+        self._server = serve(_handler(self))
         return self
 
     def __exit__(self, *_: object) -> None:
         self.release()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        close(self._server)
 
     # -- the API ------------------------------------------------------------------------------
 

@@ -31,6 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support.loopback import close, serve
+
 APPLY = "application/apply-patch+yaml"
 
 SERVED: dict[str, list[tuple[str, str, bool]]] = {
@@ -83,17 +85,11 @@ class FakeKube:
         return f"http://{host!s}:{port}"
 
     def __enter__(self) -> FakeKube:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        server = self._server
-        threading.Thread(
-            target=lambda: server.serve_forever(poll_interval=0.01), daemon=True
-        ).start()
+        self._server = serve(_handler(self))
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        close(self._server)
 
     # -- for tests, behind the API ------------------------------------------------------------
 

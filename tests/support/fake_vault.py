@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.support.loopback import close, serve
+
 
 @dataclass
 class _Version:
@@ -62,17 +64,11 @@ class FakeVault:
         return versions[-1].data
 
     def __enter__(self) -> FakeVault:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        server = self._server
-        threading.Thread(
-            target=lambda: server.serve_forever(poll_interval=0.01), daemon=True
-        ).start()
+        self._server = serve(_handler(self))
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        close(self._server)
 
     # -- the API ------------------------------------------------------------------------------
 
