@@ -12,6 +12,11 @@ The composer of the execute half of the flow, as ``pipeline.py`` is of the plan 
 5. record the commit as reconciled, or, on failure with ``on_failure: rollback``, undo what the run
    created, newest first.
 
+A run may be scoped to some workloads (the daemon queues work per workload): it then carries out
+only their part of the plan (``plan.scope``): their own actions, the resources they use and
+the deletions of what they brought. The environment's commit is recorded as reconciled only by a
+run of the whole environment; the daemon records it once no workload has changes left.
+
 Every step is checkpointed by the engine; applying again resumes the unfinished run of the same
 commit: finished steps are not run again, and re-planning against the recorded state turns what a
 killed process already did into no-ops. Secrets go to the secret store; only references are
@@ -21,7 +26,7 @@ recorded.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -53,6 +58,7 @@ from reconciler.pipeline import (
 )
 from reconciler.plan.diff import diff
 from reconciler.plan.model import ActionKind, Plan, Subject
+from reconciler.plan.scope import restrict, scoped_diagnostics
 from reconciler.providers.base import (
     ResourceDriver,
     ResourceRequest,
@@ -70,9 +76,9 @@ from reconciler.workflows.run import Runtime, Stage, run_hooks
 _log = logger("reconciler.run")
 
 MANIFESTS_STATE_KEY = "_manifests"
+"""Where a resource's rendered Kubernetes objects are kept in its recorded state."""
 UNPUBLISHED = "Unpublished"
 """A workload recorded but not yet on its target; the publish step marks it Synced."""
-"""Where a resource's rendered Kubernetes objects are kept in its recorded state."""
 
 OPEN_RUN_STATUSES = ("Pending", "Running")
 MAX_WAVES = 64
@@ -137,6 +143,7 @@ class _Run:
     checkpointer: Checkpointer
     results: list[RunResult] = field(default_factory=list)
     parsed: dict[str, LoadedWorkload] = field(default_factory=dict)
+    scope: frozenset[str] | None = None
 
     @property
     def store(self) -> Store:
@@ -144,9 +151,10 @@ class _Run:
 
     def plan(self) -> EnvironmentPlan:
         """Re-plan against what the run recorded so far; files are parsed once per run."""
-        return plan_environment(
+        planned = plan_environment(
             self.repo, self.store, self.source, self.name, self.env, parsed=self.parsed
         )
+        return scoped(planned, self.store, self.scope)
 
     def execute(self, steps: Sequence[Step]) -> RunResult:
         known = {s.id for s in steps}
@@ -177,14 +185,53 @@ def was_approved(store: Store, run: RunRecord) -> bool:
     )
 
 
-def _supersede(store: Store, environment: str, commit: str) -> None:
+def scoped(planned: EnvironmentPlan, store: Store, scope: frozenset[str] | None) -> EnvironmentPlan:
+    """``planned`` cut down to what a run for the workloads in ``scope`` carries out (all of it
+    for None): their actions, and the diagnostics of their files and of no file."""
+    if scope is None or planned.plan is None:
+        return planned
+    deleting = [
+        a.id
+        for a in planned.plan.changes()
+        if a.kind is Subject.RESOURCE and a.action is ActionKind.DELETE
+    ]
+    owners = {
+        uid: record.source_workload or ""
+        for uid, record in store.resources_of(planned.environment, deleting).items()
+    }
+    files = set()
+    for wl in planned.desired.workloads if planned.desired is not None else ():
+        if wl.name in scope:
+            files.add(wl.file)
+            files.update(wl.sources)
+    plan = restrict(planned.plan, planned.desired, scope, owners)
+    return replace(
+        planned,
+        plan=replace(plan, diagnostics=scoped_diagnostics(plan.diagnostics, files)),
+        diagnostics=scoped_diagnostics(planned.diagnostics, files),
+        expired_pins=tuple(w for w in planned.expired_pins if w in scope),
+    )
+
+
+def _overlaps(run: RunRecord, scope: frozenset[str] | None) -> bool:
+    return run.scope is None or scope is None or not scope.isdisjoint(run.scope)
+
+
+def _supersede(
+    store: Store, environment: str, commit: str, scope: frozenset[str] | None = None
+) -> None:
     """A newer commit replaces runs left on older ones: only the latest can apply.
 
-    That includes a run still marked Running: the environment's lease means no live process
-    owns it, so its process died and it would otherwise stay Running for ever.
+    That includes a run still marked Running: the environment's lease (or, for a scoped run,
+    the leases of its workloads) means no live process owns it, so its process died and it
+    would otherwise stay Running for ever. Runs of other workloads are left alone.
     """
     for run in store.list_runs(environment, limit=20):
-        if run.commit != commit and run.status in ("WaitingApproval", "Pending", "Running"):
+        if (
+            run.commit != commit
+            and run.status in ("WaitingApproval", "Pending", "Running")
+            and _overlaps(run, scope)
+        ):
             store.update_run(
                 run.id, status="Failed", message=f"superseded by {commit[:7]}", finished=True
             )
@@ -213,10 +260,18 @@ def traced(step: Step) -> Callable[[StepContext], Mapping[str, Any]]:
     return run_in_span
 
 
-def find_open_run(store: Store, environment: str, commit: str) -> RunRecord | None:
-    """The unfinished run of this commit, to resume rather than start afresh."""
+def find_open_run(
+    store: Store, environment: str, commit: str, scope: frozenset[str] | None = None
+) -> RunRecord | None:
+    """The unfinished run of this commit, to resume rather than start afresh.
+
+    A scoped run resumes an open run whose workloads it covers (a killed replica's): holding
+    the leases of all of them, it owns that run's work now.
+    """
     for run in store.list_runs(environment, limit=20):
-        if run.commit == commit and run.status in (*OPEN_RUN_STATUSES, "WaitingApproval"):
+        if run.commit != commit or run.status not in (*OPEN_RUN_STATUSES, "WaitingApproval"):
+            continue
+        if scope is None or (run.scope is not None and scope.issuperset(run.scope)):
             return run
     return None
 
@@ -234,31 +289,40 @@ def apply_environment(
     on_plan: Callable[[EnvironmentPlan], bool] | None = None,
     partial: bool = False,
     checkpointer: Checkpointer | None = None,
+    scope: Collection[str] | None = None,
 ) -> RunOutcome:
     """Plan and apply ``source``'s commit to environment ``name``; never raises for bad input.
 
     ``on_plan`` sees the plan before anything runs and may decline it (a TTY confirmation).
     With ``partial`` (the daemon), Score files with errors are reported and left alone while the
     rest of the commit is applied; the commit is then not recorded as reconciled, so the next
-    plan reads the broken files again.
+    plan reads the broken files again. With ``scope``, only those workloads' part of the plan
+    is applied (see the module's docstring).
     """
     store = services.store
     parsed: dict[str, LoadedWorkload] = {}
-    planned = plan_environment(repo, store, source, name, env, parsed=parsed)
-    config_broken = any(d.file == "reconciler.yaml" for d in planned.diagnostics) or (
-        planned.plan is None
+    whole = plan_environment(repo, store, source, name, env, parsed=parsed)
+    config_broken = any(d.file == "reconciler.yaml" for d in whole.diagnostics) or (
+        whole.plan is None
     )
+    workloads = None if scope is None else frozenset(scope)
+    planned = scoped(whole, store, workloads)
     if planned.plan is None or (planned.failed and (not partial or config_broken)):
         return RunOutcome(name, None, planned.plan, planned, message="the commit has errors")
-    run = find_open_run(store, name, source.commit)
+    run = find_open_run(store, name, source.commit, workloads)
     if run is None and not planned.plan.summary.has_changes:
-        if not planned.failed:
+        if not planned.failed and workloads is None:
             store.set_last_commit(name, source.commit)
         return RunOutcome(name, None, planned.plan, planned, message="no changes")
     if run is None:
-        _supersede(store, name, source.commit)
+        _supersede(store, name, source.commit, workloads)
         run = store.create_run(
-            name, source.commit, trigger=trigger, plan=planned.plan.to_dict(), status="Pending"
+            name,
+            source.commit,
+            trigger=trigger,
+            plan=planned.plan.to_dict(),
+            status="Pending",
+            scope=workloads,
         )
         store.audit(
             actor=services.actor,
@@ -274,7 +338,7 @@ def apply_environment(
     if on_plan is not None and not on_plan(planned):
         run = store.update_run(run.id, status="Failed", message="declined", finished=True)
         return RunOutcome(name, run, planned.plan, planned, message="declined")
-    run = store.update_run(run.id, status="Running")
+    run = store.update_run(run.id, status="Running", scope=workloads)
     checkpointer = checkpointer or StoreCheckpointer(store)
     state = _Run(
         repo,
@@ -286,6 +350,7 @@ def apply_environment(
         executor or Executor(checkpointer),
         checkpointer,
         parsed=parsed,
+        scope=workloads,
     )
     failure = _hooks(state, "before_apply", env.hooks.before_apply)
     if failure is None:
@@ -318,7 +383,8 @@ def _finish(state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | N
     store = state.store
     interrupted = any(r.status is RunStatus.INTERRUPTED for r in state.results)
     if failure is None:
-        store.set_last_commit(state.name, state.source.commit)
+        if state.scope is None:
+            store.set_last_commit(state.name, state.source.commit)
         for workload in planned.expired_pins:  # a newer commit changed it: the rollback ends
             store.delete_pin(state.name, workload)
         run = store.update_run(state.run_id, status="Succeeded", finished=True)

@@ -105,6 +105,8 @@ class RunRecord:
     finished_at: datetime | None = None
     error_code: str | None = None
     message: str | None = None
+    scope: tuple[str, ...] | None = None
+    """The workloads the run reconciles (sorted); None for the whole environment."""
 
     def __post_init__(self) -> None:
         _require_aware(self, "started_at", "finished_at")

@@ -124,11 +124,14 @@ def run_row(record: RunRecord) -> dict[str, Any]:
         "finished_at": record.finished_at,
         "error_code": record.error_code,
         "message": record.message,
+        "scope": None if record.scope is None else list(record.scope),
     }
 
 
 def run_record(row: Row[Any]) -> RunRecord:
-    return RunRecord(**dict(_m(row)))
+    values = dict(_m(row))
+    scope = values.pop("scope", None)
+    return RunRecord(**values, scope=None if scope is None else tuple(scope))
 
 
 def step_row(run_id: str, record: StepRecord) -> dict[str, Any]:

@@ -10,7 +10,7 @@ statements; the differences (connection settings, upsert spelling, locks) stay i
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -375,7 +375,9 @@ class Store:
         plan: JsonObject | None = None,
         trace_id: str | None = None,
         status: str = "Pending",
+        scope: Collection[str] | None = None,
     ) -> RunRecord:
+        """A new run of ``commit``; ``scope`` names its workloads when it is not all of them."""
         run = RunRecord(
             id=str(uuid.uuid4()),
             environment=environment,
@@ -385,6 +387,7 @@ class Store:
             started_at=self.now(),
             plan=plan,
             trace_id=trace_id,
+            scope=None if scope is None else tuple(sorted(set(scope))),
         )
         with self._write() as conn:
             self._ensure_environment(conn, environment, run.started_at)
@@ -400,12 +403,15 @@ class Store:
         error_code: str | None = None,
         message: str | None = None,
         finished: bool = False,
+        scope: Collection[str] | None = None,
     ) -> RunRecord:
-        """Move a run to ``status``; ``plan`` replaces the plan when given; ``finished`` stamps
-        ``finished_at``. Raises KeyError for an unknown run."""
+        """Move a run to ``status``; ``plan`` and ``scope`` replace the run's when given;
+        ``finished`` stamps ``finished_at``. Raises KeyError for an unknown run."""
         changes: dict[str, Any] = {"status": status, "error_code": error_code, "message": message}
         if plan is not None:
             changes["plan"] = dict(plan)
+        if scope is not None:
+            changes["scope"] = sorted(set(scope))
         if finished:
             changes["finished_at"] = self.now()
         with self._write() as conn:

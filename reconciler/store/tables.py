@@ -134,6 +134,7 @@ runs = Table(
     Column("finished_at", UtcDateTime()),
     Column("error_code", String(CODE)),
     Column("message", Text),
+    Column("scope", _json()),
     Index(None, "environment", "started_at"),
 )
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def test_open_twice_migrates_once_and_keeps_data(store_url: str, build: Builders) -> None:
     workload, _, _ = build
     with Store.open(store_url) as first:
-        assert first.revision() == head() == "0005"
+        assert first.revision() == head() == "0006"
         first.save_workload("prod", workload())
     with Store.open(store_url) as second:
         assert second.revision() == head()
