@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -113,6 +113,30 @@ class WorkQueue(Generic[K]):
                 self._clock.wait(self._cond, None if wake is None else max(0.0, wake - now))
                 now = self._clock.now()
             return None
+
+    def take_ready(self, match: Callable[[K], bool], limit: int) -> list[K]:
+        """Up to ``limit`` more ready keys that ``match``, now marked as processing, in the order
+        they became ready: a worker handling one key takes its like along, to handle them in
+        one go (the daemon applies several workloads of an environment in one run). The others
+        keep their place."""
+        taken: list[K] = []
+        with self._cond:
+            now = self._clock.now()
+            skipped: list[tuple[float, int, K]] = []
+            while len(taken) < limit:
+                self._drop_stale()
+                if not self._heap or self._heap[0][0] > now:
+                    break
+                entry = heapq.heappop(self._heap)
+                if match(entry[2]):
+                    state = self._states[entry[2]]
+                    state.due, state.processing = None, True
+                    taken.append(entry[2])
+                else:
+                    skipped.append(entry)
+            for entry in skipped:
+                heapq.heappush(self._heap, entry)
+        return taken
 
     def done(self, key: K, *, ok: bool) -> float | None:
         """Finish processing ``key``; after a failure, return the wait before its retry."""

@@ -26,9 +26,10 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,6 +41,8 @@ from reconciler.store.tables import leases
 
 MAX_KEY = 512
 MAX_HOLDER = 253
+RENEW_BATCH = 500
+"""Keys per statement when renewing or releasing many: well inside SQLite's variable limit."""
 
 WallClock = Callable[[], datetime]
 
@@ -78,34 +81,54 @@ class LeaseManager:
 
     def try_acquire(self, key: str) -> bool:
         """Take ``key`` (or extend it, if already ours); False when another holder has it."""
-        if not 0 < len(key) <= MAX_KEY:
-            raise ValueError(f"lease key must be 1 to {MAX_KEY} characters")
+        return key in self.try_acquire_many([key])
+
+    def try_acquire_many(self, keys: Iterable[str]) -> frozenset[str]:
+        """Take each of ``keys`` that no other holder has (extending those already ours), in one
+        transaction; the keys taken. The daemon leases the workloads of a run together."""
+        wanted = sorted(set(keys))  # key order: no deadlock between replicas taking overlaps
+        for key in wanted:
+            if not 0 < len(key) <= MAX_KEY:
+                raise ValueError(f"lease key must be 1 to {MAX_KEY} characters")
+        if not wanted:
+            return frozenset()
         asked = self._seconds()
+        taken: set[str] = set()
         with self._begin() as conn:
             now = self._now(conn)
             values = {"holder": self.holder, "expires_at": now + timedelta(seconds=self.ttl)}
-            taken = conn.execute(
-                update(leases)
-                .where(
-                    leases.c.key == key,
-                    or_(leases.c.holder == self.holder, leases.c.expires_at <= now),
-                )
-                .values(values)
-            ).rowcount
-            if not taken:
-                # RETURNING, not rowcount: drivers report -1 for an INSERT ... ON CONFLICT.
-                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-                insert = dialect.insert(leases).values(key=key, **values)
-                inserted = conn.execute(
-                    insert.on_conflict_do_nothing(index_elements=["key"]).returning(leases.c.key)
-                )
-                taken = int(inserted.first() is not None)
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            for key in wanted:
+                if self._take(conn, dialect, key, now, values):
+                    taken.add(key)
         with self._lock:
-            if taken:
-                self._deadlines[key] = asked + self.ttl
-            else:
-                self._deadlines.pop(key, None)
-        return bool(taken)
+            for key in wanted:
+                if key in taken:
+                    self._deadlines[key] = asked + self.ttl
+                else:
+                    self._deadlines.pop(key, None)
+        return frozenset(taken)
+
+    @staticmethod
+    def _take(
+        conn: Connection, dialect: Any, key: str, now: datetime, values: dict[str, Any]
+    ) -> bool:
+        updated = conn.execute(
+            update(leases)
+            .where(
+                leases.c.key == key,
+                or_(leases.c.holder == values["holder"], leases.c.expires_at <= now),
+            )
+            .values(values)
+        ).rowcount
+        if updated:
+            return True
+        # RETURNING, not rowcount: drivers report -1 for an INSERT ... ON CONFLICT.
+        insert = dialect.insert(leases).values(key=key, **values)
+        inserted = conn.execute(
+            insert.on_conflict_do_nothing(index_elements=["key"]).returning(leases.c.key)
+        )
+        return inserted.first() is not None
 
     def renew(self) -> frozenset[str]:
         """Extend every lease held; returns the keys lost (another holder took them after they
@@ -115,17 +138,19 @@ class LeaseManager:
         if not keys:
             return frozenset()
         asked = self._seconds()
-        lost: set[str] = set()
+        kept: set[str] = set()
         with self._begin() as conn:
             expires = self._now(conn) + timedelta(seconds=self.ttl)
-            for key in keys:  # one row at a time, in key order: no deadlock between renewals
+            for start in range(0, len(keys), RENEW_BATCH):  # a statement per batch, in key order
+                chunk = keys[start : start + RENEW_BATCH]
                 done = conn.execute(
                     update(leases)
-                    .where(leases.c.key == key, leases.c.holder == self.holder)
+                    .where(leases.c.key.in_(chunk), leases.c.holder == self.holder)
                     .values(expires_at=expires)
-                ).rowcount
-                if not done:
-                    lost.add(key)
+                    .returning(leases.c.key)
+                )
+                kept.update(row[0] for row in done)
+        lost = set(keys) - kept
         with self._lock:
             for key in keys:
                 if key in lost:
@@ -133,6 +158,23 @@ class LeaseManager:
                 elif key in self._deadlines:  # not released meanwhile
                     self._deadlines[key] = asked + self.ttl
         return frozenset(lost)
+
+    def release_many(self, keys: Iterable[str]) -> None:
+        """Give ``keys`` up now, in one statement."""
+        chosen = sorted(set(keys))
+        if not chosen:
+            return
+        with self._lock:
+            for key in chosen:
+                self._deadlines.pop(key, None)
+        with self._begin() as conn:
+            for start in range(0, len(chosen), RENEW_BATCH):
+                conn.execute(
+                    delete(leases).where(
+                        leases.c.key.in_(chosen[start : start + RENEW_BATCH]),
+                        leases.c.holder == self.holder,
+                    )
+                )
 
     def release(self, key: str) -> None:
         """Give ``key`` up now, so another replica need not wait for it to expire."""

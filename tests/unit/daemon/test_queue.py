@@ -208,3 +208,33 @@ def test_shutdown_wakes_waiters_and_ignores_later_adds() -> None:
     queue.add(A)
     assert queue.get(timeout=0) is None
     assert queue.depth() == 0
+
+
+def test_take_ready_brings_along_matching_ready_keys_and_leaves_the_rest_in_place() -> None:
+    clock = FakeClock()
+    queue = new_queue(clock)
+    other = ("dev", "a")
+    for key in (A, other, B):
+        queue.add(key)
+    queue.add_after(C, 5.0)  # not ready yet: stays behind
+    first = queue.get(timeout=0)
+    assert first == A
+    assert queue.take_ready(lambda k: k[0] == "prod", limit=10) == [B]
+    assert queue.depth() == 2  # ``other`` and ``C`` still wait
+    for key in (A, B):
+        queue.done(key, ok=True)
+    assert drain(queue) == [other]
+    clock.advance(5.0)
+    assert drain(queue) == [C]
+
+
+def test_take_ready_stops_at_its_limit_and_taken_keys_are_processing() -> None:
+    queue = new_queue(FakeClock())
+    for key in (A, B, C):
+        queue.add(key)
+    assert queue.take_ready(lambda k: True, limit=2) == [A, B]
+    queue.add(A)  # added while processing: runs once more after done
+    assert drain(queue) == [C]
+    queue.done(A, ok=True)
+    queue.done(B, ok=True)
+    assert drain(queue) == [A]

@@ -111,6 +111,22 @@ def test_release_all_frees_every_key_of_the_holder_only(
     assert alpha.held() == frozenset()
 
 
+def test_many_keys_are_taken_in_one_go_except_those_another_holder_has(
+    pair: tuple[LeaseManager, LeaseManager], fake: FakeClock
+) -> None:
+    alpha, beta = pair
+    assert beta.try_acquire("staging/b")
+    taken = alpha.try_acquire_many(["staging/a", "staging/b", "staging/c", "staging/a"])
+    assert taken == {"staging/a", "staging/c"}
+    assert alpha.held() == {"staging/a", "staging/c"}
+    fake.advance(TTL / 2)
+    assert alpha.renew() == frozenset()  # one statement renews both
+    alpha.release_many(["staging/a", "staging/b"])  # b is beta's: left alone
+    assert alpha.held() == {"staging/c"}
+    assert beta.try_acquire_many(["staging/a", "staging/c"]) == {"staging/a"}
+    assert beta.held() == {"staging/a", "staging/b"}
+
+
 def test_bad_arguments_are_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="holder"):
         LeaseManager(store, "", TTL)
