@@ -468,6 +468,12 @@ class Code(enum.Enum):
         "a followed branch was force-pushed",
         "The new head does not descend from the reconciled one; it is applied as any commit.",
     )
+    BRANCH_PUSH_FAILED = Entry(
+        4017,
+        "pushing a branch the reconciler writes failed",
+        "Check the remote URL and credentials, and that reconciler/* branches may be pushed "
+        "(not protected); the push is retried.",
+    )
     SYMLINK_ESCAPES = Entry(
         4004,
         "symbolic link points outside the repository",

@@ -51,20 +51,29 @@ def secret_store(store: Store, repo: Repository) -> SecretStore:
     return EncryptedSecretStore(store, [local_key(repo)])
 
 
-def target_for(repo: Repository, name: str, env: Environment) -> WorkloadTarget:
-    """``manifests`` commits to the deploy branch; ``kubernetes`` applies to the cluster that
-    ``KUBECONFIG`` (or the pod's service account) names, with ``RECONCILER_KUBE_CONTEXT``."""
+def target_for(
+    repo: Repository, name: str, env: Environment, *, remote: str | None = None
+) -> WorkloadTarget:
+    """``manifests`` commits to the deploy branch (and pushes it to ``remote``, when the
+    repository is a mirror); ``kubernetes`` applies to the cluster that ``KUBECONFIG`` (or the
+    pod's service account) names, with ``RECONCILER_KUBE_CONTEXT``."""
     if env.target == "kubernetes":
         return KubernetesTarget.from_config(
             os.environ.get("KUBECONFIG"), os.environ.get("RECONCILER_KUBE_CONTEXT")
         )
-    return ManifestsTarget(repo.path, branch_template=env.deploy_branch_for(name))
+    return ManifestsTarget(repo.path, branch_template=env.deploy_branch_for(name), remote=remote)
 
 
 def services_for(
-    store: Store, repo: Repository, name: str, env: Environment, *, actor: str = "cli"
+    store: Store,
+    repo: Repository,
+    name: str,
+    env: Environment,
+    *,
+    actor: str = "cli",
+    remote: str | None = None,
 ) -> Services:
-    target = target_for(repo, name, env)
+    target = target_for(repo, name, env, remote=remote)
     postgres_url = os.environ.get("RECONCILER_POSTGRES_URL")
     return Services(
         store=store,

@@ -6,6 +6,7 @@ Exit codes of apply: 0 success (or nothing to do), 1 failure, 3 waiting for appr
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -69,6 +70,7 @@ def _run_one(
     parallelism: int,
     approved: bool = False,
     console: Console,
+    scope: Sequence[str] | None = None,
 ) -> list[RunOutcome]:
     repository = open_repository(repo_path)
     try:
@@ -100,6 +102,7 @@ def _run_one(
                 executor=executor,
                 checkpointer=checkpointer,
                 on_plan=_show_and_confirm(console, auto_approve),  # type: ignore[arg-type]
+                scope=scope,
             )
         outcomes.append(outcome)
         _report(console, outcome)
@@ -190,6 +193,7 @@ def approve(
             parallelism=parallelism,
             approved=True,
             console=console,
+            scope=run.scope,  # a daemon's run of some workloads stays a run of those
         )
     _exit(outcomes)
 

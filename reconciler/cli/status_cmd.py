@@ -172,7 +172,8 @@ def sync(
     env: EnvOption = None,
     parallelism: Parallelism = 4,
 ) -> None:
-    """Reconcile now the environments that hold a workload (approval gates still apply)."""
+    """Reconcile a workload now, in each environment that holds it: a run of that workload
+    alone (its resources included; approval gates still apply)."""
     console = Console(highlight=False, soft_wrap=True)
     repository = open_repository(repo)
     follows = _followed(repository)
@@ -195,6 +196,7 @@ def sync(
                 auto_approve=False,
                 parallelism=parallelism,
                 console=console,
+                scope=[workload],
             )
     _exit(outcomes)
 

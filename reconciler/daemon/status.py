@@ -7,6 +7,7 @@ and the forge all say the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 from reconciler.config.models import Config
@@ -25,7 +26,9 @@ from reconciler.gitops.status import (
     Sync,
     WorkloadStatus,
 )
+from reconciler.pipeline import EnvironmentPlan
 from reconciler.runner import RunOutcome
+from reconciler.store.records import RunRecord
 
 _PHASES = {
     "Succeeded": Phase.SUCCEEDED,
@@ -41,14 +44,15 @@ def reporters_for(
 ) -> list[Reporter]:
     """The reporters reconciler.yaml asks for; each can fail without failing a reconcile.
 
-    With a ``remote``, notes are pushed there too, so that ``git fetch`` brings them to users.
+    With a ``remote``, notes and the status branch are pushed there too, so that ``git fetch``
+    brings them to users.
     """
     chosen: list[Reporter] = []
     settings = config.reporters
     if settings.notes.enabled:
         chosen.append(GitNotes(repo.path, ref=settings.notes.ref, remote=remote))
     if settings.status_branch.enabled:
-        chosen.append(StatusBranch(repo.path, branch=settings.status_branch.branch))
+        chosen.append(StatusBranch(repo.path, branch=settings.status_branch.branch, remote=remote))
     if settings.forge is not None:
         chosen.append(ForgeStatuses.from_settings(settings.forge))
     return chosen
@@ -62,9 +66,11 @@ def commit_status(
     run_id: str,
     outcome: RunOutcome | None = None,
     target_url: str | None = None,
+    scope: Collection[str] | None = None,
 ) -> CommitStatus:
     """The status of ``commit`` in ``environment``: ``phase`` alone while work is under way, or
-    everything the finished ``outcome`` tells."""
+    everything the finished ``outcome`` tells. With ``scope`` it speaks for those workloads
+    only (a run of some workloads; see ``CommitStatus.scope``)."""
     now = datetime.now(UTC)
     if outcome is None:
         return CommitStatus(
@@ -77,6 +83,7 @@ def commit_status(
             health=Health.PROGRESSING,
             message="reconciling",
             target_url=target_url,
+            scope=None if scope is None else tuple(scope),
         )
     diagnostics = outcome.planned.diagnostics if outcome.planned is not None else ()
     failures = [
@@ -94,7 +101,10 @@ def commit_status(
     workloads = {}
     desired = outcome.planned.desired if outcome.planned is not None else None
     for wl in desired.workloads if desired is not None else ():
-        workloads[wl.name] = _workload_status(final, wl.file in broken_files, bool(broken_files))
+        if scope is None or wl.name in scope:
+            workloads[wl.name] = _workload_status(
+                final, wl.file in broken_files, bool(broken_files)
+            )
     summary = outcome.plan.summary if outcome.plan is not None else None
     return CommitStatus(
         environment=environment,
@@ -109,6 +119,59 @@ def commit_status(
         failures=tuple(failures),
         workloads=workloads,
         target_url=target_url,
+        scope=None if scope is None else tuple(scope),
+    )
+
+
+def environment_verdict(
+    planned: EnvironmentPlan,
+    commit: str,
+    *,
+    run_id: str,
+    failed: Sequence[RunRecord] = (),
+    target_url: str | None = None,
+) -> CommitStatus:
+    """The environment's verdict on ``commit`` once its workloads' runs are over: what the
+    forge shows (one status per environment) and the last line of the commit's note.
+
+    ``planned`` is the whole environment's plan of the commit now: its error diagnostics are
+    the commit's failures (a broken Score file, with its file and line); ``failed`` are runs of
+    the commit that failed and whose workloads still have changes left.
+    """
+    failures = [
+        Failure(code=d.code.id, message=d.message, file=d.file, line=d.line)
+        for d in planned.diagnostics
+        if d.severity is Severity.ERROR
+    ]
+    failures += [
+        Failure(code=run.error_code or "", message=run.message or "")
+        for run in failed
+        if run.error_code
+    ]
+    waiting = not failures and any(run.status == "WaitingApproval" for run in failed)
+    if waiting:
+        phase = Phase.WAITING_APPROVAL
+    else:
+        phase = Phase.FAILED if failures or failed else Phase.SUCCEEDED
+    count = len(planned.desired.workloads) if planned.desired is not None else 0
+    if phase is Phase.SUCCEEDED:
+        message = f"{count} workload(s) in sync"
+    elif phase is Phase.WAITING_APPROVAL:
+        message = "waiting for approval"
+    else:
+        message = f"{len(failures) or len(failed)} failure(s)"
+    return CommitStatus(
+        environment=planned.environment,
+        commit=commit,
+        run_id=run_id,
+        phase=phase,
+        at=datetime.now(UTC),
+        sync=Sync.SYNCED if phase is Phase.SUCCEEDED else Sync.OUT_OF_SYNC,
+        health=_health(phase),
+        message=message,
+        failures=tuple(failures),
+        target_url=target_url,
+        scope=(),
     )
 
 
@@ -137,8 +200,11 @@ def drift_status(
     missing: list[str],
     run_id: str,
     target_url: str | None = None,
+    *,
+    scope: Collection[str] | None = None,
 ) -> CommitStatus:
-    """What a resync that found drift says: applied, but the target no longer holds it."""
+    """What a resync that found drift says: applied, but the target no longer holds it. With
+    ``scope=()``, the environment's verdict; else the missing workloads' own statuses."""
     return CommitStatus(
         environment=environment,
         commit=commit,
@@ -148,6 +214,9 @@ def drift_status(
         sync=Sync.OUT_OF_SYNC,
         health=Health.MISSING,
         message="drift: missing from the target: " + ", ".join(missing),
-        workloads={w: WorkloadStatus(Sync.OUT_OF_SYNC, Health.MISSING, "missing") for w in missing},
+        workloads={}
+        if scope is not None and not scope
+        else {w: WorkloadStatus(Sync.OUT_OF_SYNC, Health.MISSING, "missing") for w in missing},
         target_url=target_url,
+        scope=tuple(missing) if scope is None else tuple(scope),
     )

@@ -21,6 +21,7 @@ from typing import Final
 from reconciler.catalogue import Code
 from reconciler.gitops import GitError, Repository
 from reconciler.gitops.commit import write_branch
+from reconciler.gitops.push import push_branch
 from reconciler.providers.base import DriverError, Observation, WorkloadRequest
 from reconciler.providers.kubernetes_objects import (
     render_documents,
@@ -48,10 +49,14 @@ class ManifestsTarget:
         *,
         branch_template: str = "reconciler/deploy/{environment}",
         author: tuple[str, str] = DEFAULT_AUTHOR,
+        remote: str | None = None,
     ) -> None:
         self.repo_path = repo_path
         self.branch_template = branch_template
         self.author = author
+        self.remote = remote
+        """Where the deploy branch is pushed after each commit (the daemon on a remote
+        repository): Argo CD or Flux read it there, not in the daemon's mirror."""
         self._lock = threading.Lock()
         self._staged: dict[str, dict[str, Staged]] = {}
 
@@ -102,10 +107,11 @@ class ManifestsTarget:
             staged = self._staged.pop(environment, {})
         if not staged:
             return None
+        branch = self.branch(environment)
         try:
-            return write_branch(
+            commit = write_branch(
                 self.repo_path,
-                self.branch(environment),
+                branch,
                 _files(staged),
                 prefix="",
                 message=message,
@@ -115,6 +121,14 @@ class ManifestsTarget:
             with self._lock:  # keep them for the next flush; what was staged since wins
                 self._staged[environment] = {**staged, **self._staged.get(environment, {})}
             raise DriverError(Code.DEPLOY_BRANCH_WRITE_FAILED, exc.message, retryable=True) from exc
+        if self.remote is not None:
+            # Pushed even when nothing changed: an earlier push may have failed. A failure
+            # fails the step, whose retry stages the same workloads again and pushes.
+            try:
+                push_branch(self.repo_path, self.remote, branch)
+            except GitError as exc:
+                raise DriverError(exc.code, exc.message, retryable=True) from exc
+        return commit
 
     def staged(self, environment: str) -> list[str]:
         """The workloads with staged changes, sorted: what the next ``flush`` will write."""

@@ -190,6 +190,22 @@ class LeaseManager:
         with self._begin() as conn:
             conn.execute(delete(leases).where(leases.c.holder == self.holder))
 
+    def taken(self, keys: Iterable[str]) -> frozenset[str]:
+        """Which of ``keys`` some holder (this one included) has a live lease on now."""
+        chosen = sorted(set(keys))
+        live: set[str] = set()
+        with self._begin() as conn:
+            now = self._now(conn)
+            for start in range(0, len(chosen), RENEW_BATCH):
+                rows = conn.execute(
+                    select(leases.c.key).where(
+                        leases.c.key.in_(chosen[start : start + RENEW_BATCH]),
+                        leases.c.expires_at > now,
+                    )
+                )
+                live.update(row[0] for row in rows)
+        return frozenset(live)
+
     def held(self) -> frozenset[str]:
         """The keys this holder may work on now: acquired or renewed less than ``ttl`` ago."""
         now = self._seconds()

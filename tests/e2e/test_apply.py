@@ -478,10 +478,17 @@ def test_sync_reconciles_the_environments_holding_a_workload_now(
         {"reconciler.yaml": config(env_name), "apps/web/score.yaml": simple("web", "web:1")}
     )
     assert run(repo, "apply", "--auto-approve").returncode == 0
-    repo.commit({"apps/web/score.yaml": simple("web", "web:2")})
+    repo.commit(
+        {
+            "apps/web/score.yaml": simple("web", "web:2"),
+            "apps/api/score.yaml": simple("api", "api:1"),
+        }
+    )
     synced = run(repo, "sync", "web")
     assert synced.returncode == 0, synced.stdout + synced.stderr
     assert "image: web:2" in deploy_file(repo, env_name, "web/manifests.yaml")
+    deployed = repo.git("ls-tree", "-r", "--name-only", f"reconciler/deploy/{env_name}")
+    assert "api/manifests.yaml" not in deployed  # a sync of web applies web alone
     history = run(repo, "history", "web")
     assert history.returncode == 0
     assert [line.split()[3] for line in history.stdout.splitlines()[1:]] == ["update", "create"]

@@ -49,8 +49,18 @@ def notes(repo: GitRepo, commit: str) -> list[dict[str, Any]]:
 
 
 def final_note(repo: GitRepo, commit: str, env: str = "staging") -> dict[str, Any] | None:
-    done = [n for n in notes(repo, commit) if n["environment"] == env and n["phase"] != "Running"]
+    """The environment's verdict on the commit: its line without per-workload scope."""
+    done = [
+        n
+        for n in notes(repo, commit)
+        if n["environment"] == env and n["phase"] != "Running" and n.get("scope") == []
+    ]
     return done[-1] if done else None
+
+
+def workload_notes(repo: GitRepo, commit: str, workload: str) -> list[dict[str, Any]]:
+    """The lines of the runs that reconciled ``workload`` on the commit."""
+    return [n for n in notes(repo, commit) if workload in (n.get("scope") or ())]
 
 
 WEBHOOK_SECRET = "pr-s3cret"
@@ -118,6 +128,9 @@ def test_every_commit_gets_its_status_in_git_and_on_the_forge(
             "apps/aa/score.yaml",
             4,
         )
+        (run_of_bb,) = workload_notes(repo, second, "bb")
+        assert (run_of_bb["phase"], run_of_bb["scope"]) == ("Succeeded", ["bb"])
+        assert run_of_bb["workloads"]["bb"]["sync"] == "Synced"
         deployed = repo.git("ls-tree", "-r", "--name-only", "reconciler/deploy/staging")
         assert "bb/manifests.yaml" in deployed  # the other workload still reconciled
         assert "aa/manifests.yaml" in deployed  # and the broken one was left as it was

@@ -72,6 +72,20 @@ def remote_note(work: GitRepo, commit: str) -> dict[str, object] | None:
     return done[-1] if done else None
 
 
+def remote_files(work: GitRepo, branch: str) -> set[str]:
+    """The files of ``branch`` on the remote (empty while it is not there)."""
+    fetched = subprocess.run(
+        ["git", "fetch", "-q", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}"],
+        cwd=work.root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if fetched.returncode != 0:
+        return set()
+    return set(work.git("ls-tree", "-r", "--name-only", f"origin/{branch}").split())
+
+
 def github_push(url: str, ref: str, after: str) -> httpx.Response:
     body = json.dumps(
         {"ref": ref, "before": "0" * 40, "after": after, "repository": {"full_name": "shop/apps"}}
@@ -111,6 +125,17 @@ def test_a_remote_is_mirrored_and_a_webhook_fetches_at_once(
         assert answer.status_code == 202, answer.text
         note = eventually(lambda: remote_note(work, second), "the pushed commit's note")
         assert note["environment"] == "staging"
+        # The branches the daemon writes reach the remote too: Argo CD reads the deploy branch
+        # there, users read the status branch.
+        eventually(
+            lambda: (
+                {"staging/aa.yaml", "staging/bb.yaml"} <= remote_files(work, "reconciler/status")
+            ),
+            "the status branch on the remote",
+        )
+        assert {"aa/manifests.yaml", "bb/manifests.yaml"} <= remote_files(
+            work, "reconciler/deploy/staging"
+        )
         other = github_push(proc.url, "refs/heads/feature", second)
         assert other.status_code == 200  # acknowledged, ignored
     finally:
@@ -129,29 +154,57 @@ def pg_store() -> Iterator[str]:
         )
 
 
-def runs_per_commit(store: str) -> dict[str, int]:
+def applies(store: str) -> dict[tuple[str, str], int]:
+    """How many times each workload was applied, per commit: succeeded workload steps."""
     with psycopg.connect(store) as conn:
         rows = conn.execute(
-            "SELECT commit, count(*) FROM runs WHERE environment = 'staging' GROUP BY commit"
+            "SELECT r.commit, s.target, count(*) FROM steps s JOIN runs r ON s.run_id = r.id "
+            "WHERE r.environment = 'staging' AND s.kind = 'workload' AND s.action = 'apply' "
+            "AND s.status = 'Succeeded' GROUP BY r.commit, s.target"
         ).fetchall()
-    return dict(rows)
+    return {(commit, target): count for commit, target, count in rows}
 
 
-def test_three_replicas_reconcile_each_commit_once_and_survive_a_kill(
+def recorded_at(store: str, commit: str) -> set[str]:
+    """The workloads whose recorded state comes from ``commit``."""
+    with psycopg.connect(store) as conn:
+        rows = conn.execute(
+            "SELECT name FROM workloads WHERE environment = 'staging' AND commit = %s", (commit,)
+        ).fetchall()
+    return {name for (name,) in rows}
+
+
+def test_three_replicas_reconcile_each_workload_once_per_commit_and_survive_a_kill(
     make_repo: MakeRepo, pg_store: str
 ) -> None:
     repo = make_repo()
-    first = repo.commit({"reconciler.yaml": CONFIG, "apps/aa/score.yaml": workload("aa")})
+    names = [f"w{i:02d}" for i in range(12)]
+    first = repo.commit(
+        {"reconciler.yaml": CONFIG} | {f"apps/{n}/score.yaml": workload(n) for n in names}
+    )
     replicas = [Process("--store", pg_store, "--lease-ttl", "3", cwd=repo.root) for _ in range(3)]
     try:
-        eventually(lambda: runs_per_commit(pg_store).get(first), "a run of the first commit")
-        second = repo.commit({"apps/bb/score.yaml": workload("bb")})
-        eventually(lambda: runs_per_commit(pg_store).get(second), "a run of the second commit")
+        eventually(lambda: recorded_at(pg_store, first) == set(names), "the first commit")
+        changed = [*names[:6], "w12", "w13"]
+        second = repo.commit(
+            {f"apps/{n}/score.yaml": workload(n).replace("nginx", "nginx:1.27") for n in changed}
+        )
+        eventually(lambda: recorded_at(pg_store, second) == set(changed), "the second commit")
         replicas[0].kill()
-        third = repo.commit({"apps/cc/score.yaml": workload("cc")})
-        eventually(lambda: runs_per_commit(pg_store).get(third), "a run after a replica died")
-        counts = runs_per_commit(pg_store)
-        assert counts == {first: 1, second: 1, third: 1}
+        everyone = [*names, "w12", "w13"]
+        third = repo.commit(
+            {f"apps/{n}/score.yaml": workload(n).replace("nginx", "nginx:1.28") for n in everyone}
+        )
+        eventually(
+            lambda: recorded_at(pg_store, third) == set(everyone),
+            "the third commit, one replica down",
+        )
+        expected = (
+            {(first, n): 1 for n in names}
+            | {(second, n): 1 for n in changed}
+            | {(third, n): 1 for n in everyone}
+        )
+        assert applies(pg_store) == expected  # each workload once per commit that changed it
     finally:
         for replica in replicas[1:]:
             assert replica.stop() == 0

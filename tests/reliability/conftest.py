@@ -50,8 +50,11 @@ def notes(repo: GitRepo, commit: str) -> list[dict[str, Any]]:
 
 
 def final_phase(repo: GitRepo, commit: str, env: str) -> str | None:
-    """The phase of the finished status noted on ``commit`` for ``env`` (None while none is)."""
-    done = [n["phase"] for n in notes(repo, commit) if n["environment"] == env]
+    """The phase of the environment's verdict noted on ``commit`` for ``env`` (None while there
+    is none): its line without per-workload scope, written once every workload is done."""
+    done = [
+        n["phase"] for n in notes(repo, commit) if n["environment"] == env and n.get("scope") == []
+    ]
     done = [p for p in done if p not in ("Running", "Pending")]
     if "Succeeded" in done:
         return "Succeeded"

@@ -243,9 +243,15 @@ class ForgeStatuses:
         return f"ForgeStatuses({self.kind}, {self._url}, {self._repository})"
 
     def coalesce_key(self, status: CommitStatus) -> Hashable:
+        if status.partial:  # sent as nothing: it must not replace the environment's verdict
+            return (status.commit, status.context, status.scope)
         return (status.commit, status.context)
 
     def report(self, status: CommitStatus) -> None:
+        if status.partial:
+            # One status per environment on a commit: the daemon's runs of some workloads are
+            # for notes and the status branch; the environment's verdict follows them.
+            return
         token = self._environ.get(self._token_env, "")
         if not token:
             raise ReportError(

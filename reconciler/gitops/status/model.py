@@ -86,8 +86,14 @@ class WorkloadStatus:
 
 @dataclass(frozen=True, slots=True)
 class CommitStatus:
-    """One environment's result for one commit and run; ``workloads`` covers the whole
-    environment, so the status branch can replace the environment's folder with it."""
+    """One environment's result for one commit and run.
+
+    ``scope`` says what the status speaks for. None: the whole environment, and ``workloads``
+    covers all of it, so the status branch can replace the environment's folder with it. A
+    tuple of workload names: a run that reconciled just those (the daemon works per workload);
+    a name in ``scope`` but not in ``workloads`` was removed. The empty tuple: the
+    environment's own verdict on the commit, without per-workload detail (the forge's status).
+    """
 
     environment: str
     commit: str
@@ -101,6 +107,7 @@ class CommitStatus:
     failures: tuple[Failure, ...] = ()
     workloads: Mapping[str, WorkloadStatus] = field(default_factory=dict)
     target_url: str | None = None
+    scope: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.environment or "/" in self.environment:
@@ -117,6 +124,16 @@ class CommitStatus:
         object.__setattr__(
             self, "workloads", MappingProxyType(dict(sorted(self.workloads.items())))
         )
+        if self.scope is not None:
+            object.__setattr__(self, "scope", tuple(sorted(set(self.scope))))
+            for name in self.scope:
+                if not name or "/" in name or name.startswith((".", "_")):
+                    raise ValueError(f"workload {name!r}: not a name")
+
+    @property
+    def partial(self) -> bool:
+        """A status of some workloads only: one of several runs of the commit."""
+        return bool(self.scope)
 
     @property
     def context(self) -> str:
@@ -144,6 +161,7 @@ class CommitStatus:
             },
             "at": format_time(self.at),
             "target_url": self.target_url,
+            **({} if self.scope is None else {"scope": list(self.scope)}),
         }
 
     def to_json_line(self) -> str:
@@ -170,6 +188,7 @@ class CommitStatus:
                 for name, w in data["workloads"].items()
             },
             target_url=data["target_url"],
+            scope=None if data.get("scope") is None else tuple(data["scope"]),
         )
 
 

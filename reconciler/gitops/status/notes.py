@@ -13,7 +13,6 @@ user's credential helpers and SSH configuration apply as they do for their own p
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from pygit2.enums import FileMode
 
 from reconciler.catalogue import Code
 from reconciler.gitops.errors import GitError
+from reconciler.gitops.gitcli import git, rejected, why
 from reconciler.gitops.status.model import CommitStatus
 from reconciler.gitops.status.reporter import NOTES_PUSH_FAILED, NOTES_WRITE_FAILED
 
@@ -33,7 +33,6 @@ SWAP_ATTEMPTS = 16
 """Lost compare-and-swap races tolerated per write; each loss means another writer progressed."""
 PUSH_ATTEMPTS = 5
 """Pushes per ``push_notes``; each rejected one fetches and merges first."""
-GIT_TIMEOUT = 120.0
 AUTHOR = ("score-reconciler", "reconciler@localhost")
 _HEX = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
@@ -83,8 +82,8 @@ def push_notes(
         pushed = _git(repo_path, "push", "--porcelain", remote, f"{ref}:{ref}")
         if pushed.returncode == 0:
             return
-        if not _rejected(pushed.stdout):
-            raise GitError(NOTES_PUSH_FAILED, f"pushing {ref} to {remote}: {_why(pushed)}")
+        if not rejected(pushed.stdout):
+            raise GitError(NOTES_PUSH_FAILED, f"pushing {ref} to {remote}: {why(pushed)}")
         fetched = _git(
             repo_path,
             "fetch",
@@ -95,7 +94,7 @@ def push_notes(
             f"+{ref}:{incoming}",
         )
         if fetched.returncode != 0:
-            raise GitError(NOTES_PUSH_FAILED, f"fetching {ref} from {remote}: {_why(fetched)}")
+            raise GitError(NOTES_PUSH_FAILED, f"fetching {ref} from {remote}: {why(fetched)}")
         merge_notes(repo_path, ref, incoming)
     raise GitError(
         NOTES_PUSH_FAILED, f"pushing {ref} to {remote}: still rejected after {attempts} merges"
@@ -261,46 +260,8 @@ def _move(
         raise GitError(NOTES_WRITE_FAILED, f"{ref}: cannot move it: {exc}") from exc
 
 
-# -- the git binary ----------------------------------------------------------------------------
-
-
 def _git(repo_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    try:
-        return subprocess.run(
-            ["git", "-C", str(repo_path), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=GIT_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise GitError(NOTES_PUSH_FAILED, f"git {args[0]}: {exc}") from exc
-
-
-_RACES = ("failed to update ref", "failed to lock", "cannot lock ref", "incorrect old value")
-"""How a remote says another push updated the ref while ours was being received."""
-
-
-def _rejected(porcelain: str) -> bool:
-    """Whether ``git push --porcelain`` says the remote moved on: a non-fast-forward, or a lost
-    race on the remote's ref; not a hook or a protection, which another try will not pass."""
-    for line in porcelain.splitlines():
-        if not line.startswith("!"):
-            continue
-        if "[rejected]" in line or any(race in line for race in _RACES):
-            return True
-    return False
-
-
-def _why(done: subprocess.CompletedProcess[str]) -> str:
-    """The remote's reason when the porcelain output has one, else git's last word."""
-    refused = [line.split("\t")[-1] for line in done.stdout.splitlines() if line.startswith("!")]
-    if refused:
-        return refused[0]
-    text = (done.stderr or done.stdout).strip().splitlines()
-    return text[-1] if text else f"git exited with {done.returncode}"
+    return git(repo_path, *args, code=NOTES_PUSH_FAILED)
 
 
 class GitNotes:

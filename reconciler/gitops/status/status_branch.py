@@ -22,6 +22,7 @@ from typing import Any
 
 from reconciler.gitops.commit import write_branch
 from reconciler.gitops.errors import GitError
+from reconciler.gitops.push import push_branch
 from reconciler.gitops.status.model import CommitStatus, format_time
 from reconciler.gitops.status.reporter import STATUS_BRANCH_WRITE_FAILED
 
@@ -40,7 +41,8 @@ def write_status(
         return None
     files: dict[str, bytes | None] = {}
     for status in statuses:  # a later status of the same environment wins
-        files = {k: v for k, v in files.items() if not k.startswith(f"{status.environment}/")}
+        if status.scope is None:
+            files = {k: v for k, v in files.items() if not k.startswith(f"{status.environment}/")}
         files.update(status_files(status))
     try:
         return write_branch(
@@ -51,10 +53,18 @@ def write_status(
 
 
 def status_files(status: CommitStatus) -> dict[str, bytes | None]:
-    """The environment's folder, replaced: None removes it, then its files are written."""
+    """The files ``status`` speaks for (``CommitStatus.scope``): the environment's whole folder,
+    replaced (None removes it, then its files are written); or some workloads' files, a removed
+    workload's file deleted; or the environment's own file."""
     env = status.environment
-    files: dict[str, bytes | None] = {env: None}
-    files[f"{env}/{ENVIRONMENT_FILE}"] = to_yaml(_environment_doc(status))
+    files: dict[str, bytes | None] = {}
+    if status.scope is None:
+        files[env] = None
+    if not status.partial:
+        files[f"{env}/{ENVIRONMENT_FILE}"] = to_yaml(_environment_doc(status))
+    for name in status.scope or ():
+        if name not in status.workloads:
+            files[f"{env}/{name}.yaml"] = None
     for name, workload in status.workloads.items():
         files[f"{env}/{name}.yaml"] = to_yaml(
             {
@@ -141,13 +151,20 @@ def _scalar(value: Any) -> str:
 
 
 class StatusBranch:
-    """The status branch reporter: a commit per reported status (none when nothing changed)."""
+    """The status branch reporter: a commit per reported status (none when nothing changed),
+    pushed to ``remote`` when there is one (a retry after a failed push writes nothing new and
+    pushes again)."""
 
     name = "status-branch"
 
-    def __init__(self, repo_path: Path, *, branch: str = STATUS_BRANCH) -> None:
+    def __init__(
+        self, repo_path: Path, *, branch: str = STATUS_BRANCH, remote: str | None = None
+    ) -> None:
         self._repo_path = repo_path
         self._branch = branch
+        self._remote = remote
 
     def report(self, status: CommitStatus) -> None:
         write_status(self._repo_path, [status], branch=self._branch)
+        if self._remote is not None:
+            push_branch(self._repo_path, self._remote, self._branch)

@@ -140,3 +140,23 @@ def test_yaml_reads_back_with_the_same_types() -> None:
         "items": [{"a": 1, "b": "2"}],
     }
     assert YAML(typ="safe").load(to_yaml(doc)) == doc
+
+
+def test_a_status_of_some_workloads_writes_theirs_and_keeps_the_others(
+    make_repo: MakeRepo,
+) -> None:
+    repo = make_repo()
+    sha = repo.commit({"README.md": "hello\n"})
+    write_status(repo.root, [status(commit=sha)])  # prod: web and api
+    degraded = {"web": WorkloadStatus(Sync.OUT_OF_SYNC, Health.DEGRADED, "the run failed")}
+    write_status(repo.root, [status(commit=sha, workloads=degraded, scope=("web", "old"))])
+    assert _files(repo) == ["prod/_environment.yaml", "prod/api.yaml", "prod/web.yaml"]
+    web = _show(repo, "prod/web.yaml")
+    assert isinstance(web, dict)
+    assert web["health"] == "Degraded"
+    verdict = status(commit=sha, phase=Phase.FAILED, workloads={}, scope=())
+    write_status(repo.root, [verdict])  # the environment's verdict: its own file only
+    assert _files(repo) == ["prod/_environment.yaml", "prod/api.yaml", "prod/web.yaml"]
+    environment = _show(repo, "prod/_environment.yaml")
+    assert isinstance(environment, dict)
+    assert environment["phase"] == "Failed"

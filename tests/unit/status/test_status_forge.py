@@ -225,3 +225,15 @@ def test_a_long_description_is_accepted_by_github(forge: FakeForge) -> None:
     long = Failure("RCN-1202", "y" * 400)
     reporter("github", forge).report(status(phase=Phase.FAILED, failures=(long,)))
     assert forge.requests[0].answered == 201
+
+
+def test_a_status_of_some_workloads_is_not_sent_and_does_not_replace_the_verdict(
+    forge: FakeForge,
+) -> None:
+    fan = FanOut([reporter("github", forge)], retry=FAST)
+    fan.report(status(phase=Phase.RUNNING, scope=(), workloads={}))
+    fan.report(status(scope=("web",)))  # one run's workloads: notes and status branch only
+    assert fan.close(5)
+    (sent,) = forge.wait_for(1)
+    assert sent.body["state"] == "pending"
+    assert len(forge.requests) == 1
