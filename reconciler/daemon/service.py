@@ -1,22 +1,10 @@
 """``reconciler run``: the long-running process that keeps every environment matching Git.
 
 One process holds the pieces together: a trigger (a watcher on a local repository's refs, or a
-fetch loop on a remote's mirror, nudged by webhooks), a work queue, worker threads that apply
-each environment's followed commit with ``runner.apply_environment``, a scheduler for periodic
-resyncs that look for drift, the status reporters, and the HTTP server.
-
-The queue is keyed by (environment, workload). The key of an environment itself (workload "")
-plans the environment's followed commit and queues the keys of the workloads it changes; a
-worker that takes a workload's key takes the other ready keys of that environment along and
-applies them in one run scoped to them (``apply_environment(scope=...)``), so a commit touching
-one workload of a thousand runs that one, and a first reconcile is not a thousand runs. Each
-workload backs off on its own after a failure. When no workload has changes left, the
-environment's key records the commit as reconciled, reports the environment's verdict (the
-forge's status), and looks for drift.
-
-With several replicas on one PostgreSQL store, each workload is leased (``workload/<env>/<name>``)
-by the replica that applies it, so each is reconciled by one replica at a time; a replica that
-dies stops renewing its leases, and its workloads go to the others within the lease's ttl.
+fetch loop on a remote's mirror, nudged by webhooks), a work queue keyed by (environment,
+workload), worker threads that hand its keys to the ``Reconciler`` (``daemon/reconcile.py``),
+a scheduler for periodic resyncs that look for drift, the status reporters, previews of pull
+requests and branches, and the HTTP server.
 """
 
 from __future__ import annotations
@@ -26,25 +14,23 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from reconciler.catalogue import Code
 from reconciler.config.models import Config, Environment
+from reconciler.daemon import api
 from reconciler.daemon.http import ApiReaders, ApiServer, Handlers, ReadinessCheck, Webhooks
 from reconciler.daemon.metrics import DaemonMetrics, create_metrics
 from reconciler.daemon.queue import WorkQueue
+from reconciler.daemon.reconcile import MAX_BATCH, Key, Reconciler, workload_of
 from reconciler.daemon.status import (
-    commit_status,
-    drift_status,
-    environment_verdict,
     reporters_for,
 )
 from reconciler.daemon.webhooks import (
@@ -54,46 +40,25 @@ from reconciler.daemon.webhooks import (
     PullRequestEvent,
     PushEvent,
 )
-from reconciler.engine import Executor, StepStatus, StoreCheckpointer
 from reconciler.gitops.errors import GitError
 from reconciler.gitops.mirror import FetchLoop, Mirror
 from reconciler.gitops.repository import Repository
-from reconciler.gitops.status import FanOut, Phase
+from reconciler.gitops.status import FanOut
 from reconciler.gitops.status.preview_notes import write_preview_note
 from reconciler.gitops.watch import RefWatcher
 from reconciler.observability import logger, span
-from reconciler.pipeline import EnvironmentPlan, open_source, plan_environment
-from reconciler.plan.model import ActionKind, Subject
-from reconciler.plan.scope import changed_workloads
+from reconciler.pipeline import open_source
 from reconciler.preview import preview
 from reconciler.preview.daemon import PreviewTarget, preview_pull_request
 from reconciler.preview.markdown import to_markdown
 from reconciler.providers.base import DriverError
-from reconciler.runner import (
-    RunOutcome,
-    apply_environment,
-    new_run_id,
-    republish_environment,
-)
-from reconciler.services import services_for
 from reconciler.store.errors import StoreError
 from reconciler.store.leases import LeaseManager
-from reconciler.store.records import RunRecord
 from reconciler.store.store import Store
 from reconciler.store.url import default_store_url
 from reconciler.tree import matches
 
 log = logger("reconciler.daemon")
-
-Key = tuple[str, str]
-"""(environment, workload); the workload "" stands for the environment itself."""
-
-ENVIRONMENT_RUN = "*"
-"""A stand-in workload for changes that no workload owns: a run of the whole environment."""
-
-MAX_BATCH = 500
-"""Workloads of one environment applied in one run at most: large enough that a first
-reconcile is a few runs, small enough that other environments get a worker between them."""
 
 POLL_SECONDS = 2.0
 """The fallback poll for refs the watcher cannot name; branches are seen within milliseconds."""
@@ -167,17 +132,25 @@ class Daemon:
         self.queue: WorkQueue[Key] = WorkQueue()
         self.metrics.queue_depth.set_function(self.queue.depth)
         self._stopping = threading.Event()
-        self._executors: set[Executor] = set()
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._heads: dict[str, str | None] = {}
-        self._dispatched: dict[str, str] = {}  # environment -> the commit its keys were queued for
-        self._verdicts: dict[str, tuple[str, Phase]] = {}  # environment -> last verdict reported
         self._previewed: dict[str, str] = {}
         self._scheduler = BackgroundScheduler(timezone=UTC)
-        self._reporters: FanOut | None = None
-        self.server = ApiServer(settings.listen, self._handlers())
         self.leases = LeaseManager(self.store, settings.holder, settings.lease_ttl)
+        self.work = Reconciler(
+            store=self.store,
+            queue=self.queue,
+            leases=self.leases,
+            metrics=self.metrics,
+            repo=lambda: self.repo,
+            environments=self.environments,
+            head=self._head,
+            parallelism=settings.parallelism,
+            target_url=settings.target_url,
+            remote=self.remote,
+        )
+        self.server = ApiServer(settings.listen, self._handlers())
         self._poller: threading.Thread | None = None
         self._previews = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconciler-preview")
 
@@ -193,7 +166,7 @@ class Daemon:
 
     def start(self) -> None:
         config = self.config()
-        self._reporters = FanOut(
+        self.work.reporters = FanOut(
             reporters_for(self.repo, config, self.settings.target_url, remote=self.remote)
         )
         self.server.start()
@@ -225,9 +198,7 @@ class Daemon:
         """Stop taking work, let running steps finish (bounded), checkpoint, close."""
         self._stopping.set()
         self.queue.shutdown()
-        with self._lock:
-            for executor in self._executors:
-                executor.cancel()
+        self.work.cancel()
         deadline = time.monotonic() + self.settings.grace_period
         for thread in self._workers:
             thread.join(max(deadline - time.monotonic(), 0.1))
@@ -236,8 +207,8 @@ class Daemon:
             self._fetch.stop()
         self._previews.shutdown(wait=False, cancel_futures=True)
         self.leases.release_all()
-        if self._reporters is not None:
-            self._reporters.close(5.0)
+        if self.work.reporters is not None:
+            self.work.reporters.close(5.0)
         self.server.stop()
         self.store.close()
         log.info("daemon stopped")
@@ -358,214 +329,8 @@ class Daemon:
                 continue
             batch = [key]
             if key[1]:
-                batch += self.queue.take_ready(partial(_workload_of, key[0]), MAX_BATCH - 1)
-            self._process(key[0], batch)
-
-    def _process(self, name: str, keys: Sequence[Key]) -> None:
-        """Dispatch an environment or reconcile a batch of its workloads, then finish the keys
-        with the answer for each (False backs off)."""
-        results: Mapping[str, bool] = {}
-        try:
-            if keys[0][1]:
-                results = self.reconcile(name, [k[1] for k in keys])
-            else:
-                results = {"": self.dispatch(name)}
-        except (StoreError, GitError, DriverError) as exc:
-            log.error("reconcile failed", environment=name, code=exc.code.id, error=str(exc))
-            results = {k[1]: False for k in keys}
-        except Exception:  # a bug must not kill the worker: log it and back off
-            log.exception("reconcile crashed", environment=name)
-            results = {k[1]: False for k in keys}
-        finally:
-            for key in keys:
-                self.queue.done(key, ok=results.get(key[1], True))
-
-    def dispatch(self, name: str) -> bool:
-        """Plan the commit environment ``name`` follows and queue the workloads it changes; with
-        none left, settle the commit (record it, report the verdict) and look for drift."""
-        env = self.environments().get(name)
-        if env is None:
-            return True
-        commit = self._head(env)
-        if commit is None:
-            log.warning("followed ref not found", environment=name, ref=env.follows)
-            return True
-        source = open_source(self.repo, commit)
-        planned = plan_environment(self.repo, self.store, source, name, env)
-        if planned.plan is None or any(d.file == "reconciler.yaml" for d in planned.diagnostics):
-            self._verdict(planned, commit, run_id=new_run_id())
-            return True
-        pending = self._pending(name, planned)
-        fresh = self._dispatched.get(name) != commit
-        self._dispatched[name] = commit
-        if pending:
-            if fresh:
-                self._report(name, commit, Phase.RUNNING, new_run_id())
-            for workload in sorted(pending):
-                key = (name, workload)
-                if fresh or not self.queue.failures(key):  # a resync does not cut a backoff short
-                    self.queue.add(key)
-            self._report_failures(name, commit, planned, pending)
-            return True
-        return self._settle(name, env, commit, planned)
-
-    def _pending(self, name: str, planned: EnvironmentPlan) -> frozenset[str]:
-        assert planned.plan is not None
-        deleting = [
-            a.id
-            for a in planned.plan.changes()
-            if a.kind is Subject.RESOURCE and a.action is ActionKind.DELETE
-        ]
-        owners = {
-            uid: record.source_workload or ""
-            for uid, record in self.store.resources_of(name, deleting).items()
-        }
-        pending = changed_workloads(planned.plan, planned.desired, owners)
-        if not pending and planned.plan.summary.has_changes:
-            # Changes no workload owns (a resource nobody brought): the environment's own run.
-            pending = frozenset({ENVIRONMENT_RUN})
-        return pending
-
-    def reconcile(self, name: str, workloads: Sequence[str]) -> dict[str, bool]:
-        """Apply ``workloads`` of environment ``name`` in one run: those this replica can lease.
-
-        Per workload, False asks the queue to back off. A workload another replica holds is
-        looked at again once that lease could have run out; it will have nothing left to do
-        if the other replica finished it.
-        """
-        env = self.environments().get(name)
-        if env is None:
-            return {}
-        commit = self._head(env)
-        if commit is None:
-            return {}
-        leases = {f"workload/{name}/{w}": w for w in workloads}
-        held = self.leases.try_acquire_many(leases)
-        for lease, workload in leases.items():
-            if lease not in held:
-                self.queue.add_after((name, workload), self.leases.ttl / 2)
-        mine = sorted(leases[lease] for lease in held)
-        if not mine:
-            return {}
-        try:
-            scope = None if ENVIRONMENT_RUN in mine else mine
-            results = self._reconcile(name, env, commit, scope)
-        finally:
-            self.leases.release_many(held)
-        self.queue.add((name, ""))  # settle the commit once nothing is left
-        return results
-
-    def _settle(self, name: str, env: Environment, commit: str, planned: EnvironmentPlan) -> bool:
-        """No workload has changes left: record the commit as reconciled and report the
-        environment's verdict, once; on a commit settled before, look for drift instead."""
-        lease = f"environment/{name}"
-        if not self.leases.try_acquire(lease):
-            # Another replica settles it or heals drift; look again once its lease could end.
-            self.queue.add_after((name, ""), self.leases.ttl / 2)
-            return True
-        try:
-            self._close_stale_runs(name, commit)
-            settled = self.store.last_commit(name) == commit
-            if not settled and not planned.failed:
-                self.store.set_last_commit(name, commit)
-                self.metrics.last_reconcile.labels(environment=name).set(time.time())
-            if not settled or planned.failed:
-                self._verdict(planned, commit, run_id=self._latest_run(name, commit))
-            if settled:
-                return self._check_drift(name, env, commit)
-            return True
-        finally:
-            self.leases.release(lease)
-
-    def _close_stale_runs(self, name: str, commit: str) -> None:
-        """Close the runs a dead process left open, now that nothing is left to do at
-        ``commit``: runs of older commits, and runs of this one whose workloads other runs
-        finished. A run whose workloads some replica still leases is alive and left alone."""
-        for run in self.store.list_runs(name, limit=50):
-            if run.commit == commit and run.status not in ("Pending", "Running"):
-                continue
-            if run.commit != commit and run.status not in ("Pending", "Running", "WaitingApproval"):
-                continue
-            if run.scope is None:
-                if run.commit == commit:
-                    continue  # an unscoped run (``reconciler apply``) of this commit: its own
-            elif self.leases.taken(f"workload/{name}/{w}" for w in run.scope):
-                continue
-            message = (
-                f"superseded by {commit[:7]}"
-                if run.commit != commit
-                else "its workloads were reconciled by other runs"
-            )
-            self.store.update_run(run.id, status="Failed", message=message, finished=True)
-            log.info("closed a stale run", run_id=run.id, environment=name, reason=message)
-
-    def _latest_run(self, name: str, commit: str) -> str:
-        runs = self.store.list_runs(name, limit=1)
-        return runs[0].id if runs and runs[0].commit == commit else new_run_id()
-
-    def _report_failures(
-        self, name: str, commit: str, planned: EnvironmentPlan, pending: frozenset[str]
-    ) -> None:
-        """While workloads are left: if runs of them failed (or wait for approval) on this
-        commit, the environment's verdict says so now rather than after their backoff."""
-        stuck = [
-            run
-            for run in self.store.list_runs(name, limit=20)
-            if run.commit == commit
-            and run.status in ("Failed", "WaitingApproval")
-            and (run.scope is None or not pending.isdisjoint(run.scope))
-        ]
-        if stuck:
-            self._verdict(planned, commit, run_id=stuck[0].id, failed=stuck)
-
-    def _verdict(
-        self,
-        planned: EnvironmentPlan,
-        commit: str,
-        *,
-        run_id: str,
-        failed: Sequence[RunRecord] = (),
-    ) -> None:
-        """Report the environment's verdict on ``commit``, unless it was the last one said."""
-        status = environment_verdict(
-            planned, commit, run_id=run_id, failed=failed, target_url=self.settings.target_url
-        )
-        name = planned.environment
-        with self._lock:
-            if self._verdicts.get(name) == (commit, status.phase):
-                return
-            self._verdicts[name] = (commit, status.phase)
-        log.info("verdict", environment=name, revision=commit, phase=str(status.phase))
-        if self._reporters is not None:
-            self._reporters.report(status)
-
-    def _check_drift(self, name: str, env: Environment, commit: str) -> bool:
-        """Observe the target; report drift (OutOfSync) and, with ``self_heal``, correct it."""
-        services = services_for(
-            self.store, self.repo, name, env, actor="daemon", remote=self.remote
-        )
-        recorded = sorted(self.store.recorded(name).workloads)
-        missing = [w for w in recorded if not services.target.observe(name, w).exists]
-        self.metrics.drifted_resources.labels(environment=name).set(len(missing))
-        if not missing:
-            return True
-        with span("resync", environment=name, revision=commit) as trace_id:
-            log.warning("drift", workloads=missing, self_heal=env.self_heal)
-            if env.self_heal:
-                source = open_source(self.repo, commit)
-                outcome = republish_environment(self.repo, services, source, name, env)
-                self._finish(outcome, commit, trace_id, 0.0, scope=missing)
-                if outcome.status == "Succeeded":
-                    self._verdicts.pop(name, None)  # say it is healthy again
-                    self.queue.add((name, ""))
-                    return True
-                return False
-            if self._reporters is not None:
-                target = self.settings.target_url
-                self._reporters.report(drift_status(name, commit, missing, trace_id, target))
-                verdict = drift_status(name, commit, missing, trace_id, target, scope=())
-                self._reporters.report(verdict)
-        return True
+                batch += self.queue.take_ready(partial(workload_of, key[0]), MAX_BATCH - 1)
+            self.work.process(key[0], batch)
 
     def _preview_branches(self) -> None:
         """Preview the heads of branches matching ``previews.branches`` that moved."""
@@ -622,93 +387,6 @@ class Daemon:
             except Exception:  # a preview must never take the daemon down
                 log.exception("preview crashed")
 
-    def _reconcile(
-        self, name: str, env: Environment, commit: str, scope: Sequence[str] | None
-    ) -> dict[str, bool]:
-        started = time.monotonic()
-        size = str(len(scope)) if scope is not None else "all"
-        with span("reconcile", environment=name, revision=commit, workloads=size) as trace_id:
-            source = open_source(self.repo, commit)
-            services = services_for(
-                self.store, self.repo, name, env, actor="daemon", remote=self.remote
-            )
-            executor = Executor(
-                StoreCheckpointer(self.store), parallelism=self.settings.parallelism
-            )
-            with self._lock:
-                self._executors.add(executor)
-            try:
-                outcome = apply_environment(
-                    self.repo,
-                    services,
-                    source,
-                    name,
-                    env,
-                    executor=executor,
-                    trigger="daemon",
-                    partial=True,
-                    scope=scope,
-                )
-            finally:
-                with self._lock:
-                    self._executors.discard(executor)
-            if outcome.run is not None:  # else nothing was left to do: another replica did it
-                self._finish(outcome, commit, trace_id, time.monotonic() - started, scope=scope)
-        log.info(
-            "reconciled",
-            environment=name,
-            revision=commit,
-            workloads=size,
-            status=outcome.status,
-            message=outcome.message,
-        )
-        return _results(outcome, scope or ())
-
-    def _report(self, name: str, commit: str, phase: Phase, trace_id: str) -> None:
-        if self._reporters is not None:
-            self._reporters.report(
-                commit_status(
-                    name,
-                    commit,
-                    phase,
-                    run_id=trace_id,
-                    target_url=self.settings.target_url,
-                    scope=(),
-                )
-            )
-
-    def _finish(
-        self,
-        outcome: RunOutcome,
-        commit: str,
-        trace_id: str,
-        seconds: float,
-        *,
-        scope: Sequence[str] | None,
-    ) -> None:
-        """Report a run of some workloads (notes, status branch) and count it."""
-        status = commit_status(
-            outcome.environment,
-            commit,
-            None,
-            outcome=outcome,
-            target_url=self.settings.target_url,
-            run_id=outcome.run.id if outcome.run else trace_id,
-            scope=scope,
-        )
-        if self._reporters is not None:
-            self._reporters.report(status)
-        env = outcome.environment
-        self.metrics.runs.labels(environment=env, result=status.phase.value).inc()
-        for workload, state in status.workloads.items():
-            self.metrics.reconcile_duration.labels(environment=env, workload=workload).observe(
-                seconds
-            )
-            self.metrics.sync.labels(
-                environment=env, workload=workload, phase=status.phase.value
-            ).inc()
-            self.metrics.set_workload_status(env, workload, state.sync.value, state.health.value)
-
     # -- HTTP --------------------------------------------------------------------------------
 
     def _handlers(self) -> Handlers:
@@ -720,9 +398,9 @@ class Daemon:
                 deliveries=DeliveryCache(time.monotonic),
             ),
             api=ApiReaders(
-                environments=self._api_environments,
-                workloads=self._api_workloads,
-                run=self._api_run,
+                environments=lambda: api.environments(self.store, self.environments()),
+                workloads=lambda: api.workloads(self.store, self.environments()),
+                run=lambda run_id: api.run(self.store, run_id),
             ),
             readiness=(
                 ReadinessCheck("store", self._store_ready),
@@ -743,89 +421,3 @@ class Daemon:
         except GitError as exc:
             return f"{exc.code.id} {exc.message}"
         return None
-
-    def _api_environments(self) -> Sequence[dict[str, Any]]:
-        known = {e.name: e for e in self.store.environments()}
-        out = []
-        for name, env in self.environments().items():
-            record = known.get(name)
-            out.append(
-                {
-                    "name": name,
-                    "follows": env.follows,
-                    "approval": env.approval,
-                    "last_commit": record.last_commit if record else None,
-                    "last_reconciled_at": _iso(record.last_reconciled_at) if record else None,
-                }
-            )
-        return out
-
-    def _api_workloads(self) -> Sequence[dict[str, Any]]:
-        out = []
-        for name in self.environments():
-            for workload in self.store.recorded(name).workloads.values():
-                out.append(
-                    {
-                        "environment": name,
-                        "name": workload.name,
-                        "commit": workload.commit,
-                        "file": workload.file,
-                        "status": workload.status,
-                    }
-                )
-        return out
-
-    def _api_run(self, run_id: str) -> dict[str, Any] | None:
-        run = self.store.get_run(run_id)
-        if run is None:
-            return None
-        steps = self.store.steps(run.id)
-        return {
-            "id": run.id,
-            "environment": run.environment,
-            "commit": run.commit,
-            "status": run.status,
-            "trigger": run.trigger,
-            "started_at": _iso(run.started_at),
-            "finished_at": _iso(run.finished_at),
-            "error_code": run.error_code,
-            "message": run.message,
-            "steps": [
-                {
-                    "id": s.step_id,
-                    "action": s.action,
-                    "status": s.status,
-                    "attempts": s.attempt,
-                    "error_code": s.error_code,
-                    "message": s.message,
-                }
-                for s in steps
-            ],
-        }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _workload_of(environment: str, key: Key) -> bool:
-    return key[0] == environment and bool(key[1])
-
-
-def _results(outcome: RunOutcome, scope: Sequence[str]) -> dict[str, bool]:
-    """Per workload of the run: False when it should be retried after a backoff.
-
-    Input errors do not go away by retrying (a push fixes them, and a push queues the workload
-    again); a failed run leaves the workloads whose own step did not succeed to retry.
-    """
-    if outcome.status in ("Succeeded", "WaitingApproval") or outcome.run is None:
-        return dict.fromkeys(scope, True)
-    if outcome.error_code is not None and outcome.error_code.value.number < 3000:
-        return dict.fromkeys(scope, True)
-    done = {
-        step_id.removeprefix("workload:")
-        for result in outcome.results
-        for step_id, step in result.steps.items()
-        if step.status is StepStatus.SUCCEEDED and step_id.startswith("workload:")
-    }
-    return {workload: workload in done for workload in scope}

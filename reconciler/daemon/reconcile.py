@@ -1,0 +1,427 @@
+"""What the daemon's workers do with a key of the work queue.
+
+The queue is keyed by (environment, workload). The key of an environment itself (workload "")
+plans the environment's followed commit and queues the keys of the workloads it changes; a
+worker that takes a workload's key takes the other ready keys of that environment along and
+applies them in one run scoped to them (``apply_environment(scope=...)``), so a commit touching
+one workload of a thousand runs that one, and a first reconcile is not a thousand runs. Each
+workload backs off on its own after a failure. When no workload has changes left, the
+environment's key records the commit as reconciled, reports the environment's verdict (the
+forge's status), and looks for drift.
+
+With several replicas on one PostgreSQL store, each workload is leased (``workload/<env>/<name>``)
+by the replica that applies it, so each is reconciled by one replica at a time; a replica that
+dies stops renewing its leases, and its workloads go to the others within the lease's ttl.
+Settling a commit and healing drift take the environment's lease (``environment/<env>``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from reconciler.config.models import Environment
+from reconciler.daemon.metrics import DaemonMetrics
+from reconciler.daemon.queue import WorkQueue
+from reconciler.daemon.status import (
+    commit_status,
+    drift_status,
+    environment_verdict,
+)
+from reconciler.engine import Executor, StepStatus, StoreCheckpointer
+from reconciler.gitops.errors import GitError
+from reconciler.gitops.repository import Repository
+from reconciler.gitops.status import FanOut, Phase
+from reconciler.observability import logger, span
+from reconciler.pipeline import EnvironmentPlan, open_source, plan_environment
+from reconciler.plan.model import ActionKind, Subject
+from reconciler.plan.scope import changed_workloads
+from reconciler.providers.base import DriverError
+from reconciler.runner import (
+    RunOutcome,
+    apply_environment,
+    new_run_id,
+    republish_environment,
+)
+from reconciler.services import services_for
+from reconciler.store.errors import StoreError
+from reconciler.store.leases import LeaseManager
+from reconciler.store.records import RunRecord
+from reconciler.store.store import Store
+
+log = logger("reconciler.daemon")
+
+Key = tuple[str, str]
+"""(environment, workload); the workload "" stands for the environment itself."""
+
+ENVIRONMENT_RUN = "*"
+"""A stand-in workload for changes that no workload owns: a run of the whole environment."""
+
+MAX_BATCH = 500
+"""Workloads of one environment applied in one run at most: large enough that a first
+reconcile is a few runs, small enough that other environments get a worker between them."""
+
+
+class Reconciler:
+    """The daemon's reconciling half, shared by its worker threads.
+
+    ``repo`` gives the calling thread's own repository handle (pygit2 serves one thread at a
+    time); ``environments`` and ``head`` read the configuration and the followed commits.
+    ``reporters`` is set once the configuration is known.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        queue: WorkQueue[Key],
+        leases: LeaseManager,
+        metrics: DaemonMetrics,
+        repo: Callable[[], Repository],
+        environments: Callable[[], dict[str, Environment]],
+        head: Callable[[Environment], str | None],
+        parallelism: int,
+        target_url: str | None,
+        remote: str | None,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.leases = leases
+        self.metrics = metrics
+        self._repo = repo
+        self.environments = environments
+        self._head = head
+        self.parallelism = parallelism
+        self.target_url = target_url
+        self.remote = remote
+        self.reporters: FanOut | None = None
+        self._lock = threading.Lock()
+        self._executors: set[Executor] = set()
+        self._dispatched: dict[str, str] = {}  # environment -> the commit its keys were queued for
+        self._verdicts: dict[str, tuple[str, Phase]] = {}  # environment -> last verdict reported
+
+    @property
+    def repo(self) -> Repository:
+        return self._repo()
+
+    def cancel(self) -> None:
+        """Ask every running step to stop (SIGTERM): they finish, checkpoint and return."""
+        with self._lock:
+            for executor in self._executors:
+                executor.cancel()
+
+    def process(self, name: str, keys: Sequence[Key]) -> None:
+        """Dispatch an environment or reconcile a batch of its workloads, then finish the keys
+        with the answer for each (False backs off)."""
+        results: Mapping[str, bool] = {}
+        try:
+            if keys[0][1]:
+                results = self.reconcile(name, [k[1] for k in keys])
+            else:
+                results = {"": self.dispatch(name)}
+        except (StoreError, GitError, DriverError) as exc:
+            log.error("reconcile failed", environment=name, code=exc.code.id, error=str(exc))
+            results = {k[1]: False for k in keys}
+        except Exception:  # a bug must not kill the worker: log it and back off
+            log.exception("reconcile crashed", environment=name)
+            results = {k[1]: False for k in keys}
+        finally:
+            for key in keys:
+                self.queue.done(key, ok=results.get(key[1], True))
+
+    def dispatch(self, name: str) -> bool:
+        """Plan the commit environment ``name`` follows and queue the workloads it changes; with
+        none left, settle the commit (record it, report the verdict) and look for drift."""
+        env = self.environments().get(name)
+        if env is None:
+            return True
+        commit = self._head(env)
+        if commit is None:
+            log.warning("followed ref not found", environment=name, ref=env.follows)
+            return True
+        source = open_source(self.repo, commit)
+        planned = plan_environment(self.repo, self.store, source, name, env)
+        if planned.plan is None or any(d.file == "reconciler.yaml" for d in planned.diagnostics):
+            self._verdict(planned, commit, run_id=new_run_id())
+            return True
+        pending = self._pending(name, planned)
+        fresh = self._dispatched.get(name) != commit
+        self._dispatched[name] = commit
+        if pending:
+            if fresh:
+                self._report(name, commit, Phase.RUNNING, new_run_id())
+            for workload in sorted(pending):
+                key = (name, workload)
+                if fresh or not self.queue.failures(key):  # a resync does not cut a backoff short
+                    self.queue.add(key)
+            self._report_failures(name, commit, planned, pending)
+            return True
+        return self._settle(name, env, commit, planned)
+
+    def _pending(self, name: str, planned: EnvironmentPlan) -> frozenset[str]:
+        assert planned.plan is not None
+        deleting = [
+            a.id
+            for a in planned.plan.changes()
+            if a.kind is Subject.RESOURCE and a.action is ActionKind.DELETE
+        ]
+        owners = {
+            uid: record.source_workload or ""
+            for uid, record in self.store.resources_of(name, deleting).items()
+        }
+        pending = changed_workloads(planned.plan, planned.desired, owners)
+        if not pending and planned.plan.summary.has_changes:
+            # Changes no workload owns (a resource nobody brought): the environment's own run.
+            pending = frozenset({ENVIRONMENT_RUN})
+        return pending
+
+    def reconcile(self, name: str, workloads: Sequence[str]) -> dict[str, bool]:
+        """Apply ``workloads`` of environment ``name`` in one run: those this replica can lease.
+
+        Per workload, False asks the queue to back off. A workload another replica holds is
+        looked at again once that lease could have run out; it will have nothing left to do
+        if the other replica finished it.
+        """
+        env = self.environments().get(name)
+        if env is None:
+            return {}
+        commit = self._head(env)
+        if commit is None:
+            return {}
+        leases = {f"workload/{name}/{w}": w for w in workloads}
+        held = self.leases.try_acquire_many(leases)
+        for lease, workload in leases.items():
+            if lease not in held:
+                self.queue.add_after((name, workload), self.leases.ttl / 2)
+        mine = sorted(leases[lease] for lease in held)
+        if not mine:
+            return {}
+        try:
+            scope = None if ENVIRONMENT_RUN in mine else mine
+            results = self._reconcile(name, env, commit, scope)
+        finally:
+            self.leases.release_many(held)
+        self.queue.add((name, ""))  # settle the commit once nothing is left
+        return results
+
+    def _settle(self, name: str, env: Environment, commit: str, planned: EnvironmentPlan) -> bool:
+        """No workload has changes left: record the commit as reconciled and report the
+        environment's verdict, once; on a commit settled before, look for drift instead."""
+        lease = f"environment/{name}"
+        if not self.leases.try_acquire(lease):
+            # Another replica settles it or heals drift; look again once its lease could end.
+            self.queue.add_after((name, ""), self.leases.ttl / 2)
+            return True
+        try:
+            self._close_stale_runs(name, commit)
+            settled = self.store.last_commit(name) == commit
+            if not settled and not planned.failed:
+                self.store.set_last_commit(name, commit)
+                self.metrics.last_reconcile.labels(environment=name).set(time.time())
+            if not settled or planned.failed:
+                self._verdict(planned, commit, run_id=self._latest_run(name, commit))
+            if settled:
+                return self._check_drift(name, env, commit)
+            return True
+        finally:
+            self.leases.release(lease)
+
+    def _close_stale_runs(self, name: str, commit: str) -> None:
+        """Close the runs a dead process left open, now that nothing is left to do at
+        ``commit``: runs of older commits, and runs of this one whose workloads other runs
+        finished. A run whose workloads some replica still leases is alive and left alone."""
+        for run in self.store.list_runs(name, limit=50):
+            if run.commit == commit and run.status not in ("Pending", "Running"):
+                continue
+            if run.commit != commit and run.status not in ("Pending", "Running", "WaitingApproval"):
+                continue
+            if run.scope is None:
+                if run.commit == commit:
+                    continue  # an unscoped run (``reconciler apply``) of this commit: its own
+            elif self.leases.taken(f"workload/{name}/{w}" for w in run.scope):
+                continue
+            message = (
+                f"superseded by {commit[:7]}"
+                if run.commit != commit
+                else "its workloads were reconciled by other runs"
+            )
+            self.store.update_run(run.id, status="Failed", message=message, finished=True)
+            log.info("closed a stale run", run_id=run.id, environment=name, reason=message)
+
+    def _latest_run(self, name: str, commit: str) -> str:
+        runs = self.store.list_runs(name, limit=1)
+        return runs[0].id if runs and runs[0].commit == commit else new_run_id()
+
+    def _report_failures(
+        self, name: str, commit: str, planned: EnvironmentPlan, pending: frozenset[str]
+    ) -> None:
+        """While workloads are left: if runs of them failed (or wait for approval) on this
+        commit, the environment's verdict says so now rather than after their backoff."""
+        stuck = [
+            run
+            for run in self.store.list_runs(name, limit=20)
+            if run.commit == commit
+            and run.status in ("Failed", "WaitingApproval")
+            and (run.scope is None or not pending.isdisjoint(run.scope))
+        ]
+        if stuck:
+            self._verdict(planned, commit, run_id=stuck[0].id, failed=stuck)
+
+    def _verdict(
+        self,
+        planned: EnvironmentPlan,
+        commit: str,
+        *,
+        run_id: str,
+        failed: Sequence[RunRecord] = (),
+    ) -> None:
+        """Report the environment's verdict on ``commit``, unless it was the last one said."""
+        status = environment_verdict(
+            planned, commit, run_id=run_id, failed=failed, target_url=self.target_url
+        )
+        name = planned.environment
+        with self._lock:
+            if self._verdicts.get(name) == (commit, status.phase):
+                return
+            self._verdicts[name] = (commit, status.phase)
+        log.info("verdict", environment=name, revision=commit, phase=str(status.phase))
+        if self.reporters is not None:
+            self.reporters.report(status)
+
+    def _check_drift(self, name: str, env: Environment, commit: str) -> bool:
+        """Observe the target; report drift (OutOfSync) and, with ``self_heal``, correct it."""
+        services = services_for(
+            self.store, self.repo, name, env, actor="daemon", remote=self.remote
+        )
+        recorded = sorted(self.store.recorded(name).workloads)
+        missing = [w for w in recorded if not services.target.observe(name, w).exists]
+        self.metrics.drifted_resources.labels(environment=name).set(len(missing))
+        if not missing:
+            return True
+        with span("resync", environment=name, revision=commit) as trace_id:
+            log.warning("drift", workloads=missing, self_heal=env.self_heal)
+            if env.self_heal:
+                source = open_source(self.repo, commit)
+                outcome = republish_environment(self.repo, services, source, name, env)
+                self._finish(outcome, commit, trace_id, 0.0, scope=missing)
+                if outcome.status == "Succeeded":
+                    self._verdicts.pop(name, None)  # say it is healthy again
+                    self.queue.add((name, ""))
+                    return True
+                return False
+            if self.reporters is not None:
+                target = self.target_url
+                self.reporters.report(drift_status(name, commit, missing, trace_id, target))
+                verdict = drift_status(name, commit, missing, trace_id, target, scope=())
+                self.reporters.report(verdict)
+        return True
+
+    def _reconcile(
+        self, name: str, env: Environment, commit: str, scope: Sequence[str] | None
+    ) -> dict[str, bool]:
+        started = time.monotonic()
+        size = str(len(scope)) if scope is not None else "all"
+        with span("reconcile", environment=name, revision=commit, workloads=size) as trace_id:
+            source = open_source(self.repo, commit)
+            services = services_for(
+                self.store, self.repo, name, env, actor="daemon", remote=self.remote
+            )
+            executor = Executor(StoreCheckpointer(self.store), parallelism=self.parallelism)
+            with self._lock:
+                self._executors.add(executor)
+            try:
+                outcome = apply_environment(
+                    self.repo,
+                    services,
+                    source,
+                    name,
+                    env,
+                    executor=executor,
+                    trigger="daemon",
+                    partial=True,
+                    scope=scope,
+                )
+            finally:
+                with self._lock:
+                    self._executors.discard(executor)
+            if outcome.run is not None:  # else nothing was left to do: another replica did it
+                self._finish(outcome, commit, trace_id, time.monotonic() - started, scope=scope)
+        log.info(
+            "reconciled",
+            environment=name,
+            revision=commit,
+            workloads=size,
+            status=outcome.status,
+            message=outcome.message,
+        )
+        return _results(outcome, scope or ())
+
+    def _report(self, name: str, commit: str, phase: Phase, trace_id: str) -> None:
+        if self.reporters is not None:
+            self.reporters.report(
+                commit_status(
+                    name,
+                    commit,
+                    phase,
+                    run_id=trace_id,
+                    target_url=self.target_url,
+                    scope=(),
+                )
+            )
+
+    def _finish(
+        self,
+        outcome: RunOutcome,
+        commit: str,
+        trace_id: str,
+        seconds: float,
+        *,
+        scope: Sequence[str] | None,
+    ) -> None:
+        """Report a run of some workloads (notes, status branch) and count it."""
+        status = commit_status(
+            outcome.environment,
+            commit,
+            None,
+            outcome=outcome,
+            target_url=self.target_url,
+            run_id=outcome.run.id if outcome.run else trace_id,
+            scope=scope,
+        )
+        if self.reporters is not None:
+            self.reporters.report(status)
+        env = outcome.environment
+        self.metrics.runs.labels(environment=env, result=status.phase.value).inc()
+        for workload, state in status.workloads.items():
+            self.metrics.reconcile_duration.labels(environment=env, workload=workload).observe(
+                seconds
+            )
+            self.metrics.sync.labels(
+                environment=env, workload=workload, phase=status.phase.value
+            ).inc()
+            self.metrics.set_workload_status(env, workload, state.sync.value, state.health.value)
+
+
+def workload_of(environment: str, key: Key) -> bool:
+    """Whether ``key`` is a workload's key of ``environment`` (for ``WorkQueue.take_ready``)."""
+    return key[0] == environment and bool(key[1])
+
+
+def _results(outcome: RunOutcome, scope: Sequence[str]) -> dict[str, bool]:
+    """Per workload of the run: False when it should be retried after a backoff.
+
+    Input errors do not go away by retrying (a push fixes them, and a push queues the workload
+    again); a failed run leaves the workloads whose own step did not succeed to retry.
+    """
+    if outcome.status in ("Succeeded", "WaitingApproval") or outcome.run is None:
+        return dict.fromkeys(scope, True)
+    if outcome.error_code is not None and outcome.error_code.value.number < 3000:
+        return dict.fromkeys(scope, True)
+    done = {
+        step_id.removeprefix("workload:")
+        for result in outcome.results
+        for step_id, step in result.steps.items()
+        if step.status is StepStatus.SUCCEEDED and step_id.startswith("workload:")
+    }
+    return {workload: workload in done for workload in scope}
