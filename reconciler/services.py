@@ -33,7 +33,7 @@ LOCAL_KEY_FILE = Path("reconciler") / "secret.key"
 
 def local_key(repo: Repository) -> bytes:
     """The embedded setup's key: read, or made once with owner-only permissions."""
-    path = repo.git_dir / LOCAL_KEY_FILE
+    path = repo.common_dir / LOCAL_KEY_FILE
     if path.is_file():
         return path.read_bytes().strip()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,7 @@ def open_repository(path: Path) -> Repository:
 @contextmanager
 def open_store(url: str | None, repo: Repository) -> Iterator[Store]:
     try:
-        store = Store.open(url or default_store_url(repo.git_dir))
+        store = Store.open(url or default_store_url(repo.common_dir))
     except StoreError as exc:
         fail(exc.code, exc.message)
     try:

@@ -80,7 +80,7 @@ def preview_command(
 @contextmanager
 def _recorded(url: str | None, repo: Repository) -> Iterator[Store | None]:
     """The user's store, read only; None when there is none yet (nothing was reconciled)."""
-    url = url or default_store_url(repo.git_dir)
+    url = url or default_store_url(repo.common_dir)
     try:
         parsed = parse_store_url(url)
         if parsed.path is not None and not parsed.path.is_file():

@@ -127,7 +127,7 @@ class Daemon:
             self.path = self._mirror.path
         else:
             self.path = Repository.open(Path(settings.repo)).path
-        self.store = Store.open(settings.store_url or default_store_url(self.repo.git_dir))
+        self.store = Store.open(settings.store_url or default_store_url(self.repo.common_dir))
         self.metrics: DaemonMetrics = create_metrics()
         self.queue: WorkQueue[Key] = WorkQueue()
         self.metrics.queue_depth.set_function(self.queue.depth)

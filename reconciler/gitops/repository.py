@@ -49,6 +49,10 @@ class Repository:
         self._repo = repo
         self._trees: OrderedDict[str, GitTree] = OrderedDict()
         self.git_dir = Path(repo.path)
+        self.common_dir = _common_dir(self.git_dir)
+        """Where refs, objects and the reconciler's own state live: the main repository's Git
+        directory, shared by its linked work trees (``git worktree add``), whose ``git_dir`` is a
+        folder of their own holding little more than ``HEAD``."""
         self.is_bare = repo.is_bare
         self.path = self.git_dir if repo.workdir is None else Path(repo.workdir)
 
@@ -152,3 +156,12 @@ class Repository:
             raise GitError(
                 Code.GIT_READ_FAILED, f"commit {str(commit.id)[:7]}: cannot read its tree: {exc}"
             ) from exc
+
+
+def _common_dir(git_dir: Path) -> Path:
+    """A linked work tree's Git directory names the shared one in its ``commondir`` file."""
+    pointer = git_dir / "commondir"
+    try:
+        return (git_dir / pointer.read_text().strip()).resolve()
+    except OSError:
+        return git_dir

@@ -80,14 +80,22 @@ class RefWatcher:
         on_error: OnError | None = None,
         rescan: float = RESCAN_SECONDS,
     ) -> None:
-        self._git_dir = repo.git_dir.resolve()
+        # Branches live in the common Git directory; a linked work tree's HEAD lives in its
+        # own, which is a folder of the common one: watching the common one sees both.
+        self._git_dir = repo.common_dir.resolve()
+        own = repo.git_dir.resolve()
+        self._own_head = (
+            (own / "HEAD").relative_to(self._git_dir).as_posix()
+            if own != self._git_dir and own.is_relative_to(self._git_dir)
+            else "HEAD"
+        )
         self._branches = tuple(dict.fromkeys(branches))
         self._on_change = on_change
         self._on_error = on_error
         self._ignore = tuple(ignore_prefixes)
         self._rescan_ms = max(1, int(rescan * 1000))
         # A repository of our own: Repository asks for one per thread.
-        self._repo = Repository.open(self._git_dir)
+        self._repo = Repository.open(own)
         self._heads: dict[str, str | None] = {}
         self._checking = threading.Lock()  # ``start`` and the thread both re-read
         self._signal = _StopSignal()
@@ -147,7 +155,7 @@ class RefWatcher:
             rel = Path(path).relative_to(self._git_dir).as_posix()
         except ValueError:
             return False
-        if rel in _REF_FILES or rel.startswith("reftable/"):
+        if rel in _REF_FILES or rel == self._own_head or rel.startswith("reftable/"):
             return True
         return rel.startswith("refs/heads/") and not rel.startswith(self._ignore)
 

@@ -105,6 +105,29 @@ def test_a_bare_repository_is_watched_through_pushes(repo: GitRepo, tmp_path: Pa
         watcher.stop()
 
 
+def test_a_commit_in_a_linked_work_tree_is_seen_and_state_is_shared(
+    repo: GitRepo, tmp_path: Path
+) -> None:
+    linked = tmp_path / "linked"
+    repo.git("worktree", "add", "--quiet", "-b", "release", str(linked))
+    opened = Repository.open(linked)
+    assert opened.git_dir != opened.common_dir  # its own folder: HEAD and little else
+    assert opened.common_dir == Repository.open(repo.root).git_dir.resolve()  # one store for all
+    calls = Calls()
+    watcher = RefWatcher(opened, ["release"], calls, rescan=60)  # events only, no re-read
+    watcher.start()
+    try:
+        (linked / "b.txt").write_text("from the linked work tree\n")
+        subprocess.run(["git", "add", "b.txt"], cwd=linked, check=True, env=repo.env)
+        subprocess.run(["git", "commit", "-qm", "linked"], cwd=linked, check=True, env=repo.env)
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=linked, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        assert calls.wait_for(1) == [("release", sha)]
+    finally:
+        watcher.stop()
+
+
 def test_a_deleted_branch_is_reported_when_it_comes_back(
     repo: GitRepo, watch: tuple[RefWatcher, Calls]
 ) -> None:
