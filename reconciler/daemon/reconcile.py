@@ -393,6 +393,13 @@ class Reconciler:
             self.reporters.report(status)
         env = outcome.environment
         self.metrics.runs.labels(environment=env, result=status.phase.value).inc()
+        retries = sum(
+            max(step.attempts - 1, 0)
+            for result in outcome.results
+            for step in result.steps.values()
+        )
+        if retries:
+            self.metrics.step_retries.inc(retries)
         for workload, state in status.workloads.items():
             self.metrics.reconcile_duration.labels(environment=env, workload=workload).observe(
                 seconds

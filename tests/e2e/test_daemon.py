@@ -11,6 +11,7 @@ import hmac
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -256,5 +257,58 @@ def test_branches_matching_a_pattern_get_a_preview_note(
         assert "<!-- reconciler:preview" in note
         deployed = repo.git("ls-tree", "-r", "--name-only", "reconciler/deploy/staging")
         assert "bb/manifests.yaml" not in deployed
+    finally:
+        assert daemon.stop() == 0
+
+
+FLAKY = """\
+import json, pathlib, sys
+request = json.load(sys.stdin)
+marker = pathlib.Path(sys.argv[1])
+if not marker.exists():
+    marker.write_text("failed once")
+    sys.stderr.write("temporarily unavailable\\n")
+    sys.exit(75)
+outputs = {"url": "https://quota"}
+print(json.dumps({"resource_state": {}, "resource_outputs": outputs, "shared_state": {}}))
+"""
+
+
+def test_a_step_that_fails_once_is_retried_and_counted(
+    make_repo: MakeRepo, forge: FakeForge, tmp_path: Path
+) -> None:
+    script = tmp_path / "flaky.py"
+    script.write_text(FLAKY)
+    provisioner = (
+        f"- uri: cmd://python3\n  type: quota\n"
+        f"  args: [{str(script)!r}, {str(tmp_path / 'marker')!r}]\n"
+    )
+    app = (
+        "apiVersion: score.dev/v1b1\nmetadata:\n  name: aa\n"
+        "containers:\n  main:\n    image: nginx\n"
+        "    variables:\n      QUOTA: ${resources.quota.url}\n"
+        "resources:\n  quota:\n    type: quota\n"
+    )
+    repo = make_repo()
+    first = repo.commit(
+        {
+            "reconciler.yaml": config(forge)
+            + "retries: {max_attempts: 3, initial_backoff: 10ms, max_backoff: 50ms}\n"
+            + "provisioners: [provisioners/*.yaml]\n",
+            "provisioners/quota.yaml": provisioner,
+            "apps/aa/score.yaml": app,
+        }
+    )
+    daemon = Daemon(repo, forge)
+    try:
+        note = eventually(lambda: final_note(repo, first), "the commit's verdict")
+        assert note["phase"] == "Succeeded"
+        metrics = httpx.get(daemon.url + "/metrics").text
+        retries = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("reconciler_step_retries_total ")
+        ]
+        assert retries == [1.0]
     finally:
         assert daemon.stop() == 0
