@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from reconciler.config.models import Environment
 from reconciler.daemon.metrics import DaemonMetrics
@@ -151,11 +151,16 @@ class Reconciler:
         if pending:
             if fresh:
                 self._report(name, commit, Phase.RUNNING, new_run_id())
+            stuck = self._stuck_runs(name, commit, pending)
+            waiting = _workloads_of(r for r in stuck if r.status == "WaitingApproval")
             for workload in sorted(pending):
                 key = (name, workload)
+                if waiting is None or workload in waiting:
+                    continue  # ``reconciler approve`` carries it out, not a retry
                 if fresh or not self.queue.failures(key):  # a resync does not cut a backoff short
                     self.queue.add(key)
-            self._report_failures(name, commit, planned, pending)
+            if stuck:
+                self._verdict(planned, commit, run_id=stuck[0].id, failed=stuck)
             return True
         return self._settle(name, env, commit, planned)
 
@@ -253,20 +258,16 @@ class Reconciler:
         runs = self.store.list_runs(name, limit=1)
         return runs[0].id if runs and runs[0].commit == commit else new_run_id()
 
-    def _report_failures(
-        self, name: str, commit: str, planned: EnvironmentPlan, pending: frozenset[str]
-    ) -> None:
-        """While workloads are left: if runs of them failed (or wait for approval) on this
-        commit, the environment's verdict says so now rather than after their backoff."""
-        stuck = [
+    def _stuck_runs(self, name: str, commit: str, pending: frozenset[str]) -> list[RunRecord]:
+        """Runs of this commit, of workloads still pending, that failed or wait for approval:
+        the environment's verdict says so now rather than after their backoff."""
+        return [
             run
             for run in self.store.list_runs(name, limit=20)
             if run.commit == commit
             and run.status in ("Failed", "WaitingApproval")
             and (run.scope is None or not pending.isdisjoint(run.scope))
         ]
-        if stuck:
-            self._verdict(planned, commit, run_id=stuck[0].id, failed=stuck)
 
     def _verdict(
         self,
@@ -408,6 +409,16 @@ class Reconciler:
                 environment=env, workload=workload, phase=status.phase.value
             ).inc()
             self.metrics.set_workload_status(env, workload, state.sync.value, state.health.value)
+
+
+def _workloads_of(runs: Iterable[RunRecord]) -> frozenset[str] | None:
+    """The workloads these runs cover; None when one of them covers the whole environment."""
+    covered: set[str] = set()
+    for run in runs:
+        if run.scope is None:
+            return None
+        covered.update(run.scope)
+    return frozenset(covered)
 
 
 def workload_of(environment: str, key: Key) -> bool:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import MakeRepo
+from tests.e2e.test_cli_validate import RECONCILER
 from tests.support.daemon import DaemonProcess
 from tests.support.fake_forge import FakeForge
 from tests.support.gitrepos import GitRepo
@@ -57,6 +58,12 @@ def final_note(repo: GitRepo, commit: str, env: str = "staging") -> dict[str, An
         if n["environment"] == env and n["phase"] != "Running" and n.get("scope") == []
     ]
     return done[-1] if done else None
+
+
+def phase_other_than(repo: GitRepo, commit: str, phase: str) -> dict[str, Any] | None:
+    """The environment's verdict once it is no longer ``phase``."""
+    note = final_note(repo, commit)
+    return note if note is not None and note["phase"] != phase else None
 
 
 def workload_notes(repo: GitRepo, commit: str, workload: str) -> list[dict[str, Any]]:
@@ -310,5 +317,41 @@ def test_a_step_that_fails_once_is_retried_and_counted(
             if line.startswith("reconciler_step_retries_total ")
         ]
         assert retries == [1.0]
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_approval_holds_the_commit_once_and_reconciler_approve_carries_it_out(
+    make_repo: MakeRepo, forge: FakeForge
+) -> None:
+    repo = make_repo()
+    gated = config(forge).replace("    resync: 1h\n", "    resync: 1s\n    approval: required\n")
+    first = repo.commit({"reconciler.yaml": gated, "apps/aa/score.yaml": workload("aa")})
+    daemon = Daemon(repo, forge)
+    try:
+        note = eventually(lambda: final_note(repo, first), "the commit's verdict")
+        assert note["phase"] == "WaitingApproval"
+        assert {r.body["state"] for r in forge.requests if r.sha == first} == {"pending"}
+        approved = subprocess.run(
+            [RECONCILER, "approve", note["run_id"]],
+            cwd=repo.root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        assert "aa/manifests.yaml" in repo.git(
+            "ls-tree", "-r", "--name-only", "reconciler/deploy/staging"
+        )
+        settled = eventually(
+            lambda: phase_other_than(repo, first, "WaitingApproval"),
+            "the verdict after approval (at the next resync)",
+        )
+        assert settled["phase"] == "Succeeded"
+        metrics = httpx.get(daemon.url + "/metrics").text
+        # One run waited; resyncs while it waited did not run it again and again.
+        assert (
+            'reconciler_runs_total{environment="staging",result="WaitingApproval"} 1.0' in metrics
+        )
     finally:
         assert daemon.stop() == 0
