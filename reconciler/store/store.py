@@ -9,6 +9,7 @@ statements; the differences (connection settings, upsert spelling, locks) stay i
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -66,6 +67,10 @@ class Store:
         # environment -> (revision token, state): what ``recorded`` decoded last, reused while
         # the environment's revision token in the database is the same.
         self._recorded: dict[str, tuple[str, RecordedState]] = {}
+        # SQLite has one writer at a time; threads of this process queue here for it instead
+        # of in SQLite's busy handler, which sleeps in steps of up to 100 ms and so leaves the
+        # database idle while writers wait. PostgreSQL takes concurrent writers itself.
+        self._writer = threading.Lock() if url.dialect != "postgresql" else None
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -168,7 +173,7 @@ class Store:
         if self._current.get() is not None:
             yield
             return
-        with self._translated(), self._engine.begin() as conn:
+        with self._begin() as conn:
             token = self._current.set(conn)
             try:
                 yield
@@ -181,7 +186,17 @@ class Store:
         if outer is not None:
             yield outer
             return
-        with self._translated(), self._engine.begin() as conn:
+        with self._begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A write transaction of its own, after this process's other SQLite writers."""
+        if self._writer is None:
+            with self._translated(), self._engine.begin() as conn:
+                yield conn
+            return
+        with self._writer, self._translated(), self._engine.begin() as conn:
             yield conn
 
     @contextmanager
