@@ -17,8 +17,10 @@ import base64
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 import jinja2
@@ -103,7 +105,7 @@ def render(provisioner: Provisioner, data: TemplateInput, seed: str) -> Rendered
         "params": _plain(data.params),
         "metadata": _plain(data.metadata),
         "source_workload": data.source_workload,
-        "workload_services": _plain(data.workload_services),
+        "workload_services": _services_copy.of(data.workload_services),
         "environment": {"name": "", "variables": {}, **_plain(data.environment)},
         "init": {},
         "state": _plain(data.state),
@@ -160,7 +162,7 @@ def _rendered(
     line = provisioner.template_line(stage)
     helpers = _helpers(seed, stage)
     try:
-        template = jinja_environment().from_string(source)
+        template = _compiled(source)
         text = template.render({**context, **helpers})
     except jinja2.TemplateError as exc:
         lineno = getattr(exc, "lineno", None)
@@ -172,15 +174,65 @@ def _rendered(
     if not text.strip():
         return empty
     try:
-        return _plain(YAML(typ="safe", pure=True).load(text))
+        return _plain(_loader().load(text))
     except YAMLError as exc:
         message = f"rendered text is not valid YAML: {str(exc).splitlines()[0]}"
         raise RenderError(provisioner, stage, message, line) from exc
 
 
+@lru_cache(maxsize=1024)
+def _compiled(source: str) -> jinja2.Template:
+    """A template compiled once per process: the same few provisioner templates render for
+    every resource, and compiling one costs more than rendering it. Compiled templates are
+    immutable and safe to render from several threads at once."""
+    return _environment().from_string(source)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja_environment()
+
+
+_local = threading.local()
+
+
+def _loader() -> YAML:
+    """This thread's YAML reader: building one looks up plug-ins on disk, and one instance
+    must not read two texts at once, so each engine worker keeps its own."""
+    yaml: YAML | None = getattr(_local, "yaml", None)
+    if yaml is None:
+        yaml = _local.yaml = YAML(typ="safe", pure=True)
+    return yaml
+
+
 def _words(exc: BaseException) -> str:
     text = str(exc).strip()
     return text or type(exc).__name__
+
+
+class _SharedCopy:
+    """``_plain(services)``, copied once per desired state rather than once per resource.
+
+    Every resource of an environment sees the services of every workload: copying them for
+    each render made a run's rendering grow with the square of its workloads. The copy is
+    shared by later renders of the same mapping (a desired state is never changed once built),
+    which is safe because the immutable sandbox lets no template change a dict or a list.
+    The mapping is held, so that its ``id`` cannot be reused while it is remembered; the pair
+    is replaced in one assignment, so threads see an old pair or a new one, never a mix.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[object, Any] = (object(), {})
+
+    def of(self, services: Mapping[str, Any]) -> Any:
+        source, plain = self._last
+        if source is not services:
+            plain = _plain(services)
+            self._last = (services, plain)
+        return plain
+
+
+_services_copy = _SharedCopy()
 
 
 def _plain(value: object) -> Any:
