@@ -15,13 +15,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from functools import lru_cache
 from types import TracebackType
 from typing import Any
 
 from alembic import command
 from alembic.migration import MigrationContext
 from alembic.util import CommandError
-from sqlalchemy import Engine, Table, delete, func, select, update
+from sqlalchemy import Engine, Insert, Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -54,6 +55,19 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@lru_cache(maxsize=64)
+def _upsert_statement(dialect_name: str, table: Table, keep: frozenset[str]) -> Insert:
+    """Insert or replace by primary key, built once per table: building the statement (its
+    ``excluded`` columns above all) cost several times more than running it."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    keys = [c.name for c in table.primary_key.columns]
+    fixed = {*keys, *keep}
+    changed = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in fixed}
+    upsert: Insert = stmt.on_conflict_do_update(index_elements=keys, set_=changed)
+    return upsert
 
 
 class Store:
@@ -223,15 +237,7 @@ class Store:
         """Insert or replace rows by primary key; ``keep`` columns keep their first value."""
         if not values:
             return
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(table)
-        keys = [c.name for c in table.primary_key.columns]
-        changed = {
-            c.name: stmt.excluded[c.name]
-            for c in table.columns
-            if c.name not in keys and c.name not in keep
-        }
-        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changed), list(values))
+        conn.execute(_upsert_statement(conn.dialect.name, table, keep), list(values))
 
     def _ensure_environment(self, conn: Connection, environment: str, now: datetime) -> None:
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
@@ -341,10 +347,17 @@ class Store:
         return RecordedState(environment, by_name, by_uid)
 
     def save_workload(self, environment: str, record: WorkloadRecord) -> None:
+        self.save_workloads(environment, [record])
+
+    def save_workloads(self, environment: str, records: Sequence[WorkloadRecord]) -> None:
+        """Upsert many workloads in one statement (a publish marks thousands Synced)."""
+        if not records:
+            return
         now = self.now()
+        values = [rows.workload_row(environment, r, now) for r in records]
         with self._write() as conn:
             self._ensure_environment(conn, environment, now)
-            self._upsert(conn, workloads, [rows.workload_row(environment, record, now)])
+            self._upsert(conn, workloads, values)
             self._bump(conn, environment)
 
     def delete_workload(self, environment: str, name: str) -> None:
@@ -480,8 +493,15 @@ class Store:
 
     def save_step(self, run_id: str, step: StepRecord) -> None:
         """Checkpoint a step (insert or replace by ``step_id``)."""
+        self.save_steps(run_id, [step])
+
+    def save_steps(self, run_id: str, records: Sequence[StepRecord]) -> None:
+        """Checkpoint several steps in one statement (every step Pending at the start of a
+        run of thousands), in one transaction unless the caller's joins it."""
+        if not records:
+            return
         with self._write() as conn:
-            self._upsert(conn, steps, [rows.step_row(run_id, step)])
+            self._upsert(conn, steps, [rows.step_row(run_id, r) for r in records])
 
     def steps(self, run_id: str) -> list[StepRecord]:
         """A run's steps by ``step_id``."""
