@@ -137,6 +137,8 @@ class _Run:
     checkpointer: Checkpointer
     results: list[RunResult] = field(default_factory=list)
     parsed: dict[str, LoadedWorkload] = field(default_factory=dict)
+    staged: set[str] = field(default_factory=set)
+    """Workloads this run's steps put on the target in this process (set.add is atomic)."""
 
     @property
     def store(self) -> Store:
@@ -583,6 +585,7 @@ def _workload_step(state: _Run, planned: EnvironmentPlan, wl: DesiredWorkload) -
     def run(ctx: StepContext) -> Mapping[str, Any]:
         request = workload_request(state.store, state.name, desired, wl, state.source.commit)
         state.services.target.apply(request)
+        state.staged.add(wl.name)
         state.store.save_workload(
             state.name,
             WorkloadRecord(
@@ -613,6 +616,7 @@ def _workload_step(state: _Run, planned: EnvironmentPlan, wl: DesiredWorkload) -
 def _delete_workload_step(state: _Run, name: str) -> Step:
     def run(ctx: StepContext) -> Mapping[str, Any]:
         state.services.target.delete(state.name, name)
+        state.staged.discard(name)
         state.store.delete_workload(state.name, name)
         ctx.log(f"removed {name}")
         return {}
@@ -640,7 +644,9 @@ def _publish_step(
     Staging is in memory, so it is redone here from the recorded state: after a crash between a
     workload's step and this one nothing is lost, and an unchanged tree makes no commit. Only
     ``changed`` and ``removed`` workloads are staged, so publishing costs what the run changed;
-    ``changed=None`` stages every recorded workload (self-healing after drift).
+    ``changed=None`` stages every recorded workload (self-healing after drift). A workload this
+    run's own step staged in this process is staged already, from the same recorded state, and
+    is not rendered again, except on a retry (a failed flush may have dropped what it held).
     """
 
     def run(ctx: StepContext) -> Mapping[str, Any]:
@@ -650,8 +656,9 @@ def _publish_step(
         wanted = {n for n, r in recorded.items() if r.status == UNPUBLISHED}
         wanted |= set(recorded) if changed is None else set(changed) & set(recorded)
         gone = set(removed) | _removed_earlier(state)
+        staged = set(state.staged) if ctx.attempt == 1 else set()
         for wl in desired.workloads:
-            if wl.name in wanted:
+            if wl.name in wanted and wl.name not in staged:
                 request = workload_request(
                     state.store, state.name, desired, wl, state.source.commit
                 )
@@ -660,9 +667,12 @@ def _publish_step(
             state.services.target.delete(state.name, name)
         message = f"reconciler: {state.name} at {state.source.commit[:7]} (run {state.run_id[:8]})"
         commit = state.services.target.flush(state.name, message)
-        for name in sorted(wanted):
-            if recorded[name].status != "Synced":
-                state.store.save_workload(state.name, replace(recorded[name], status="Synced"))
+        synced = [
+            replace(recorded[name], status="Synced")
+            for name in sorted(wanted)
+            if recorded[name].status != "Synced"
+        ]
+        state.store.save_workloads(state.name, synced)
         ctx.log(f"published {commit}" if commit else "deploy branch already up to date")
         return {"deploy_commit": commit}
 
