@@ -26,6 +26,12 @@ from typing import Any, Final
 import jinja2
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.events import (
+    MappingEndEvent,
+    MappingStartEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
 
 from reconciler.catalogue import Code
 from reconciler.desired.identity import ResourceUid
@@ -174,7 +180,7 @@ def _rendered(
     if not text.strip():
         return empty
     try:
-        return _plain(_loader().load(text))
+        return _plain(_load(text))
     except YAMLError as exc:
         message = f"rendered text is not valid YAML: {str(exc).splitlines()[0]}"
         raise RenderError(provisioner, stage, message, line) from exc
@@ -194,14 +200,42 @@ def _environment() -> jinja2.Environment:
 
 
 _local = threading.local()
+_C_MAX_DEPTH: Final = 64
 
 
-def _loader() -> YAML:
-    """This thread's YAML reader: building one looks up plug-ins on disk, and one instance
-    must not read two texts at once, so each engine worker keeps its own."""
-    yaml: YAML | None = getattr(_local, "yaml", None)
+def _load(text: str) -> Any:
+    """A rendered text's value: libyaml reads it (several times faster than the pure-Python
+    reader, and the one Score files are read with), unless it nests deeper than
+    ``_C_MAX_DEPTH``: libyaml builds nodes by recursion in C, which a deep enough text would
+    take past the end of the thread's stack; the pure-Python reader raises instead."""
+    return _reader(pure=_nests_deeper_than(text, _C_MAX_DEPTH)).load(text)
+
+
+def _nests_deeper_than(text: str, limit: int) -> bool:
+    """Whether collections nest deeper than ``limit``, from libyaml's events (which it makes
+    without recursion, so this is safe at any depth). A syntax error is left to the reader."""
+    depth = 0
+    try:
+        for event in _reader(pure=False).parse(text):
+            if isinstance(event, MappingStartEvent | SequenceStartEvent):
+                depth += 1
+                if depth > limit:
+                    return True
+            elif isinstance(event, MappingEndEvent | SequenceEndEvent):
+                depth -= 1
+    except YAMLError:
+        return False
+    return False
+
+
+def _reader(*, pure: bool) -> YAML:
+    """This thread's YAML reader of each kind: building one looks up plug-ins on disk, and
+    one instance must not read two texts at once, so each engine worker keeps its own."""
+    name = "pure" if pure else "libyaml"
+    yaml: YAML | None = getattr(_local, name, None)
     if yaml is None:
-        yaml = _local.yaml = YAML(typ="safe", pure=True)
+        yaml = YAML(typ="safe", pure=pure)
+        setattr(_local, name, yaml)
     return yaml
 
 
