@@ -17,12 +17,12 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import lru_cache
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from alembic import command
 from alembic.migration import MigrationContext
 from alembic.util import CommandError
-from sqlalchemy import Engine, Insert, Table, delete, func, select, update
+from sqlalchemy import Engine, Insert, Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -68,6 +68,27 @@ def _upsert_statement(dialect_name: str, table: Table, keep: frozenset[str]) -> 
     changed = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in fixed}
     upsert: Insert = stmt.on_conflict_do_update(index_elements=keys, set_=changed)
     return upsert
+
+
+@lru_cache(maxsize=4)
+def _ensure_environment_statement(dialect_name: str) -> Insert:
+    """Insert the environment's row unless it is there (every record refers to it)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    ensure: Insert = dialect.insert(environments).on_conflict_do_nothing(index_elements=["name"])
+    return ensure
+
+
+_BUMP: Final = (
+    update(environments)
+    .where(environments.c.name == bindparam("environment"))
+    .values(revision=bindparam("revision"))
+)
+
+_RESOURCES_OF: Final = select(resources).where(
+    resources.c.environment == bindparam("environment"),
+    resources.c.uid.in_(bindparam("uids", expanding=True)),
+)
+"""Built once: the statement every step runs to read its resources."""
 
 
 class Store:
@@ -240,17 +261,12 @@ class Store:
         conn.execute(_upsert_statement(conn.dialect.name, table, keep), list(values))
 
     def _ensure_environment(self, conn: Connection, environment: str, now: datetime) -> None:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(environments).values(name=environment, updated_at=now)
-        conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+        stmt = _ensure_environment_statement(conn.dialect.name)
+        conn.execute(stmt, {"name": environment, "updated_at": now})
 
     def _bump(self, conn: Connection, environment: str) -> None:
         """A new revision token: the environment's recorded state changed (see ``recorded``)."""
-        conn.execute(
-            update(environments)
-            .where(environments.c.name == environment)
-            .values(revision=uuid.uuid4().hex)
-        )
+        conn.execute(_BUMP, {"environment": environment, "revision": uuid.uuid4().hex})
 
     # -- environments -----------------------------------------------------------------------
 
@@ -317,11 +333,7 @@ class Store:
         if not wanted:
             return {}
         with self._read() as conn:
-            found = conn.execute(
-                select(resources).where(
-                    resources.c.environment == environment, resources.c.uid.in_(wanted)
-                )
-            )
+            found = conn.execute(_RESOURCES_OF, {"environment": environment, "uids": wanted})
             return {r.uid: r for r in map(rows.resource_record, found)}
 
     @staticmethod
