@@ -462,11 +462,8 @@ def _provision_step(state: _Run, planned: EnvironmentPlan, resource: DesiredReso
         request = _request(state, desired, resource)
         driver = state.services.drivers(resource.provisioner, provisioners)
         result = driver.apply(request)
-        refs = {}
-        for key, value in sorted(result.secrets.items()):
-            ref = secret_ref(state.name, resource.uid, key)
-            state.services.secrets.put(ref, value)
-            refs[key] = ref
+        refs = {key: secret_ref(state.name, resource.uid, key) for key in sorted(result.secrets)}
+        state.services.secrets.put_many({refs[k]: v for k, v in result.secrets.items()})
         recorded_state = dict(result.state)
         if result.manifests:
             recorded_state[MANIFESTS_STATE_KEY] = [dict(m) for m in result.manifests]
