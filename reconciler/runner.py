@@ -139,16 +139,29 @@ class _Run:
     parsed: dict[str, LoadedWorkload] = field(default_factory=dict)
     staged: set[str] = field(default_factory=set)
     """Workloads this run's steps put on the target in this process (set.add is atomic)."""
+    last_plan: tuple[tuple[object, ...], EnvironmentPlan] | None = None
 
     @property
     def store(self) -> Store:
         return self.services.store
 
     def plan(self) -> EnvironmentPlan:
-        """Re-plan against what the run recorded so far; files are parsed once per run."""
-        return plan_environment(
-            self.repo, self.store, self.source, self.name, self.env, parsed=self.parsed
+        """Re-plan against what the run recorded so far; files are parsed once per run.
+
+        The last plan is returned again while nothing it read from the store has changed
+        (recorded state, last commit, pins): the wave that finds nothing left to provision
+        and the plan for the workloads after it are plans of the same state, and one full
+        plan of a large environment costs as much as hundreds of steps.
+        """
+        store = self.store
+        key = (store.revision_of(self.name), store.last_commit(self.name), store.pins(self.name))
+        if key[0] is not None and self.last_plan is not None and self.last_plan[0] == key:
+            return self.last_plan[1]
+        planned = plan_environment(
+            self.repo, store, self.source, self.name, self.env, parsed=self.parsed
         )
+        self.last_plan = (key, planned)
+        return planned
 
     def execute(self, steps: Sequence[Step]) -> RunResult:
         known = {s.id for s in steps}
