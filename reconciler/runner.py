@@ -144,17 +144,33 @@ class _Run:
     results: list[RunResult] = field(default_factory=list)
     parsed: dict[str, LoadedWorkload] = field(default_factory=dict)
     scope: frozenset[str] | None = None
+    staged: set[str] = field(default_factory=set)
+    """Workloads this run's steps put on the target in this process (set.add is atomic)."""
+    last_plan: tuple[tuple[object, ...], EnvironmentPlan] | None = None
 
     @property
     def store(self) -> Store:
         return self.services.store
 
     def plan(self) -> EnvironmentPlan:
-        """Re-plan against what the run recorded so far; files are parsed once per run."""
+        """Re-plan against what the run recorded so far; files are parsed once per run.
+
+        The last plan is returned again while nothing it read from the store has changed
+        (recorded state, last commit, pins): the wave that finds nothing left to provision
+        and the plan for the workloads after it are plans of the same state, and one full
+        plan of a large environment costs as much as hundreds of steps. Another replica's
+        writes to the environment change its revision token, so they are seen.
+        """
+        store = self.store
+        key = (store.revision_of(self.name), store.last_commit(self.name), store.pins(self.name))
+        if key[0] is not None and self.last_plan is not None and self.last_plan[0] == key:
+            return self.last_plan[1]
         planned = plan_environment(
-            self.repo, self.store, self.source, self.name, self.env, parsed=self.parsed
+            self.repo, store, self.source, self.name, self.env, parsed=self.parsed
         )
-        return scoped(planned, self.store, self.scope)
+        planned = scoped(planned, store, self.scope)
+        self.last_plan = (key, planned)
+        return planned
 
     def execute(self, steps: Sequence[Step]) -> RunResult:
         known = {s.id for s in steps}
@@ -526,11 +542,8 @@ def _provision_step(state: _Run, planned: EnvironmentPlan, resource: DesiredReso
         request = _request(state, desired, resource)
         driver = state.services.drivers(resource.provisioner, provisioners)
         result = driver.apply(request)
-        refs = {}
-        for key, value in sorted(result.secrets.items()):
-            ref = secret_ref(state.name, resource.uid, key)
-            state.services.secrets.put(ref, value)
-            refs[key] = ref
+        refs = {key: secret_ref(state.name, resource.uid, key) for key in sorted(result.secrets)}
+        state.services.secrets.put_many({refs[k]: v for k, v in result.secrets.items()})
         recorded_state = dict(result.state)
         if result.manifests:
             recorded_state[MANIFESTS_STATE_KEY] = [dict(m) for m in result.manifests]
@@ -649,6 +662,7 @@ def _workload_step(state: _Run, planned: EnvironmentPlan, wl: DesiredWorkload) -
     def run(ctx: StepContext) -> Mapping[str, Any]:
         request = workload_request(state.store, state.name, desired, wl, state.source.commit)
         state.services.target.apply(request)
+        state.staged.add(wl.name)
         state.store.save_workload(
             state.name,
             WorkloadRecord(
@@ -679,6 +693,7 @@ def _workload_step(state: _Run, planned: EnvironmentPlan, wl: DesiredWorkload) -
 def _delete_workload_step(state: _Run, name: str) -> Step:
     def run(ctx: StepContext) -> Mapping[str, Any]:
         state.services.target.delete(state.name, name)
+        state.staged.discard(name)
         state.store.delete_workload(state.name, name)
         ctx.log(f"removed {name}")
         return {}
@@ -706,7 +721,9 @@ def _publish_step(
     Staging is in memory, so it is redone here from the recorded state: after a crash between a
     workload's step and this one nothing is lost, and an unchanged tree makes no commit. Only
     ``changed`` and ``removed`` workloads are staged, so publishing costs what the run changed;
-    ``changed=None`` stages every recorded workload (self-healing after drift).
+    ``changed=None`` stages every recorded workload (self-healing after drift). A workload this
+    run's own step staged in this process is staged already, from the same recorded state, and
+    is not rendered again, except on a retry (a failed flush may have dropped what it held).
     """
 
     def run(ctx: StepContext) -> Mapping[str, Any]:
@@ -716,8 +733,9 @@ def _publish_step(
         wanted = {n for n, r in recorded.items() if r.status == UNPUBLISHED}
         wanted |= set(recorded) if changed is None else set(changed) & set(recorded)
         gone = set(removed) | _removed_earlier(state)
+        staged = set(state.staged) if ctx.attempt == 1 else set()
         for wl in desired.workloads:
-            if wl.name in wanted:
+            if wl.name in wanted and wl.name not in staged:
                 request = workload_request(
                     state.store, state.name, desired, wl, state.source.commit
                 )
@@ -726,9 +744,12 @@ def _publish_step(
             state.services.target.delete(state.name, name)
         message = f"reconciler: {state.name} at {state.source.commit[:7]} (run {state.run_id[:8]})"
         commit = state.services.target.flush(state.name, message)
-        for name in sorted(wanted):
-            if recorded[name].status != "Synced":
-                state.store.save_workload(state.name, replace(recorded[name], status="Synced"))
+        synced = [
+            replace(recorded[name], status="Synced")
+            for name in sorted(wanted)
+            if recorded[name].status != "Synced"
+        ]
+        state.store.save_workloads(state.name, synced)
         ctx.log(f"published {commit}" if commit else "deploy branch already up to date")
         return {"deploy_commit": commit}
 

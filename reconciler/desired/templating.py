@@ -17,13 +17,21 @@ import base64
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 import jinja2
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.events import (
+    MappingEndEvent,
+    MappingStartEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
 
 from reconciler.catalogue import Code
 from reconciler.desired.identity import ResourceUid
@@ -103,7 +111,7 @@ def render(provisioner: Provisioner, data: TemplateInput, seed: str) -> Rendered
         "params": _plain(data.params),
         "metadata": _plain(data.metadata),
         "source_workload": data.source_workload,
-        "workload_services": _plain(data.workload_services),
+        "workload_services": _services_copy.of(data.workload_services),
         "environment": {"name": "", "variables": {}, **_plain(data.environment)},
         "init": {},
         "state": _plain(data.state),
@@ -160,7 +168,7 @@ def _rendered(
     line = provisioner.template_line(stage)
     helpers = _helpers(seed, stage)
     try:
-        template = jinja_environment().from_string(source)
+        template = _compiled(source)
         text = template.render({**context, **helpers})
     except jinja2.TemplateError as exc:
         lineno = getattr(exc, "lineno", None)
@@ -172,15 +180,93 @@ def _rendered(
     if not text.strip():
         return empty
     try:
-        return _plain(YAML(typ="safe", pure=True).load(text))
+        return _plain(_load(text))
     except YAMLError as exc:
         message = f"rendered text is not valid YAML: {str(exc).splitlines()[0]}"
         raise RenderError(provisioner, stage, message, line) from exc
 
 
+@lru_cache(maxsize=1024)
+def _compiled(source: str) -> jinja2.Template:
+    """A template compiled once per process: the same few provisioner templates render for
+    every resource, and compiling one costs more than rendering it. Compiled templates are
+    immutable and safe to render from several threads at once."""
+    return _environment().from_string(source)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja_environment()
+
+
+_local = threading.local()
+_C_MAX_DEPTH: Final = 64
+
+
+def _load(text: str) -> Any:
+    """A rendered text's value: libyaml reads it (several times faster than the pure-Python
+    reader, and the one Score files are read with), unless it nests deeper than
+    ``_C_MAX_DEPTH``: libyaml builds nodes by recursion in C, which a deep enough text would
+    take past the end of the thread's stack; the pure-Python reader raises instead."""
+    return _reader(pure=_nests_deeper_than(text, _C_MAX_DEPTH)).load(text)
+
+
+def _nests_deeper_than(text: str, limit: int) -> bool:
+    """Whether collections nest deeper than ``limit``, from libyaml's events (which it makes
+    without recursion, so this is safe at any depth). A syntax error is left to the reader."""
+    depth = 0
+    try:
+        for event in _reader(pure=False).parse(text):
+            if isinstance(event, MappingStartEvent | SequenceStartEvent):
+                depth += 1
+                if depth > limit:
+                    return True
+            elif isinstance(event, MappingEndEvent | SequenceEndEvent):
+                depth -= 1
+    except YAMLError:
+        return False
+    return False
+
+
+def _reader(*, pure: bool) -> YAML:
+    """This thread's YAML reader of each kind: building one looks up plug-ins on disk, and
+    one instance must not read two texts at once, so each engine worker keeps its own."""
+    name = "pure" if pure else "libyaml"
+    yaml: YAML | None = getattr(_local, name, None)
+    if yaml is None:
+        yaml = YAML(typ="safe", pure=pure)
+        setattr(_local, name, yaml)
+    return yaml
+
+
 def _words(exc: BaseException) -> str:
     text = str(exc).strip()
     return text or type(exc).__name__
+
+
+class _SharedCopy:
+    """``_plain(services)``, copied once per desired state rather than once per resource.
+
+    Every resource of an environment sees the services of every workload: copying them for
+    each render made a run's rendering grow with the square of its workloads. The copy is
+    shared by later renders of the same mapping (a desired state is never changed once built),
+    which is safe because the immutable sandbox lets no template change a dict or a list.
+    The mapping is held, so that its ``id`` cannot be reused while it is remembered; the pair
+    is replaced in one assignment, so threads see an old pair or a new one, never a mix.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[object, Any] = (object(), {})
+
+    def of(self, services: Mapping[str, Any]) -> Any:
+        source, plain = self._last
+        if source is not services:
+            plain = _plain(services)
+            self._last = (services, plain)
+        return plain
+
+
+_services_copy = _SharedCopy()
 
 
 def _plain(value: object) -> Any:

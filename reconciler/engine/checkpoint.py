@@ -44,9 +44,7 @@ class StoreCheckpointer:
 
     def save_many(self, run_id: str, records: Sequence[StepRecord]) -> None:
         # One transaction: 10,000 Pending rows cost one commit (one fsync), not 10,000.
-        with self._store.transaction():
-            for record in records:
-                self._store.save_step(run_id, record)
+        self._store.save_steps(run_id, records)
 
 
 class MemoryCheckpointer:

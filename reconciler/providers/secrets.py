@@ -16,7 +16,7 @@ it back for the next call. Neither store ever logs or echoes a value.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
@@ -29,7 +29,7 @@ from reconciler.catalogue import Code
 from reconciler.desired.secrets import SCHEME
 from reconciler.providers.base import DriverError, SecretStore
 from reconciler.store import Store, StoreError
-from reconciler.store.secrets import delete_secret, get_secret, put_secret
+from reconciler.store.secrets import delete_secret, get_secret, put_secret, put_secrets
 
 KEY_ENV: Final = "RECONCILER_SECRET_KEY"
 KEY_FILE_ENV: Final = "RECONCILER_SECRET_KEY_FILE"
@@ -88,9 +88,18 @@ class EncryptedSecretStore:
         return cls(store, keys)
 
     def put(self, ref: str, value: str) -> None:
-        token = self._fernet.encrypt(f"{ref}{_SEAL}{value}".encode())
+        token = self._seal(ref, value)
         with _store_errors(ref):
             put_secret(self._store, ref, token)
+
+    def put_many(self, values: Mapping[str, str]) -> None:
+        """Every value in one transaction: a resource's secrets are all kept, or none."""
+        tokens = {ref: self._seal(ref, value) for ref, value in values.items()}
+        with _store_errors(", ".join(sorted(values))):
+            put_secrets(self._store, tokens)
+
+    def _seal(self, ref: str, value: str) -> bytes:
+        return self._fernet.encrypt(f"{ref}{_SEAL}{value}".encode())
 
     def get(self, ref: str) -> str | None:
         with _store_errors(ref):
@@ -176,6 +185,11 @@ class VaultSecretStore:
             self._client.secrets.kv.v2.create_or_update_secret(
                 path=path, secret={VALUE_FIELD: value}, mount_point=self._mount
             )
+
+    def put_many(self, values: Mapping[str, str]) -> None:
+        """One Vault secret per reference, written in turn (KV v2 has no batch write)."""
+        for ref, value in sorted(values.items()):
+            self.put(ref, value)
 
     def get(self, ref: str) -> str | None:
         path = self.path_of(ref)

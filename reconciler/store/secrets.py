@@ -8,6 +8,8 @@ call joins the caller's ``Store.transaction()`` when there is one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import delete, select
 
 from reconciler.store.store import Store
@@ -16,10 +18,20 @@ from reconciler.store.tables import secrets
 
 def put_secret(store: Store, ref: str, ciphertext: bytes) -> None:
     """Insert or replace the ciphertext kept under ``ref``; ``created_at`` survives a replace."""
+    put_secrets(store, {ref: ciphertext})
+
+
+def put_secrets(store: Store, ciphertexts: Mapping[str, bytes]) -> None:
+    """``put_secret`` for several references in one statement and one transaction."""
+    if not ciphertexts:
+        return
     now = store.now()
-    row = {"ref": ref, "ciphertext": ciphertext.decode("ascii"), "created_at": now}
+    rows = [
+        {"ref": ref, "ciphertext": text.decode("ascii"), "created_at": now, "updated_at": now}
+        for ref, text in sorted(ciphertexts.items())
+    ]
     with store._write() as conn:
-        store._upsert(conn, secrets, [{**row, "updated_at": now}], keep=frozenset({"created_at"}))
+        store._upsert(conn, secrets, rows, keep=frozenset({"created_at"}))
 
 
 def get_secret(store: Store, ref: str) -> bytes | None:

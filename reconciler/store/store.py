@@ -9,18 +9,20 @@ statements; the differences (connection settings, upsert spelling, locks) stay i
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from functools import lru_cache
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from alembic import command
 from alembic.migration import MigrationContext
 from alembic.util import CommandError
-from sqlalchemy import Engine, Table, delete, func, select, update
+from sqlalchemy import Engine, Insert, Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -55,6 +57,40 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@lru_cache(maxsize=64)
+def _upsert_statement(dialect_name: str, table: Table, keep: frozenset[str]) -> Insert:
+    """Insert or replace by primary key, built once per table: building the statement (its
+    ``excluded`` columns above all) cost several times more than running it."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    keys = [c.name for c in table.primary_key.columns]
+    fixed = {*keys, *keep}
+    changed = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in fixed}
+    upsert: Insert = stmt.on_conflict_do_update(index_elements=keys, set_=changed)
+    return upsert
+
+
+@lru_cache(maxsize=4)
+def _ensure_environment_statement(dialect_name: str) -> Insert:
+    """Insert the environment's row unless it is there (every record refers to it)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    ensure: Insert = dialect.insert(environments).on_conflict_do_nothing(index_elements=["name"])
+    return ensure
+
+
+_BUMP: Final = (
+    update(environments)
+    .where(environments.c.name == bindparam("environment"))
+    .values(revision=bindparam("revision"))
+)
+
+_RESOURCES_OF: Final = select(resources).where(
+    resources.c.environment == bindparam("environment"),
+    resources.c.uid.in_(bindparam("uids", expanding=True)),
+)
+"""Built once: the statement every step runs to read its resources."""
+
+
 class Store:
     """The state store. Build it with ``Store.open``; close it (or use ``with``) when done."""
 
@@ -66,6 +102,10 @@ class Store:
         # environment -> (revision token, state): what ``recorded`` decoded last, reused while
         # the environment's revision token in the database is the same.
         self._recorded: dict[str, tuple[str, RecordedState]] = {}
+        # SQLite has one writer at a time; threads of this process queue here for it instead
+        # of in SQLite's busy handler, which sleeps in steps of up to 100 ms and so leaves the
+        # database idle while writers wait. PostgreSQL takes concurrent writers itself.
+        self._writer = threading.Lock() if url.dialect != "postgresql" else None
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -168,7 +208,7 @@ class Store:
         if self._current.get() is not None:
             yield
             return
-        with self._translated(), self._engine.begin() as conn:
+        with self._begin() as conn:
             token = self._current.set(conn)
             try:
                 yield
@@ -181,7 +221,17 @@ class Store:
         if outer is not None:
             yield outer
             return
-        with self._translated(), self._engine.begin() as conn:
+        with self._begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A write transaction of its own, after this process's other SQLite writers."""
+        if self._writer is None:
+            with self._translated(), self._engine.begin() as conn:
+                yield conn
+            return
+        with self._writer, self._translated(), self._engine.begin() as conn:
             yield conn
 
     @contextmanager
@@ -208,28 +258,15 @@ class Store:
         """Insert or replace rows by primary key; ``keep`` columns keep their first value."""
         if not values:
             return
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(table)
-        keys = [c.name for c in table.primary_key.columns]
-        changed = {
-            c.name: stmt.excluded[c.name]
-            for c in table.columns
-            if c.name not in keys and c.name not in keep
-        }
-        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changed), list(values))
+        conn.execute(_upsert_statement(conn.dialect.name, table, keep), list(values))
 
     def _ensure_environment(self, conn: Connection, environment: str, now: datetime) -> None:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(environments).values(name=environment, updated_at=now)
-        conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+        stmt = _ensure_environment_statement(conn.dialect.name)
+        conn.execute(stmt, {"name": environment, "updated_at": now})
 
     def _bump(self, conn: Connection, environment: str) -> None:
         """A new revision token: the environment's recorded state changed (see ``recorded``)."""
-        conn.execute(
-            update(environments)
-            .where(environments.c.name == environment)
-            .values(revision=uuid.uuid4().hex)
-        )
+        conn.execute(_BUMP, {"environment": environment, "revision": uuid.uuid4().hex})
 
     # -- environments -----------------------------------------------------------------------
 
@@ -296,11 +333,7 @@ class Store:
         if not wanted:
             return {}
         with self._read() as conn:
-            found = conn.execute(
-                select(resources).where(
-                    resources.c.environment == environment, resources.c.uid.in_(wanted)
-                )
-            )
+            found = conn.execute(_RESOURCES_OF, {"environment": environment, "uids": wanted})
             return {r.uid: r for r in map(rows.resource_record, found)}
 
     @staticmethod
@@ -326,10 +359,17 @@ class Store:
         return RecordedState(environment, by_name, by_uid)
 
     def save_workload(self, environment: str, record: WorkloadRecord) -> None:
+        self.save_workloads(environment, [record])
+
+    def save_workloads(self, environment: str, records: Sequence[WorkloadRecord]) -> None:
+        """Upsert many workloads in one statement (a publish marks thousands Synced)."""
+        if not records:
+            return
         now = self.now()
+        values = [rows.workload_row(environment, r, now) for r in records]
         with self._write() as conn:
             self._ensure_environment(conn, environment, now)
-            self._upsert(conn, workloads, [rows.workload_row(environment, record, now)])
+            self._upsert(conn, workloads, values)
             self._bump(conn, environment)
 
     def delete_workload(self, environment: str, name: str) -> None:
@@ -471,8 +511,15 @@ class Store:
 
     def save_step(self, run_id: str, step: StepRecord) -> None:
         """Checkpoint a step (insert or replace by ``step_id``)."""
+        self.save_steps(run_id, [step])
+
+    def save_steps(self, run_id: str, records: Sequence[StepRecord]) -> None:
+        """Checkpoint several steps in one statement (every step Pending at the start of a
+        run of thousands), in one transaction unless the caller's joins it."""
+        if not records:
+            return
         with self._write() as conn:
-            self._upsert(conn, steps, [rows.step_row(run_id, step)])
+            self._upsert(conn, steps, [rows.step_row(run_id, r) for r in records])
 
     def steps(self, run_id: str) -> list[StepRecord]:
         """A run's steps by ``step_id``."""

@@ -42,7 +42,7 @@ def test_reports_exactly_what_the_branch_changes(pull_request: PullRequest) -> N
     assert {d.file for d in result.all_diagnostics()} == {"worker/score.yaml"}
     assert result.exit_code == EXIT_ERROR
     web = next(w for w in result.environments[0].workloads if w.name == "web")
-    assert "-        - image: nginx:1.26\n+        - image: nginx:1.27\n" in web.manifests_diff
+    assert "-      - image: nginx:1.26\n+      - image: nginx:1.27\n" in web.manifests_diff
 
 
 def test_exit_codes_no_changes_and_changes(pull_request: PullRequest) -> None:

@@ -80,6 +80,21 @@ def test_encrypted_round_trip_and_the_file_holds_no_plain_value(
     assert CANARY.encode() not in raw
 
 
+def test_encrypted_put_many_keeps_every_value_sealed_in_one_write(
+    store: Store, key: bytes, db_file: Path
+) -> None:
+    secrets = EncryptedSecretStore.from_env(store)
+    secrets.put(REF, "old")
+    with store.transaction():  # joins the caller's transaction, like every store call
+        secrets.put_many({REF: CANARY, OTHER: "second"})
+    assert (secrets.get(REF), secrets.get(OTHER)) == (CANARY, "second")
+    secrets.put_many({})
+    store.close()
+    raw = b"".join(p.read_bytes() for p in db_file.parent.glob("state.db*"))
+    assert OTHER.encode() in raw
+    assert CANARY.encode() not in raw
+
+
 def test_encrypted_replace_delete_and_missing(store: Store, key: bytes) -> None:
     secrets = EncryptedSecretStore.from_env(store)
     secrets.put(REF, "one")
@@ -155,6 +170,12 @@ def test_vault_round_trip_with_the_real_hvac_client(vault: FakeVault) -> None:
     path = "team/reconciler/prod/postgres.default#shop-db/password"
     assert vault.value("secret", path) == {"value": CANARY}
     assert ("POST", f"/v1/secret/data/{path}", vault.token) in vault.requests
+
+
+def test_vault_put_many_writes_each_reference(vault: FakeVault) -> None:
+    secrets = _vault_store(vault)
+    secrets.put_many({REF: CANARY, OTHER: "second"})
+    assert (secrets.get(REF), secrets.get(OTHER)) == (CANARY, "second")
 
 
 def test_vault_new_versions_and_delete_destroys_all(vault: FakeVault) -> None:
