@@ -71,6 +71,22 @@ def workload_record(row: Row[Any]) -> WorkloadRecord:
     )
 
 
+def workload_as_read(values: Mapping[str, Any]) -> WorkloadRecord:
+    """The record a read of the row ``values`` (from ``workload_row``) would give back: its JSON
+    values as decoded from their stored text, not the caller's objects."""
+    return WorkloadRecord(
+        name=values["name"],
+        commit=values["commit"],
+        file=values["file"],
+        spec_hash=values["spec_hash"],
+        spec=_as_stored(values["spec"]),
+        sources=_as_stored(values["sources"]),
+        source=_as_stored(values["source"]),
+        status=values["status"],
+        updated_at=values["updated_at"],
+    )
+
+
 def resource_row(environment: str, record: ResourceRecord, now: datetime) -> dict[str, Any]:
     return {
         "environment": environment,
@@ -194,3 +210,27 @@ def audit_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
         "detail": row["detail"],
     }
     return hashlib.sha256((prev_hash + canonical_json(fields)).encode("utf-8")).hexdigest()
+
+
+def resource_as_read(values: Mapping[str, Any]) -> ResourceRecord:
+    """As ``workload_as_read``, for a row from ``resource_row``."""
+    return ResourceRecord(
+        uid=values["uid"],
+        type=values["type"],
+        class_=values["class"],
+        res_id=values["res_id"],
+        source_workload=values["source_workload"],
+        provisioner=values["provisioner"],
+        params_hash=values["params_hash"],
+        params=_as_stored(values["params"]),
+        state=_as_stored(values["state"]),
+        outputs=_as_stored(values["outputs"]),
+        secret_refs=_as_stored(values["secret_refs"]),
+        status=values["status"],
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
+    )
+
+
+def _as_stored(value: Any) -> Any:
+    return json.loads(canonical_json(value))

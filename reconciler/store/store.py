@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from types import TracebackType
@@ -84,6 +85,14 @@ _BUMP: Final = (
     .values(revision=bindparam("revision"))
 )
 
+_TOKEN_FOR_UPDATE: Final = (
+    select(environments.c.revision)
+    .where(environments.c.name == bindparam("environment"))
+    .with_for_update()
+)
+"""The token a write replaces, read after the write's rows: SQLite holds its one write lock by
+then, and PostgreSQL's row lock makes a concurrent writer of the environment wait for ours."""
+
 _RESOURCES_OF: Final = select(resources).where(
     resources.c.environment == bindparam("environment"),
     resources.c.uid.in_(bindparam("uids", expanding=True)),
@@ -99,9 +108,10 @@ class Store:
         self._url = url
         self._clock = clock
         self._current: ContextVar[Connection | None] = ContextVar(f"store-{id(self)}", default=None)
-        # environment -> (revision token, state): what ``recorded`` decoded last, reused while
-        # the environment's revision token in the database is the same.
-        self._recorded: dict[str, tuple[str, RecordedState]] = {}
+        # environment -> what ``recorded`` decoded last, reused while the environment's revision
+        # token in the database is the same, and carried over this process's writes.
+        self._recorded: dict[str, _Kept] = {}
+        self._recorded_lock = threading.Lock()
         # SQLite has one writer at a time; threads of this process queue here for it instead
         # of in SQLite's busy handler, which sleeps in steps of up to 100 ms and so leaves the
         # database idle while writers wait. PostgreSQL takes concurrent writers itself.
@@ -264,9 +274,54 @@ class Store:
         stmt = _ensure_environment_statement(conn.dialect.name)
         conn.execute(stmt, {"name": environment, "updated_at": now})
 
-    def _bump(self, conn: Connection, environment: str) -> None:
-        """A new revision token: the environment's recorded state changed (see ``recorded``)."""
-        conn.execute(_BUMP, {"environment": environment, "revision": uuid.uuid4().hex})
+    def _bump(self, conn: Connection, environment: str) -> tuple[str | None, str]:
+        """A new revision token: the environment's recorded state changed (see ``recorded``).
+        Returns the token replaced and the new one."""
+        previous = conn.execute(_TOKEN_FOR_UPDATE, {"environment": environment}).scalar()
+        token = uuid.uuid4().hex
+        conn.execute(_BUMP, {"environment": environment, "revision": token})
+        return previous, token
+
+    def _advance(
+        self,
+        environment: str,
+        tokens: tuple[str | None, str],
+        *,
+        saved_workloads: Sequence[WorkloadRecord] = (),
+        saved_resources: Sequence[ResourceRecord] = (),
+        gone_workloads: Sequence[str] = (),
+        gone_resources: Sequence[str] = (),
+    ) -> None:
+        """Carry the decoded state ``recorded`` keeps over a write of this process, once it is
+        committed: decoding a large environment again after every step's write would make a
+        reconcile cost grow with the environment, not with the change. Only when the state kept
+        is the one the write started from; else (another writer came between, or the write is
+        part of a ``transaction()`` not yet committed) it is dropped and read afresh."""
+        previous, token = tokens
+        with self._recorded_lock:
+            kept = self._recorded.get(environment)
+            if (
+                self._current.get() is not None
+                or kept is None
+                or previous is None
+                or kept.token != previous
+            ):
+                self._recorded.pop(environment, None)
+                return
+            for name in gone_workloads:
+                kept.workloads.pop(name, None)
+            for uid in gone_resources:
+                kept.resources.pop(uid, None)
+            for workload in saved_workloads:
+                kept.unsorted |= workload.name not in kept.workloads
+                kept.workloads[workload.name] = workload
+            for saved in saved_resources:
+                first = kept.resources.get(saved.uid)
+                if first is not None and first.created_at is not None:
+                    saved = replace(saved, created_at=first.created_at)  # noqa: PLW2901
+                kept.unsorted |= first is None
+                kept.resources[saved.uid] = saved
+            kept.token = token
 
     # -- environments -----------------------------------------------------------------------
 
@@ -315,16 +370,23 @@ class Store:
                 return self._read_recorded(conn, environment)
         with self._read() as conn:
             token = self._token(conn, environment)
-            cached = self._recorded.get(environment)
-            if token is not None and cached is not None and cached[0] == token:
-                state = cached[1]
-                return RecordedState(environment, dict(state.workloads), dict(state.resources))
+            with self._recorded_lock:
+                kept = self._recorded.get(environment)
+                if token is not None and kept is not None and kept.token == token:
+                    if kept.unsorted:  # new names: in name order, as a read gives them
+                        kept.workloads = dict(sorted(kept.workloads.items()))
+                        kept.resources = dict(sorted(kept.resources.items()))
+                        kept.unsorted = False
+                    return RecordedState(environment, dict(kept.workloads), dict(kept.resources))
             state = self._read_recorded(conn, environment)
-            if token is not None and self._token(conn, environment) == token:
-                self._recorded[environment] = (token, state)
-            else:
-                self._recorded.pop(environment, None)
-        return RecordedState(environment, dict(state.workloads), dict(state.resources))
+            with self._recorded_lock:
+                if token is not None and self._token(conn, environment) == token:
+                    self._recorded[environment] = _Kept(
+                        token, dict(state.workloads), dict(state.resources)
+                    )
+                else:
+                    self._recorded.pop(environment, None)
+        return state
 
     def resources_of(self, environment: str, uids: Iterable[str]) -> dict[str, ResourceRecord]:
         """Just these resources (those recorded): what one step needs, without reading the
@@ -370,7 +432,10 @@ class Store:
         with self._write() as conn:
             self._ensure_environment(conn, environment, now)
             self._upsert(conn, workloads, values)
-            self._bump(conn, environment)
+            tokens = self._bump(conn, environment)
+        self._advance(
+            environment, tokens, saved_workloads=[rows.workload_as_read(v) for v in values]
+        )
 
     def delete_workload(self, environment: str, name: str) -> None:
         with self._write() as conn:
@@ -379,7 +444,8 @@ class Store:
                     workloads.c.environment == environment, workloads.c.name == name
                 )
             )
-            self._bump(conn, environment)
+            tokens = self._bump(conn, environment)
+        self._advance(environment, tokens, gone_workloads=[name])
 
     def save_resource(self, environment: str, record: ResourceRecord) -> None:
         self.save_resources(environment, [record])
@@ -393,7 +459,10 @@ class Store:
         with self._write() as conn:
             self._ensure_environment(conn, environment, now)
             self._upsert(conn, resources, values, keep=frozenset({"created_at"}))
-            self._bump(conn, environment)
+            tokens = self._bump(conn, environment)
+        self._advance(
+            environment, tokens, saved_resources=[rows.resource_as_read(v) for v in values]
+        )
 
     def delete_resource(self, environment: str, uid: str) -> None:
         with self._write() as conn:
@@ -402,7 +471,8 @@ class Store:
                     resources.c.environment == environment, resources.c.uid == uid
                 )
             )
-            self._bump(conn, environment)
+            tokens = self._bump(conn, environment)
+        self._advance(environment, tokens, gone_resources=[uid])
 
     # -- runs and steps ---------------------------------------------------------------------
 
@@ -585,3 +655,15 @@ class Store:
                     return int(entry["id"])
                 prev = entry["hash"]
         return None
+
+
+@dataclass(slots=True)
+class _Kept:
+    """The decoded state of an environment at ``token``, kept by ``Store.recorded`` and
+    carried over this process's own writes; read and changed under the store's lock. Callers
+    get fresh mappings over the same immutable records."""
+
+    token: str
+    workloads: dict[str, WorkloadRecord]
+    resources: dict[str, ResourceRecord]
+    unsorted: bool = False

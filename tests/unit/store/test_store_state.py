@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from reconciler.catalogue import Code
 from reconciler.store import RecordedState, Store, StoreError
@@ -184,3 +184,47 @@ def test_failed_migration_is_reported_and_rolled_back(store_url: str) -> None:
     assert "from an empty database" in caught.value.message
     with Store.open(store_url, migrate=False) as empty:
         assert empty.revision() is None
+
+
+def test_recorded_state_is_carried_over_this_process_writes_without_reading_again(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    workload, resource, _ = build
+    store.save_workloads("prod", [workload("web"), workload("api")])
+    store.save_resource("prod", resource("redis.default#cache"))
+    store.recorded("prod")  # decoded once, then kept
+    reads: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM workloads" in statement:
+            reads.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        store.save_workload("prod", replace(workload("web"), commit="c" * 40))
+        store.save_workload("prod", workload("aaa"))  # a new name: still in name order
+        store.save_resource("prod", replace(resource("redis.default#cache"), outputs={"x": (1,)}))
+        store.delete_workload("prod", "api")
+        store.delete_resource("prod", "postgres.default#none")
+        kept = store.recorded("prod")
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    assert reads == []  # every write carried the kept state forward
+    with Store.open(store_url) as other:
+        assert kept == other.recorded("prod")  # exactly what a read gives (tuples as lists...)
+        assert list(kept.workloads) == ["aaa", "web"]
+        other.save_workload("prod", workload("from-elsewhere"))  # another writer
+    assert "from-elsewhere" in store.recorded("prod").workloads  # its token shows the change
+
+
+def test_a_write_inside_a_transaction_drops_the_kept_state(store: Store, build: Builders) -> None:
+    workload, _, _ = build
+    store.save_workload("prod", workload("web"))
+    store.recorded("prod")
+    try:
+        with store.transaction():
+            store.save_workload("prod", workload("doomed"))
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    assert list(store.recorded("prod").workloads) == ["web"]
