@@ -184,7 +184,8 @@ def test_three_replicas_reconcile_each_workload_once_per_commit_and_survive_a_ki
     )
     replicas = [Process("--store", pg_store, "--lease-ttl", "3", cwd=repo.root) for _ in range(3)]
     try:
-        eventually(lambda: recorded_at(pg_store, first) == set(names), "the first commit")
+        # Three processes start at once: on a busy machine that alone takes a while.
+        eventually(lambda: recorded_at(pg_store, first) == set(names), "the first commit", 90)
         changed = [*names[:6], "w12", "w13"]
         second = repo.commit(
             {f"apps/{n}/score.yaml": workload(n).replace("nginx", "nginx:1.27") for n in changed}
@@ -206,5 +207,5 @@ def test_three_replicas_reconcile_each_workload_once_per_commit_and_survive_a_ki
         )
         assert applies(pg_store) == expected  # each workload once per commit that changed it
     finally:
-        for replica in replicas[1:]:
-            assert replica.stop() == 0
+        codes = [r.stop() for r in replicas if r.proc.poll() is None]  # none left behind
+    assert codes == [0, 0], "".join(line for r in replicas for line in r.lines[-10:])
