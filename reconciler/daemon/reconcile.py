@@ -148,6 +148,7 @@ class Reconciler:
         pending = self._pending(name, planned)
         fresh = self._dispatched.get(name) != commit
         self._dispatched[name] = commit
+        log.debug("dispatched", environment=name, revision=commit, pending=len(pending))
         if pending:
             if fresh:
                 self._report(name, commit, Phase.RUNNING, new_run_id())
@@ -227,6 +228,7 @@ class Reconciler:
             if not settled or planned.failed:
                 self._verdict(planned, commit, run_id=self._latest_run(name, commit))
             if settled:
+                log.debug("looking for drift", environment=name, revision=commit)
                 return self._check_drift(name, env, commit)
             return True
         finally:
