@@ -64,8 +64,9 @@ class EnvironmentPlan:
     parsed: tuple[str, ...] = ()
     """The Score files parsed for this plan (the rest came from recorded state)."""
     provisioners: ProvisionerSet | None = None
-    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Each workload's normalised Score document, as the store records it with the workload."""
+    sources: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    """Each workload's normalised Score document, as the store records it with the workload
+    (serialised from its model when asked for: a run records only the workloads it applies)."""
     resolved: tuple[str, ...] = ()
     """The workloads whose placeholders were resolved for this plan (the rest were reused from
     the plan before, their inputs unchanged)."""
@@ -176,8 +177,8 @@ def plan_environment(
         diagnostics=diagnostics,
         memo=builder.actions,
     )
-    sources = {w.workload.metadata.name: w.workload.to_data() for w in ok if w.workload}
-    sources.update((r.name, dict(r.source)) for r in loaded.reused)
+    sources = _Sources({w.workload.metadata.name: w.workload for w in ok if w.workload})
+    sources.add_recorded(loaded.reused)
     return EnvironmentPlan(
         name,
         plan,
@@ -230,6 +231,31 @@ def _typed(key: LoadedWorkload | WorkloadRecord) -> LoadedWorkload:
 def _output_source(record: ResourceRecord) -> Mapping[str, object] | None:
     """Known outputs of a recorded resource, or None when it has none yet."""
     return known_outputs(record) if record.outputs or record.secret_refs else None
+
+
+class _Sources(Mapping[str, dict[str, Any]]):
+    """Workloads' normalised documents by name, each serialised from its model on first use."""
+
+    def __init__(self, models: dict[str, Workload]) -> None:
+        self._models = models
+        self._data: dict[str, dict[str, Any]] = {}
+
+    def add_recorded(self, records: Sequence[WorkloadRecord]) -> None:
+        for record in records:
+            self._models.pop(record.name, None)
+            self._data[record.name] = dict(record.source)
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        found = self._data.get(name)
+        if found is None:
+            found = self._data[name] = self._models[name].to_data()
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._models, *(n for n in self._data if n not in self._models)])
+
+    def __len__(self) -> int:
+        return len(self._models) + sum(1 for n in self._data if n not in self._models)
 
 
 class _TreeContents(Mapping[str, str]):
