@@ -234,28 +234,29 @@ def _output_source(record: ResourceRecord) -> Mapping[str, object] | None:
 
 
 class _Sources(Mapping[str, dict[str, Any]]):
-    """Workloads' normalised documents by name, each serialised from its model on first use."""
+    """Workloads' normalised documents by name, each made on first use: serialised from its
+    model, or copied from its record (a plan has thousands; a run records a few)."""
 
     def __init__(self, models: dict[str, Workload]) -> None:
-        self._models = models
+        self._origin: dict[str, Workload | WorkloadRecord] = dict(models)
         self._data: dict[str, dict[str, Any]] = {}
 
     def add_recorded(self, records: Sequence[WorkloadRecord]) -> None:
-        for record in records:
-            self._models.pop(record.name, None)
-            self._data[record.name] = dict(record.source)
+        self._origin.update(zip([r.name for r in records], records, strict=True))
 
     def __getitem__(self, name: str) -> dict[str, Any]:
         found = self._data.get(name)
         if found is None:
-            found = self._data[name] = self._models[name].to_data()
+            origin = self._origin[name]
+            made = origin.to_data() if isinstance(origin, Workload) else dict(origin.source)
+            found = self._data[name] = made
         return found
 
     def __iter__(self) -> Iterator[str]:
-        return iter([*self._models, *(n for n in self._data if n not in self._models)])
+        return iter(self._origin)
 
     def __len__(self) -> int:
-        return len(self._models) + sum(1 for n in self._data if n not in self._models)
+        return len(self._origin)
 
 
 class _TreeContents(Mapping[str, str]):

@@ -103,6 +103,17 @@ class _Snapshot:
     services: dict[str, Any] = field(default_factory=dict)
     state_resources: tuple[DesiredResource, ...] = ()
     state_workloads: tuple[DesiredWorkload, ...] = ()
+    resource_at: dict[str, int] = field(default_factory=dict)
+    """Each resource's position in ``state_resources`` (patched in place while the order holds)."""
+    workload_at: dict[str, int] = field(default_factory=dict)
+    """Each workload's position in ``state_workloads`` (patched in place while no name comes or
+    goes)."""
+    problems: dict[tuple[str, str], tuple[Diagnostic, ...]] = field(default_factory=dict)
+    """The problems of each workload (``("w", name)``) and resource (``("r", uid)``) that has
+    some: refreshed for what a build touched, so that collecting them does not visit the rest."""
+    outputs: tuple[list[str], list[object]] = ([], [])
+    """The recorded resources the last build saw (uids, records): the same again means no
+    output changed, without looking at each resource."""
 
 
 class Incremental(Generic[K, R]):
@@ -169,14 +180,9 @@ class Incremental(Generic[K, R]):
             last = _Snapshot(environment, dict(sorted(variables.items())), provisioners)
         self._last = None  # a failure half way must not leave a half-updated snapshot behind
         work = Work(full=not last.workloads)
-        problems: list[Diagnostic] = []
         self._update(last, workloads, load, provisioners, file_contents, outputs, work)
-        for entry in last.resources.values():
-            problems.extend(entry.primed_problems)
-            problems.extend(entry.problems)
+        problems = [p for found in last.problems.values() for p in found]
         problems.extend(last.cycle_problems)
-        for wl in last.workloads.values():
-            problems.extend(wl.problems)
         state = DesiredState(
             environment=environment,
             resources=last.state_resources,
@@ -202,7 +208,9 @@ class Incremental(Generic[K, R]):
     ) -> None:
         # 1. workloads whose input changed, came or went; their declarations
         current = {name for name, _ in workloads}
+        known_before = last.workloads.keys() & current if last.workload_at else set()
         changed, affected = self._workloads(last, workloads, current, load, file_contents, work)
+        same_names = len(known_before) == len(last.workload_at) == len(last.workloads)
         # 2. resources: prime and match the affected ones; find changed output views
         viewed, reorder = self._resources(last, affected, provisioners, outputs)
         # 3. what to resolve again: changed workloads, the users of changed views, and the
@@ -242,12 +250,16 @@ class Incremental(Generic[K, R]):
             last.cycle_problems = _cycle_problems(
                 last.ordering, {u: e.primed for u, e in last.resources.items()}
             )
-        if reorder or resources_to_resolve:
+        if reorder or not last.resource_at:
             assert last.ordering is not None
-            last.state_resources = tuple(
-                _desired(last.resources[uid])
-                for uid in (*last.ordering.order, *last.ordering.blocked)
-            )
+            placed = (*last.ordering.order, *last.ordering.blocked)
+            last.state_resources = tuple(_desired(last.resources[uid]) for uid in placed)
+            last.resource_at = {uid: i for i, uid in enumerate(placed)}
+        elif resources_to_resolve:
+            patched = list(last.state_resources)
+            for uid in resources_to_resolve:
+                patched[last.resource_at[uid]] = _desired(last.resources[uid])
+            last.state_resources = tuple(patched)
 
         # 5. workloads
         for name in sorted(to_resolve):
@@ -259,11 +271,30 @@ class Incremental(Generic[K, R]):
             wl.problems = tuple(found)
             wl.contents = tuple((p, file_contents[p]) for p in wl.desired.sources[1:])
             work.resolved.append(name)
-        if to_resolve or changed:
+        self._place_workloads(last, changed, to_resolve, same_names)
+        _note_problems(last, changed | to_resolve, affected | resources_to_resolve)
+
+    @staticmethod
+    def _place_workloads(
+        last: _Snapshot, changed: set[str], to_resolve: set[str], same_names: bool
+    ) -> None:
+        """The state's workloads (by name) and services: patched where the names are the
+        same as in the last build, made again when one came or went."""
+        if not same_names:
             ordered = sorted(last.workloads)
             last.state_workloads = tuple(_desired_workload(last.workloads[n]) for n in ordered)
+            last.workload_at = {n: i for i, n in enumerate(ordered)}
+            last.services = {n: last.workloads[n].service for n in ordered}
+            return
+        if to_resolve:
+            patched = list(last.state_workloads)
+            for name in to_resolve:
+                patched[last.workload_at[name]] = _desired_workload(last.workloads[name])
+            last.state_workloads = tuple(patched)
         if changed:
-            last.services = {n: last.workloads[n].service for n in sorted(last.workloads)}
+            last.services = dict(last.services)
+            for name in changed:
+                last.services[name] = last.workloads[name].service
 
     def _workloads(
         self,
@@ -340,6 +371,10 @@ class Incremental(Generic[K, R]):
                 (*primed_problems, *match_problems),
                 None if old is None else old.desired,
             )
+        seen: tuple[list[str], list[object]] = (list(outputs), list(outputs.values()))
+        if seen == last.outputs:  # the same records as last time: no view changed
+            return viewed, reorder
+        last.outputs = seen
         for uid, entry in last.resources.items():
             if uid in affected:
                 continue
@@ -386,6 +421,28 @@ class Incremental(Generic[K, R]):
             file_contents=file_contents,
             outputs=views,
         )
+
+
+def _note_problems(last: _Snapshot, names: set[str], uids: set[str]) -> None:
+    """Refresh ``last.problems`` for the workloads and resources a build touched."""
+    for name in names:
+        workload = last.workloads.get(name)
+        _note(last.problems, ("w", name), () if workload is None else workload.problems)
+    for uid in uids:
+        entry = last.resources.get(uid)
+        found = () if entry is None else (*entry.primed_problems, *entry.problems)
+        _note(last.problems, ("r", uid), found)
+
+
+def _note(
+    problems: dict[tuple[str, str], tuple[Diagnostic, ...]],
+    key: tuple[str, str],
+    found: tuple[Diagnostic, ...],
+) -> None:
+    if found:
+        problems[key] = found
+    else:
+        problems.pop(key, None)
 
 
 def _uids(workload: _Loaded) -> dict[str, str]:

@@ -7,7 +7,7 @@ state carries references and markers), and every value it puts in a change goes 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload
@@ -114,23 +114,114 @@ class ActionMemo:
     """The actions of the last ``diff``, with the desired and recorded objects they came from.
 
     An action is a function of its desired value, its recorded value and the steps it depends
-    on; given the same two objects (by identity: frozen values, kept alive here) and the same
-    dependencies, the next diff reuses it instead of comparing the values again.
+    on. When the next diff places the same resources in the same order (and so gives every
+    unchanged one the same dependencies), it takes the last actions in bulk and recomputes only
+    those whose desired or recorded object is another one (by identity: frozen values, kept
+    alive here): a scan of identities, not a comparison of values, per unchanged object.
     """
 
-    __slots__ = ("placed", "resources", "workloads")
+    __slots__ = ("resources", "workloads")
 
     def __init__(self) -> None:
-        self.resources: dict[str, tuple[object, object, Action]] = {}
-        self.workloads: dict[str, tuple[object, object, Action]] = {}
+        self.resources = _Block()
+        self.workloads = _Block()
+
+
+class _Block:
+    """One kind of action of the last diff, in plan order, aligned with what it came from."""
+
+    __slots__ = ("actions", "haves", "ids", "placed", "steps", "wants")
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.wants: Sequence[object] = ()
+        self.haves: list[object] = []
+        self.actions: list[Action] = []
         self.placed: frozenset[str] = frozenset()
-        """The resources the last diff placed: every workload depends on some of them."""
+        """For workloads: the resources placed before them (every workload depends on some)."""
+        self.steps: dict[str, str] = {}
+        """For resources: the step of each, by uid."""
+
+    def reusable(self, ids: list[str], placed: frozenset[str] = frozenset()) -> bool:
+        return ids == self.ids and placed == self.placed
+
+    def changed(self, wants: Sequence[object], haves: list[object]) -> list[int]:
+        """Positions whose desired or recorded object is not the last diff's."""
+        old_wants, old_haves = self.wants, self.haves
+        return [
+            i
+            for i in range(len(haves))
+            if wants[i] is not old_wants[i] or haves[i] is not old_haves[i]
+        ]
+
+    def keep(
+        self,
+        ids: list[str],
+        wants: Sequence[object],
+        haves: list[object],
+        actions: list[Action],
+        placed: frozenset[str] = frozenset(),
+    ) -> None:
+        self.ids, self.wants, self.haves, self.actions, self.placed = (
+            ids,
+            wants,
+            haves,
+            actions,
+            placed,
+        )
 
 
 def _depends(wanted: tuple[str, ...], step_of: Mapping[str, str]) -> tuple[str, ...]:
     if not wanted:
         return ()
     return tuple(sorted({step_of[u] for u in wanted if u in step_of}))
+
+
+def _resource_actions(
+    wanted: Sequence[DesiredResource],
+    resources: Mapping[str, RecordedResource],
+    last: _Block,
+) -> tuple[list[Action], dict[str, str]]:
+    """Actions for the desired resources, in order, and the step of each placed resource."""
+    uids = [r.uid for r in wanted]
+    haves: list[object] = [resources.get(u) for u in uids]
+    if last.reusable(uids):
+        step_of = last.steps
+        actions = list(last.actions)
+        position = {u: i for i, u in enumerate(uids)} if wanted else {}
+        for i in last.changed(wanted, haves):
+            want = wanted[i]
+            before = {u: step_of[u] for u in want.depends_on if position.get(u, i) < i}
+            actions[i] = _resource_action(want, resources.get(want.uid), before)
+    else:
+        step_of = {}
+        actions = []
+        for want in wanted:
+            actions.append(_resource_action(want, resources.get(want.uid), step_of))
+            step_of[want.uid] = f"resource:{want.uid}"
+        last.steps = step_of
+    last.keep(uids, wanted, haves, actions)
+    return actions, step_of
+
+
+def _workload_actions(
+    wanted: Sequence[DesiredWorkload],
+    workloads: Mapping[str, RecordedWorkload],
+    step_of: Mapping[str, str],
+    last: _Block,
+) -> list[Action]:
+    """Actions for the desired workloads, in order, each after the resources it uses."""
+    names = [w.name for w in wanted]
+    haves: list[object] = [workloads.get(n) for n in names]
+    placed = frozenset(step_of)
+    if last.reusable(names, placed):
+        actions = list(last.actions)
+        for i in last.changed(wanted, haves):
+            actions[i] = _workload_action(wanted[i], workloads.get(names[i]), step_of)
+    else:
+        actions = [_workload_action(w, workloads.get(w.name), step_of) for w in wanted]
+    last.keep(names, wanted, haves, actions, placed)
+    return actions
 
 
 def diff(
@@ -149,46 +240,9 @@ def diff(
     goes away: workloads first, then the resources they used, so nothing is destroyed while a
     workload still points at it.
     """
-    actions: list[Action] = []
-    step_of: dict[str, str] = {}
     last = memo or ActionMemo()
-    seen_resources: dict[str, tuple[object, object, Action]] = {}
-    for want in desired.resources:
-        have = resources.get(want.uid)
-        hit = last.resources.get(want.uid)
-        if (
-            hit is not None
-            and hit[0] is want
-            and hit[1] is have
-            and hit[2].depends_on == _depends(want.depends_on, step_of)
-        ):
-            action = hit[2]
-        else:
-            action = _resource_action(want, have, step_of)
-        seen_resources[want.uid] = (want, have, action)
-        step_of[want.uid] = f"resource:{want.uid}"
-        actions.append(action)
-    seen_workloads: dict[str, tuple[object, object, Action]] = {}
-    placed = frozenset(step_of)
-    same_placed = placed == last.placed
-    for wl in desired.workloads:
-        had = workloads.get(wl.name)
-        hit = last.workloads.get(wl.name)
-        if (
-            hit is not None
-            and hit[0] is wl
-            and hit[1] is had
-            and (same_placed or hit[2].depends_on == _depends(wl.depends_on, step_of))
-        ):
-            action = hit[2]
-        else:
-            action = _workload_action(wl, had, step_of)
-        seen_workloads[wl.name] = (wl, had, action)
-        actions.append(action)
-    if memo is not None:
-        memo.resources, memo.workloads, memo.placed = seen_resources, seen_workloads, placed
-
-    wanted_workloads = {w.name for w in desired.workloads}
+    resource_actions, step_of = _resource_actions(desired.resources, resources, last.resources)
+    workload_actions = _workload_actions(desired.workloads, workloads, step_of, last.workloads)
     removed_workloads = [
         Action(
             ActionKind.DELETE,
@@ -198,15 +252,13 @@ def diff(
             field_changes(workloads[name].spec, {}),
             workloads[name].file,
         )
-        for name in sorted(set(workloads) - wanted_workloads)
+        for name in sorted(set(workloads).difference(last.workloads.ids))
     ]
     # A resource goes after every workload that changed or went away: any of them may have used it.
+    going = (ActionKind.DELETE, ActionKind.UPDATE)
     workload_steps = tuple(
-        a.step_id
-        for a in [*actions, *removed_workloads]
-        if a.kind is Subject.WORKLOAD and a.action in (ActionKind.DELETE, ActionKind.UPDATE)
+        a.step_id for a in [*workload_actions, *removed_workloads] if a.action in going
     )
-    wanted_resources = {r.uid for r in desired.resources}
     removed_resources = [
         Action(
             ActionKind.DELETE,
@@ -217,12 +269,12 @@ def diff(
             None,
             {"provisioner": resources[uid].provisioner},
         )
-        for uid in sorted(set(resources) - wanted_resources, reverse=True)
+        for uid in sorted(set(resources).difference(last.resources.ids), reverse=True)
     ]
     return Plan(
         environment=desired.environment,
         commit=commit,
         base_commit=base_commit,
-        actions=(*actions, *removed_workloads, *removed_resources),
+        actions=(*resource_actions, *workload_actions, *removed_workloads, *removed_resources),
         diagnostics=tuple(diagnostics),
     )
