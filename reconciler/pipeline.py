@@ -16,6 +16,7 @@ import functools
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from wcmatch import glob
@@ -87,6 +88,8 @@ class _Loaded:
     reused: list[WorkloadRecord] = field(default_factory=list)
     """Recorded workloads none of whose files changed: reused unparsed (and untyped, unless
     the builder needs them)."""
+    reused_names: list[str] = field(default_factory=list)
+    reused_files: dict[str, WorkloadRecord] = field(default_factory=dict)
     parsed: list[str] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     pinned: list[str] = field(default_factory=list)
@@ -141,7 +144,9 @@ def plan_environment(
     full = changes is None or _config_changed(changes, source.config, provisioner_files)
     # load: parse what changed, take the rest from what was recorded with the last commit
     pins = _Pins(repo, source.commit, store.pins(name))
-    loaded = _load_workloads(source, env, recorded, None if full else changes, parsed, pins)
+    builder = _builder(store, name)
+    index = builder.index_of(recorded)
+    loaded = _load_workloads(source, env, index, None if full else changes, parsed, pins)
     # provisioners: the repository's files in reconciler.yaml order, then the built-in ones
     provisioners, problems = load_provisioners(
         [(p, source.tree.read(p)) for p in provisioner_files] + builtin_provisioner_files()
@@ -150,11 +155,10 @@ def plan_environment(
     ok = [w for w in loaded.workloads if w.workload is not None and w.document is not None]
     # desired: identities, provisioners, ordering and placeholders, as pure values; only what
     # this commit or the recorded outputs changed is built again (desired/incremental.py)
-    builder = _builder(store, name)
     inputs: list[tuple[str, LoadedWorkload | WorkloadRecord]] = [
         (w.workload.metadata.name, w) for w in ok if w.workload is not None
     ]
-    inputs.extend((r.name, r) for r in loaded.reused)
+    inputs.extend(zip(loaded.reused_names, loaded.reused, strict=True))
     desired, problems = builder.build(
         environment=name,
         variables=dict(env.variables),
@@ -178,7 +182,7 @@ def plan_environment(
         memo=builder.actions,
     )
     sources = _Sources({w.workload.metadata.name: w.workload for w in ok if w.workload})
-    sources.add_recorded(loaded.reused)
+    sources.add_recorded(loaded.reused_names, loaded.reused)
     return EnvironmentPlan(
         name,
         plan,
@@ -199,6 +203,39 @@ class _Builder(Incremental[LoadedWorkload | WorkloadRecord, ResourceRecord]):
     def __init__(self) -> None:
         super().__init__(_output_source, _same_record)
         self.actions = ActionMemo()
+        self._index = _RecordIndex([])
+
+    def index_of(self, recorded: RecordedState) -> _RecordIndex:
+        """``recorded``'s workloads arranged for loading, made again only when the store hands
+        back other records than last time (it hands back the same while nothing was written)."""
+        records = list(recorded.workloads.values())
+        if records != self._index.records:
+            self._index = _RecordIndex(records)
+        return self._index
+
+
+class _RecordIndex:
+    """Recorded workloads by file, and by the files they source: what a change set touches is
+    found by looking up its paths, not by visiting every workload."""
+
+    def __init__(self, records: list[WorkloadRecord]) -> None:
+        self.records = records
+        self.by_file: dict[str, WorkloadRecord] = {r.file: r for r in records}
+        self.by_name: dict[str, WorkloadRecord] = {r.name: r for r in records}
+        self.documented = {f: r for f, r in self.by_file.items() if r.source}
+        """The records that keep their normalised document: the others must be parsed."""
+        self.undocumented = sorted(set(self.by_file) - set(self.documented))
+        self.users: dict[str, set[str]] = {}
+        for record in records:
+            for path in record.sources:
+                self.users.setdefault(path, set()).add(record.file)
+
+    def touched(self, paths: frozenset[str] | set[str]) -> set[str]:
+        """Recorded files among ``paths``, or reading one of them as a file source."""
+        found = {p for p in paths if p in self.by_file}
+        for path in paths:
+            found.update(self.users.get(path, ()))
+        return found
 
 
 # One builder per (store, environment): what the last plan built, reused by the next one. The
@@ -241,8 +278,8 @@ class _Sources(Mapping[str, dict[str, Any]]):
         self._origin: dict[str, Workload | WorkloadRecord] = dict(models)
         self._data: dict[str, dict[str, Any]] = {}
 
-    def add_recorded(self, records: Sequence[WorkloadRecord]) -> None:
-        self._origin.update(zip([r.name for r in records], records, strict=True))
+    def add_recorded(self, names: Sequence[str], records: Sequence[WorkloadRecord]) -> None:
+        self._origin.update(zip(names, records, strict=True))
 
     def __getitem__(self, name: str) -> dict[str, Any]:
         found = self._data.get(name)
@@ -356,40 +393,16 @@ def _in_environment(path: str, config: Config, env: Environment) -> bool:
 def _load_workloads(
     source: Source,
     env: Environment,
-    recorded: RecordedState,
+    index: _RecordIndex,
     changes: ChangeSet | None,
     cache: dict[str, LoadedWorkload] | None = None,
     pins: _Pins | None = None,
 ) -> _Loaded:
     out = _Loaded()
-    pinned_files = pins.files() if pins is not None else frozenset()
     if changes is None:
         paths = [p for p in source.tree.files() if _in_environment(p, source.config, env)]
     else:
-        touched = changes.all
-        kept: set[str] = set()
-        reuse: dict[str, WorkloadRecord] = {}
-        for r in recorded.workloads.values():
-            if r.file in changes.deleted:
-                continue
-            kept.add(r.file)
-            if (
-                r.file not in touched
-                and touched.isdisjoint(r.sources)
-                and r.file not in pinned_files
-            ):
-                reuse[r.file] = r
-        candidates = kept | {
-            p for p in changes.added | changes.modified if _in_environment(p, source.config, env)
-        }
-        paths = []
-        for path in candidates:
-            record = reuse.get(path)
-            if record is not None and record.source:
-                out.reused.append(record)
-            else:
-                paths.append(path)
-        paths.sort()
+        paths = _reuse_unchanged(source, env, index, changes, pins, out)
     for path in paths:
         tree, key = source.tree, path
         pin = pins.for_file(path) if pins is not None else None
@@ -407,8 +420,34 @@ def _load_workloads(
                 cache[key] = loaded
         out.workloads.append(loaded)
         out.diagnostics.extend(loaded.diagnostics)
-    out.diagnostics.extend(_unique_names(out))
+    out.diagnostics.extend(_unique_names(out, index))
     return out
+
+
+def _reuse_unchanged(
+    source: Source,
+    env: Environment,
+    index: _RecordIndex,
+    changes: ChangeSet,
+    pins: _Pins | None,
+    out: _Loaded,
+) -> list[str]:
+    """Put in ``out.reused`` the recorded workloads none of whose files changed (nor are
+    pinned); return the files to parse: the others, and the new ones. The work follows the
+    change set's size: the untouched records are taken in bulk."""
+    pinned = pins.files() if pins is not None else frozenset()
+    redo = index.touched(changes.all) | {f for f in pinned if f in index.by_file}
+    reuse = dict(index.documented)
+    for path in redo | changes.deleted:
+        reuse.pop(path, None)
+    out.reused_files = reuse
+    out.reused = list(reuse.values())
+    out.reused_names = list(map(attrgetter("name"), out.reused))
+    parse = (redo | set(index.undocumented)) - changes.deleted
+    parse.update(
+        p for p in changes.added | changes.modified if _in_environment(p, source.config, env)
+    )
+    return sorted(parse - reuse.keys())
 
 
 class _Pins:
@@ -436,15 +475,24 @@ class _Pins:
         return self._repo.tree(pin.commit)
 
 
-def _unique_names(loaded: _Loaded) -> list[Diagnostic]:
+def _unique_names(loaded: _Loaded, index: _RecordIndex) -> list[Diagnostic]:
     """``check_unique_names`` over every workload, parsed or reused, in path order; reused ones
-    are typed only when some name occurs twice (an error, rare)."""
+    are typed only when some name occurs twice (an error, rare). Recorded names are unique, so
+    only the parsed ones can clash, with each other or with a reused one."""
     names = [w.name for w in loaded.workloads if w.name is not None and w.document is not None]
-    names.extend(r.name for r in loaded.reused)
-    if len(set(names)) == len(names):
+    if len(set(names)) == len(names) and not _reused_name(names, loaded, index):
         return []
     everything = [*loaded.workloads, *map(_from_record, loaded.reused)]
     return check_unique_names(sorted(everything, key=lambda w: w.file))
+
+
+def _reused_name(names: list[str], loaded: _Loaded, index: _RecordIndex) -> bool:
+    """Whether a parsed workload takes the name of a reused one."""
+    for name in names:
+        record = index.by_name.get(name)
+        if record is not None and loaded.reused_files.get(record.file) is record:
+            return True
+    return False
 
 
 def _from_record(record: WorkloadRecord) -> LoadedWorkload:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import is_not, itemgetter
 from typing import Any, Generic, TypeVar
 
 from reconciler.desired import graph
@@ -112,6 +114,8 @@ class _Snapshot:
     """The problems of each workload (``("w", name)``) and resource (``("r", uid)``) that has
     some: refreshed for what a build touched, so that collecting them does not visit the rest."""
     outputs: tuple[list[str], list[object]] = ([], [])
+    inputs: tuple[list[str], list[Any]] = ([], [])
+    """The workloads the last build was given (names, keys), in order."""
     """The recorded resources the last build saw (uids, records): the same again means no
     output changed, without looking at each resource."""
 
@@ -160,7 +164,7 @@ class Incremental(Generic[K, R]):
         file_contents: Mapping[str, str],
         outputs: Mapping[str, R],
     ) -> tuple[DesiredState, list[Diagnostic]]:
-        names = [name for name, _ in workloads]
+        names = list(map(itemgetter(0), workloads))
         if len(set(names)) != len(names):
             return self._fallback(
                 environment,
@@ -207,7 +211,7 @@ class Incremental(Generic[K, R]):
         work: Work,
     ) -> None:
         # 1. workloads whose input changed, came or went; their declarations
-        current = {name for name, _ in workloads}
+        current = set(map(itemgetter(0), workloads))
         known_before = last.workloads.keys() & current if last.workload_at else set()
         changed, affected = self._workloads(last, workloads, current, load, file_contents, work)
         same_names = len(known_before) == len(last.workload_at) == len(last.workloads)
@@ -305,12 +309,15 @@ class Incremental(Generic[K, R]):
         file_contents: Mapping[str, str],
         work: Work,
     ) -> tuple[set[str], set[str]]:
-        changed: set[str] = {name for name in last.workloads if name not in current}
+        changed: set[str] = set(last.workloads).difference(current)
         affected: set[str] = set()
         for name in changed:
             gone = last.workloads.pop(name)
             affected.update(self._undeclare(last, name, gone.uids.values()))
-        for name, key in workloads:
+        names = list(map(itemgetter(0), workloads))
+        keys = list(map(itemgetter(1), workloads))
+        for i in _changed_positions(names, keys, last):
+            name, key = names[i], keys[i]
             known = last.workloads.get(name)
             if known is not None and known.key is key:
                 continue
@@ -335,7 +342,7 @@ class Incremental(Generic[K, R]):
             affected.update(uids.values())
             last.workloads[name] = _Workload(key, typed, uids, service=_service(typed))
             changed.add(name)
-
+        last.inputs = (names, keys)
         return changed, affected
 
     def _resources(
@@ -421,6 +428,16 @@ class Incremental(Generic[K, R]):
             file_contents=file_contents,
             outputs=views,
         )
+
+
+def _changed_positions(names: list[str], keys: list[Any], last: _Snapshot) -> Iterable[int]:
+    """The positions of ``keys`` to look at: those whose object is not the one the last build
+    had there when the names are the same, in the same order (found without a Python step
+    per workload); every position otherwise."""
+    last_names, last_keys = last.inputs
+    if names != last_names:
+        return range(len(keys))
+    return compress(range(len(keys)), map(is_not, keys, last_keys))
 
 
 def _note_problems(last: _Snapshot, names: set[str], uids: set[str]) -> None:

@@ -8,6 +8,8 @@ state carries references and markers), and every value it puts in a change goes 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress
+from operator import attrgetter, is_not
 from typing import Any, Protocol
 
 from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload
@@ -110,6 +112,11 @@ def _workload_action(
     return Action(ActionKind.NOOP, Subject.WORKLOAD, want.name, depends, (), want.file)
 
 
+_UID = attrgetter("uid")
+_NAME = attrgetter("name")
+_ACTION = attrgetter("action")
+
+
 class ActionMemo:
     """The actions of the last ``diff``, with the desired and recorded objects they came from.
 
@@ -146,13 +153,11 @@ class _Block:
         return ids == self.ids and placed == self.placed
 
     def changed(self, wants: Sequence[object], haves: list[object]) -> list[int]:
-        """Positions whose desired or recorded object is not the last diff's."""
-        old_wants, old_haves = self.wants, self.haves
-        return [
-            i
-            for i in range(len(haves))
-            if wants[i] is not old_wants[i] or haves[i] is not old_haves[i]
-        ]
+        """Positions whose desired or recorded object is not the last diff's (a scan in C)."""
+        positions = range(len(haves))
+        found = set(compress(positions, map(is_not, wants, self.wants)))
+        found.update(compress(positions, map(is_not, haves, self.haves)))
+        return sorted(found)
 
     def keep(
         self,
@@ -183,8 +188,8 @@ def _resource_actions(
     last: _Block,
 ) -> tuple[list[Action], dict[str, str]]:
     """Actions for the desired resources, in order, and the step of each placed resource."""
-    uids = [r.uid for r in wanted]
-    haves: list[object] = [resources.get(u) for u in uids]
+    uids = list(map(_UID, wanted))
+    haves: list[object] = list(map(resources.get, uids))
     if last.reusable(uids):
         step_of = last.steps
         actions = list(last.actions)
@@ -211,8 +216,8 @@ def _workload_actions(
     last: _Block,
 ) -> list[Action]:
     """Actions for the desired workloads, in order, each after the resources it uses."""
-    names = [w.name for w in wanted]
-    haves: list[object] = [workloads.get(n) for n in names]
+    names = list(map(_NAME, wanted))
+    haves: list[object] = list(map(workloads.get, names))
     placed = frozenset(step_of)
     if last.reusable(names, placed):
         actions = list(last.actions)
@@ -255,10 +260,9 @@ def diff(
         for name in sorted(set(workloads).difference(last.workloads.ids))
     ]
     # A resource goes after every workload that changed or went away: any of them may have used it.
-    going = (ActionKind.DELETE, ActionKind.UPDATE)
-    workload_steps = tuple(
-        a.step_id for a in [*workload_actions, *removed_workloads] if a.action in going
-    )
+    going = frozenset((ActionKind.DELETE, ActionKind.UPDATE)).__contains__
+    leaving = [*workload_actions, *removed_workloads]
+    workload_steps = tuple(a.step_id for a in compress(leaving, map(going, map(_ACTION, leaving))))
     removed_resources = [
         Action(
             ActionKind.DELETE,
