@@ -155,14 +155,13 @@ def plan_environment(
     ok = [w for w in loaded.workloads if w.workload is not None and w.document is not None]
     # desired: identities, provisioners, ordering and placeholders, as pure values; only what
     # this commit or the recorded outputs changed is built again (desired/incremental.py)
-    inputs: list[tuple[str, LoadedWorkload | WorkloadRecord]] = [
-        (w.workload.metadata.name, w) for w in ok if w.workload is not None
-    ]
-    inputs.extend(zip(loaded.reused_names, loaded.reused, strict=True))
+    names = [w.workload.metadata.name for w in ok if w.workload is not None]
+    keys: list[LoadedWorkload | WorkloadRecord] = [w for w in ok if w.workload is not None]
     desired, problems = builder.build(
         environment=name,
         variables=dict(env.variables),
-        workloads=inputs,
+        names=names + loaded.reused_names,
+        keys=[*keys, *loaded.reused],
         load=_typed,
         provisioners=provisioners,
         file_contents=_TreeContents(source.tree),
@@ -447,7 +446,7 @@ def _reuse_unchanged(
     parse.update(
         p for p in changes.added | changes.modified if _in_environment(p, source.config, env)
     )
-    return sorted(parse - reuse.keys())
+    return sorted(p for p in parse if p not in reuse)
 
 
 class _Pins:

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
-from operator import is_not, itemgetter
+from operator import is_not
 from typing import Any, Generic, TypeVar
 
 from reconciler.desired import graph
@@ -92,6 +92,14 @@ class _Resource:
     problems: tuple[Diagnostic, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """The workloads a build is given: names and keys side by side, in the caller's order."""
+
+    names: list[str] = field(default_factory=list)
+    keys: list[Any] = field(default_factory=list)
+
+
 @dataclass(slots=True)
 class _Snapshot:
     environment: str
@@ -114,10 +122,10 @@ class _Snapshot:
     """The problems of each workload (``("w", name)``) and resource (``("r", uid)``) that has
     some: refreshed for what a build touched, so that collecting them does not visit the rest."""
     outputs: tuple[list[str], list[object]] = ([], [])
-    inputs: tuple[list[str], list[Any]] = ([], [])
-    """The workloads the last build was given (names, keys), in order."""
     """The recorded resources the last build saw (uids, records): the same again means no
     output changed, without looking at each resource."""
+    inputs: _Inputs = field(default_factory=_Inputs)
+    """The workloads the last build was given, in order."""
 
 
 class Incremental(Generic[K, R]):
@@ -140,41 +148,49 @@ class Incremental(Generic[K, R]):
         *,
         environment: str,
         variables: Mapping[str, str],
-        workloads: Sequence[tuple[str, K]],
+        names: list[str],
+        keys: list[K],
         load: Callable[[K], LoadedWorkload],
         provisioners: ProvisionerSet,
         file_contents: Mapping[str, str],
         outputs: Mapping[str, R],
     ) -> tuple[DesiredState, list[Diagnostic]]:
-        """As ``build``; ``workloads`` are ``(name, key)`` of the usable workloads, where the
-        same ``key`` object means the same content, and ``load(key)`` types one when needed
-        (a model and a document)."""
+        """As ``build``; ``names`` and ``keys`` are those of the usable workloads, side by
+        side (two lists, not pairs: no tuple per workload), where the same ``key`` object
+        means the same content, and ``load(key)`` types one when needed (a model and a
+        document)."""
         with self._lock:  # one plan at a time: the snapshot is updated in place
             return self._build(
-                environment, variables, workloads, load, provisioners, file_contents, outputs
+                environment,
+                variables,
+                _Inputs(names, keys),
+                load,
+                provisioners,
+                file_contents,
+                outputs,
             )
 
     def _build(
         self,
         environment: str,
         variables: Mapping[str, str],
-        workloads: Sequence[tuple[str, K]],
+        workloads: _Inputs,
         load: Callable[[K], LoadedWorkload],
         provisioners: ProvisionerSet,
         file_contents: Mapping[str, str],
         outputs: Mapping[str, R],
     ) -> tuple[DesiredState, list[Diagnostic]]:
-        names = list(map(itemgetter(0), workloads))
-        if len(set(names)) != len(names):
+        last = self._last
+        known = last is not None and workloads.names == last.inputs.names  # unique then too
+        if not known and len(set(workloads.names)) != len(workloads.names):
             return self._fallback(
                 environment,
                 variables,
-                [load(k) for _, k in workloads],
+                [load(k) for k in workloads.keys],
                 provisioners,
                 file_contents,
                 outputs,
             )
-        last = self._last
         if (
             last is None
             or last.environment != environment
@@ -203,7 +219,7 @@ class Incremental(Generic[K, R]):
     def _update(
         self,
         last: _Snapshot,
-        workloads: Sequence[tuple[str, K]],
+        workloads: _Inputs,
         load: Callable[[K], LoadedWorkload],
         provisioners: ProvisionerSet,
         file_contents: Mapping[str, str],
@@ -211,15 +227,14 @@ class Incremental(Generic[K, R]):
         work: Work,
     ) -> None:
         # 1. workloads whose input changed, came or went; their declarations
-        current = set(map(itemgetter(0), workloads))
-        known_before = last.workloads.keys() & current if last.workload_at else set()
-        changed, affected = self._workloads(last, workloads, current, load, file_contents, work)
-        same_names = len(known_before) == len(last.workload_at) == len(last.workloads)
+        changed, affected, came_or_went = self._workloads(
+            last, workloads, load, file_contents, work
+        )
         # 2. resources: prime and match the affected ones; find changed output views
         viewed, reorder = self._resources(last, affected, provisioners, outputs)
         # 3. what to resolve again: changed workloads, the users of changed views, and the
         # resources whose source workload is one of those
-        to_resolve = set(changed & current)
+        to_resolve = {name for name in changed if name in last.workloads}
         for uid in viewed:
             to_resolve.update(last.declarers.get(uid, ()))
         resources_to_resolve = {uid for uid in affected if uid in last.resources}
@@ -275,7 +290,7 @@ class Incremental(Generic[K, R]):
             wl.problems = tuple(found)
             wl.contents = tuple((p, file_contents[p]) for p in wl.desired.sources[1:])
             work.resolved.append(name)
-        self._place_workloads(last, changed, to_resolve, same_names)
+        self._place_workloads(last, changed, to_resolve, not came_or_went)
         _note_problems(last, changed | to_resolve, affected | resources_to_resolve)
 
     @staticmethod
@@ -303,20 +318,22 @@ class Incremental(Generic[K, R]):
     def _workloads(
         self,
         last: _Snapshot,
-        workloads: Sequence[tuple[str, K]],
-        current: set[str],
+        workloads: _Inputs,
         load: Callable[[K], LoadedWorkload],
         file_contents: Mapping[str, str],
         work: Work,
-    ) -> tuple[set[str], set[str]]:
-        changed: set[str] = set(last.workloads).difference(current)
+    ) -> tuple[set[str], set[str], bool]:
+        """The workloads whose input changed, came or went, the resources they declared or
+        declare, and whether any workload came or went."""
+        positions, gone = _changed_positions(workloads, last)
+        changed = set(gone)
         affected: set[str] = set()
-        for name in changed:
-            gone = last.workloads.pop(name)
-            affected.update(self._undeclare(last, name, gone.uids.values()))
-        names = list(map(itemgetter(0), workloads))
-        keys = list(map(itemgetter(1), workloads))
-        for i in _changed_positions(names, keys, last):
+        for name in gone:
+            entry = last.workloads.pop(name)
+            affected.update(self._undeclare(last, name, entry.uids.values()))
+        came = False
+        names, keys = workloads.names, workloads.keys
+        for i in positions:
             name, key = names[i], keys[i]
             known = last.workloads.get(name)
             if known is not None and known.key is key:
@@ -329,6 +346,7 @@ class Incremental(Generic[K, R]):
             ):
                 known.key = key
                 continue
+            came = came or known is None
             loaded = load(key)
             assert loaded.workload is not None
             assert loaded.document is not None
@@ -342,8 +360,8 @@ class Incremental(Generic[K, R]):
             affected.update(uids.values())
             last.workloads[name] = _Workload(key, typed, uids, service=_service(typed))
             changed.add(name)
-        last.inputs = (names, keys)
-        return changed, affected
+        last.inputs = workloads
+        return changed, affected, came or bool(gone)
 
     def _resources(
         self,
@@ -430,14 +448,21 @@ class Incremental(Generic[K, R]):
         )
 
 
-def _changed_positions(names: list[str], keys: list[Any], last: _Snapshot) -> Iterable[int]:
-    """The positions of ``keys`` to look at: those whose object is not the one the last build
-    had there when the names are the same, in the same order (found without a Python step
-    per workload); every position otherwise."""
-    last_names, last_keys = last.inputs
-    if names != last_names:
-        return range(len(keys))
-    return compress(range(len(keys)), map(is_not, keys, last_keys))
+def _changed_positions(workloads: _Inputs, last: _Snapshot) -> tuple[Iterable[int], set[str]]:
+    """The positions whose key is not the object the last build had for that name, and the
+    names that went. Found with C loops (``map``, ``compress``, dictionary views), without a
+    Python step per unchanged workload: position by position when the names come in the same
+    order as last time, by (name, key id) pairs otherwise. Ids are safe: the snapshot keeps
+    the last keys alive."""
+    names, keys = workloads.names, workloads.keys
+    before = last.inputs
+    if names == before.names:
+        return compress(range(len(keys)), map(is_not, keys, before.keys)), set()
+    now = dict(zip(names, map(id, keys), strict=True))
+    old = dict(zip(before.names, map(id, before.keys), strict=True))
+    at = dict(zip(names, range(len(names)), strict=True))
+    changed = sorted(at[name] for name, _ in now.items() - old.items())
+    return changed, set(last.workloads.keys() - now.keys())
 
 
 def _note_problems(last: _Snapshot, names: set[str], uids: set[str]) -> None:

@@ -8,7 +8,7 @@ state carries references and markers), and every value it puts in a change goes 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import compress
+from itertools import compress, repeat
 from operator import attrgetter, is_not
 from typing import Any, Protocol
 
@@ -137,7 +137,7 @@ class ActionMemo:
 class _Block:
     """One kind of action of the last diff, in plan order, aligned with what it came from."""
 
-    __slots__ = ("actions", "haves", "ids", "placed", "steps", "wants")
+    __slots__ = ("_position", "actions", "haves", "ids", "placed", "steps", "wants")
 
     def __init__(self) -> None:
         self.ids: list[str] = []
@@ -148,9 +148,23 @@ class _Block:
         """For workloads: the resources placed before them (every workload depends on some)."""
         self.steps: dict[str, str] = {}
         """For resources: the step of each, by uid."""
+        self._position: dict[str, int] | None = None
 
     def reusable(self, ids: list[str], placed: frozenset[str] = frozenset()) -> bool:
-        return ids == self.ids and placed == self.placed
+        return ids == self.ids and (placed is self.placed or placed == self.placed)
+
+    def position(self) -> dict[str, int]:
+        """Each id's position, made when first needed after the ids changed."""
+        if self._position is None:
+            self._position = {u: i for i, u in enumerate(self.ids)}
+        return self._position
+
+    def gone(self, recorded: Mapping[str, object]) -> list[str]:
+        """The recorded ids no longer wanted, sorted: none, without building a set of every
+        id, when as many wanted ids were found recorded as there are recorded."""
+        if sum(map(is_not, self.haves, repeat(None))) == len(recorded):
+            return []
+        return sorted(set(recorded).difference(self.ids))
 
     def changed(self, wants: Sequence[object], haves: list[object]) -> list[int]:
         """Positions whose desired or recorded object is not the last diff's (a scan in C)."""
@@ -167,6 +181,8 @@ class _Block:
         actions: list[Action],
         placed: frozenset[str] = frozenset(),
     ) -> None:
+        if ids != self.ids:
+            self._position = None
         self.ids, self.wants, self.haves, self.actions, self.placed = (
             ids,
             wants,
@@ -186,14 +202,16 @@ def _resource_actions(
     wanted: Sequence[DesiredResource],
     resources: Mapping[str, RecordedResource],
     last: _Block,
-) -> tuple[list[Action], dict[str, str]]:
-    """Actions for the desired resources, in order, and the step of each placed resource."""
+) -> tuple[list[Action], dict[str, str], bool]:
+    """Actions for the desired resources, in order, the step of each placed resource, and
+    whether the same resources were placed in the same order as in the last diff."""
     uids = list(map(_UID, wanted))
     haves: list[object] = list(map(resources.get, uids))
-    if last.reusable(uids):
+    same = last.reusable(uids)
+    if same:
         step_of = last.steps
         actions = list(last.actions)
-        position = {u: i for i, u in enumerate(uids)} if wanted else {}
+        position = last.position()
         for i in last.changed(wanted, haves):
             want = wanted[i]
             before = {u: step_of[u] for u in want.depends_on if position.get(u, i) < i}
@@ -206,19 +224,21 @@ def _resource_actions(
             step_of[want.uid] = f"resource:{want.uid}"
         last.steps = step_of
     last.keep(uids, wanted, haves, actions)
-    return actions, step_of
+    return actions, step_of, same
 
 
 def _workload_actions(
     wanted: Sequence[DesiredWorkload],
     workloads: Mapping[str, RecordedWorkload],
     step_of: Mapping[str, str],
+    same_placed: bool,
     last: _Block,
 ) -> list[Action]:
-    """Actions for the desired workloads, in order, each after the resources it uses."""
+    """Actions for the desired workloads, in order, each after the resources it uses
+    (``same_placed``: the same as in the last diff)."""
     names = list(map(_NAME, wanted))
     haves: list[object] = list(map(workloads.get, names))
-    placed = frozenset(step_of)
+    placed = last.placed if same_placed else frozenset(step_of)
     if last.reusable(names, placed):
         actions = list(last.actions)
         for i in last.changed(wanted, haves):
@@ -246,8 +266,12 @@ def diff(
     workload still points at it.
     """
     last = memo or ActionMemo()
-    resource_actions, step_of = _resource_actions(desired.resources, resources, last.resources)
-    workload_actions = _workload_actions(desired.workloads, workloads, step_of, last.workloads)
+    resource_actions, step_of, same = _resource_actions(
+        desired.resources, resources, last.resources
+    )
+    workload_actions = _workload_actions(
+        desired.workloads, workloads, step_of, same, last.workloads
+    )
     removed_workloads = [
         Action(
             ActionKind.DELETE,
@@ -257,7 +281,7 @@ def diff(
             field_changes(workloads[name].spec, {}),
             workloads[name].file,
         )
-        for name in sorted(set(workloads).difference(last.workloads.ids))
+        for name in last.workloads.gone(workloads)
     ]
     # A resource goes after every workload that changed or went away: any of them may have used it.
     going = frozenset((ActionKind.DELETE, ActionKind.UPDATE)).__contains__
@@ -273,7 +297,7 @@ def diff(
             None,
             {"provisioner": resources[uid].provisioner},
         )
-        for uid in sorted(set(resources).difference(last.resources.ids), reverse=True)
+        for uid in reversed(last.resources.gone(resources))
     ]
     return Plan(
         environment=desired.environment,
