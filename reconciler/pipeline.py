@@ -137,14 +137,14 @@ def plan_environment(
     """
     if has_errors(source.diagnostics):
         return EnvironmentPlan(name, None, None, source.diagnostics)
-    recorded = store.recorded(name)
+    builder = _builder(store, name)
+    recorded = builder.same_as_before(store.recorded(name))
     base = store.last_commit(name)
     changes = repo.changed_paths(base, source.commit) if base else None
     provisioner_files = _provisioner_files(source, base, changes)
     full = changes is None or _config_changed(changes, source.config, provisioner_files)
     # load: parse what changed, take the rest from what was recorded with the last commit
     pins = _Pins(repo, source.commit, store.pins(name))
-    builder = _builder(store, name)
     index = builder.index_of(recorded)
     loaded = _load_workloads(source, env, index, None if full else changes, parsed, pins)
     # provisioners: the repository's files in reconciler.yaml order, then the built-in ones
@@ -202,14 +202,30 @@ class _Builder(Incremental[LoadedWorkload | WorkloadRecord, ResourceRecord]):
     def __init__(self) -> None:
         super().__init__(_output_source, _same_record)
         self.actions = ActionMemo()
+        self._recorded: RecordedState | None = None
         self._index = _RecordIndex([])
+        self._indexed: RecordedState | None = None
+
+    def same_as_before(self, recorded: RecordedState) -> RecordedState:
+        """The state the last plan saw when ``recorded`` holds the same records (the store
+        hands back the same record objects, in new mappings, while nothing was written): then
+        the builder and the diff recognise it by identity and skip their passes over it."""
+        last = self._recorded
+        if (
+            last is not None
+            and last.environment == recorded.environment
+            and last.workloads == recorded.workloads  # a C loop; records compare by identity
+            and last.resources == recorded.resources
+        ):
+            return last
+        self._recorded = recorded
+        return recorded
 
     def index_of(self, recorded: RecordedState) -> _RecordIndex:
-        """``recorded``'s workloads arranged for loading, made again only when the store hands
-        back other records than last time (it hands back the same while nothing was written)."""
-        records = list(recorded.workloads.values())
-        if records != self._index.records:
-            self._index = _RecordIndex(records)
+        """``recorded``'s workloads arranged for loading, made again for another state."""
+        if recorded is not self._indexed:
+            self._index = _RecordIndex(list(recorded.workloads.values()))
+            self._indexed = recorded
         return self._index
 
 

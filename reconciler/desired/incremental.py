@@ -121,9 +121,10 @@ class _Snapshot:
     problems: dict[tuple[str, str], tuple[Diagnostic, ...]] = field(default_factory=dict)
     """The problems of each workload (``("w", name)``) and resource (``("r", uid)``) that has
     some: refreshed for what a build touched, so that collecting them does not visit the rest."""
-    outputs: tuple[list[str], list[object]] = ([], [])
-    """The recorded resources the last build saw (uids, records): the same again means no
-    output changed, without looking at each resource."""
+    outputs: Mapping[str, Any] | None = None
+    """The recorded resources the last build saw: the same mapping again (the caller hands
+    back the same object for the same records) means no output changed, without looking at
+    each resource."""
     inputs: _Inputs = field(default_factory=_Inputs)
     """The workloads the last build was given, in order."""
 
@@ -396,10 +397,9 @@ class Incremental(Generic[K, R]):
                 (*primed_problems, *match_problems),
                 None if old is None else old.desired,
             )
-        seen: tuple[list[str], list[object]] = (list(outputs), list(outputs.values()))
-        if seen == last.outputs:  # the same records as last time: no view changed
+        if outputs is last.outputs:  # the same records as last time: no view changed
             return viewed, reorder
-        last.outputs = seen
+        last.outputs = outputs
         for uid, entry in last.resources.items():
             if uid in affected:
                 continue

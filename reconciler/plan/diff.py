@@ -7,7 +7,7 @@ state carries references and markers), and every value it puts in a change goes 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress, repeat
 from operator import attrgetter, is_not
 from typing import Any, Protocol
@@ -137,7 +137,17 @@ class ActionMemo:
 class _Block:
     """One kind of action of the last diff, in plan order, aligned with what it came from."""
 
-    __slots__ = ("_position", "actions", "haves", "ids", "placed", "steps", "wants")
+    __slots__ = (
+        "_gone",
+        "_position",
+        "actions",
+        "haves",
+        "ids",
+        "placed",
+        "recorded",
+        "steps",
+        "wants",
+    )
 
     def __init__(self) -> None:
         self.ids: list[str] = []
@@ -149,9 +159,9 @@ class _Block:
         self.steps: dict[str, str] = {}
         """For resources: the step of each, by uid."""
         self._position: dict[str, int] | None = None
-
-    def reusable(self, ids: list[str], placed: frozenset[str] = frozenset()) -> bool:
-        return ids == self.ids and (placed is self.placed or placed == self.placed)
+        self.recorded: Mapping[str, object] | None = None
+        """The recorded mapping the last diff was given: the same object, the same records."""
+        self._gone: tuple[list[object], list[str]] | None = None
 
     def position(self) -> dict[str, int]:
         """Each id's position, made when first needed after the ids changed."""
@@ -162,9 +172,33 @@ class _Block:
     def gone(self, recorded: Mapping[str, object]) -> list[str]:
         """The recorded ids no longer wanted, sorted: none, without building a set of every
         id, when as many wanted ids were found recorded as there are recorded."""
+        if self._gone is not None and self._gone[0] is self.haves:
+            return self._gone[1]
         if sum(map(is_not, self.haves, repeat(None))) == len(recorded):
-            return []
-        return sorted(set(recorded).difference(self.ids))
+            found: list[str] = []
+        else:
+            found = sorted(set(recorded).difference(self.ids))
+        self._gone = (self.haves, found)
+        return found
+
+    def scan(
+        self, wanted: Sequence[Any], recorded: Mapping[str, object], id_of: Callable[[Any], str]
+    ) -> tuple[list[str], list[object], list[int] | None]:
+        """Ids and recorded objects of ``wanted``, and the positions whose desired or recorded
+        object is not the last diff's (None: the ids changed, look at everything). With the
+        same recorded mapping as last time, only the desired objects are scanned (in C)."""
+        if recorded is self.recorded and len(wanted) == len(self.wants):
+            positions = list(compress(range(len(wanted)), map(is_not, wanted, self.wants)))
+            if all(id_of(wanted[i]) == self.ids[i] for i in positions):
+                haves = self.haves
+                if positions:
+                    haves = list(haves)
+                    for i in positions:
+                        haves[i] = recorded.get(self.ids[i])
+                return self.ids, haves, positions
+        ids = list(map(id_of, wanted))
+        haves = list(map(recorded.get, ids))
+        return ids, haves, self.changed(wanted, haves) if ids == self.ids else None
 
     def changed(self, wants: Sequence[object], haves: list[object]) -> list[int]:
         """Positions whose desired or recorded object is not the last diff's (a scan in C)."""
@@ -179,9 +213,11 @@ class _Block:
         wants: Sequence[object],
         haves: list[object],
         actions: list[Action],
+        recorded: Mapping[str, object],
         placed: frozenset[str] = frozenset(),
     ) -> None:
-        if ids != self.ids:
+        self.recorded = recorded
+        if ids is not self.ids and ids != self.ids:
             self._position = None
         self.ids, self.wants, self.haves, self.actions, self.placed = (
             ids,
@@ -205,14 +241,13 @@ def _resource_actions(
 ) -> tuple[list[Action], dict[str, str], bool]:
     """Actions for the desired resources, in order, the step of each placed resource, and
     whether the same resources were placed in the same order as in the last diff."""
-    uids = list(map(_UID, wanted))
-    haves: list[object] = list(map(resources.get, uids))
-    same = last.reusable(uids)
-    if same:
+    uids, haves, positions = last.scan(wanted, resources, _UID)
+    same = positions is not None
+    if positions is not None:
         step_of = last.steps
-        actions = list(last.actions)
+        actions = list(last.actions) if positions else last.actions
         position = last.position()
-        for i in last.changed(wanted, haves):
+        for i in positions:
             want = wanted[i]
             before = {u: step_of[u] for u in want.depends_on if position.get(u, i) < i}
             actions[i] = _resource_action(want, resources.get(want.uid), before)
@@ -223,7 +258,7 @@ def _resource_actions(
             actions.append(_resource_action(want, resources.get(want.uid), step_of))
             step_of[want.uid] = f"resource:{want.uid}"
         last.steps = step_of
-    last.keep(uids, wanted, haves, actions)
+    last.keep(uids, wanted, haves, actions, resources)
     return actions, step_of, same
 
 
@@ -236,16 +271,15 @@ def _workload_actions(
 ) -> list[Action]:
     """Actions for the desired workloads, in order, each after the resources it uses
     (``same_placed``: the same as in the last diff)."""
-    names = list(map(_NAME, wanted))
-    haves: list[object] = list(map(workloads.get, names))
+    names, haves, positions = last.scan(wanted, workloads, _NAME)
     placed = last.placed if same_placed else frozenset(step_of)
-    if last.reusable(names, placed):
-        actions = list(last.actions)
-        for i in last.changed(wanted, haves):
+    if positions is not None and (placed is last.placed or placed == last.placed):
+        actions = list(last.actions) if positions else last.actions
+        for i in positions:
             actions[i] = _workload_action(wanted[i], workloads.get(names[i]), step_of)
     else:
         actions = [_workload_action(w, workloads.get(w.name), step_of) for w in wanted]
-    last.keep(names, wanted, haves, actions, placed)
+    last.keep(names, wanted, haves, actions, workloads, placed)
     return actions
 
 
