@@ -31,6 +31,7 @@ from reconciler.desired.provisioners import (
     builtin_provisioner_files,
     load_provisioners,
 )
+from reconciler.desired.workloads import file_sources
 from reconciler.diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from reconciler.gitops.changes import ChangeSet
 from reconciler.gitops.repository import Repository
@@ -94,6 +95,9 @@ class _Loaded:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     pinned: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    pinned_sources: dict[str, GitTree] = field(default_factory=dict)
+    """The ``files[].source`` paths of pinned workloads, with the pinned commit's tree: a
+    pinned workload is planned as it was at that commit, the files it reads included."""
 
 
 def open_source(repo: Repository, ref: str) -> Source:
@@ -164,7 +168,7 @@ def plan_environment(
         keys=[*keys, *loaded.reused],
         load=_typed,
         provisioners=provisioners,
-        file_contents=_TreeContents(source.tree),
+        file_contents=_TreeContents(source.tree, loaded.pinned_sources),
         outputs=recorded.resources,
     )
     loaded.diagnostics.extend(problems)
@@ -313,16 +317,19 @@ class _Sources(Mapping[str, dict[str, Any]]):
 
 class _TreeContents(Mapping[str, str]):
     """The text of ``files.*.source`` files, read from the commit when the builder asks for
-    one (only workloads resolved again do); unreadable or non-UTF-8 files are missing."""
+    one (only workloads resolved again do); unreadable or non-UTF-8 files are missing. The
+    files of pinned workloads (``pinned``) are read from their pinned commit's tree."""
 
-    def __init__(self, tree: GitTree) -> None:
+    def __init__(self, tree: GitTree, pinned: Mapping[str, GitTree] | None = None) -> None:
         self._tree = tree
+        self._pinned = pinned or {}
         self._read: dict[str, str | None] = {}
 
     def _get(self, path: str) -> str | None:
         if path not in self._read:
             try:
-                self._read[path] = self._tree.read(path).decode("utf-8")
+                tree = self._pinned.get(path, self._tree)
+                self._read[path] = tree.read(path).decode("utf-8")
             except (OSError, UnicodeDecodeError):
                 self._read[path] = None
         return self._read[path]
@@ -433,6 +440,8 @@ def _load_workloads(
             out.parsed.append(path)
             if cache is not None:
                 cache[key] = loaded
+        if tree is not source.tree:
+            out.pinned_sources.update(dict.fromkeys(file_sources(loaded), tree))
         out.workloads.append(loaded)
         out.diagnostics.extend(loaded.diagnostics)
     out.diagnostics.extend(_unique_names(out, index))
