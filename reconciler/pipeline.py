@@ -16,7 +16,6 @@ import functools
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any
 
 from wcmatch import glob
@@ -242,6 +241,7 @@ class _RecordIndex:
         self.by_file: dict[str, WorkloadRecord] = {r.file: r for r in records}
         self.by_name: dict[str, WorkloadRecord] = {r.name: r for r in records}
         self.documented = {f: r for f, r in self.by_file.items() if r.source}
+        self.documented_names = {f: r.name for f, r in self.documented.items()}
         """The records that keep their normalised document: the others must be parsed."""
         self.undocumented = sorted(set(self.by_file) - set(self.documented))
         self.users: dict[str, set[str]] = {}
@@ -294,25 +294,35 @@ class _Sources(Mapping[str, dict[str, Any]]):
     model, or copied from its record (a plan has thousands; a run records a few)."""
 
     def __init__(self, models: dict[str, Workload]) -> None:
-        self._origin: dict[str, Workload | WorkloadRecord] = dict(models)
+        self._models = models
+        self._recorded: tuple[Sequence[str], Sequence[WorkloadRecord]] = ((), ())
+        self._merged: dict[str, Workload | WorkloadRecord] | None = None
         self._data: dict[str, dict[str, Any]] = {}
 
     def add_recorded(self, names: Sequence[str], records: Sequence[WorkloadRecord]) -> None:
-        self._origin.update(zip(names, records, strict=True))
+        """The reused records, by name: looked up only when a document is asked for."""
+        self._recorded, self._merged = (names, records), None
+
+    def _origin(self) -> dict[str, Workload | WorkloadRecord]:
+        if self._merged is None:
+            merged: dict[str, Workload | WorkloadRecord] = dict(self._models)
+            merged.update(zip(*self._recorded, strict=True))
+            self._merged = merged
+        return self._merged
 
     def __getitem__(self, name: str) -> dict[str, Any]:
         found = self._data.get(name)
         if found is None:
-            origin = self._origin[name]
+            origin = self._origin()[name]
             made = origin.to_data() if isinstance(origin, Workload) else dict(origin.source)
             found = self._data[name] = made
         return found
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._origin)
+        return iter(self._origin())
 
     def __len__(self) -> int:
-        return len(self._origin)
+        return len(self._origin())
 
 
 class _TreeContents(Mapping[str, str]):
@@ -462,12 +472,14 @@ def _reuse_unchanged(
     pinned = pins.files() if pins is not None else frozenset()
     redo = index.touched(changes.all) | {f for f in pinned if f in index.by_file}
     reuse = dict(index.documented)
+    names = dict(index.documented_names)
     for path in redo | changes.deleted:
         reuse.pop(path, None)
+        names.pop(path, None)
     out.reused_files = reuse
     out.reused = list(reuse.values())
-    out.reused_names = list(map(attrgetter("name"), out.reused))
-    parse = (redo | set(index.undocumented)) - changes.deleted
+    out.reused_names = list(names.values())
+    parse = redo.union(index.undocumented) - changes.deleted
     parse.update(
         p for p in changes.added | changes.modified if _in_environment(p, source.config, env)
     )

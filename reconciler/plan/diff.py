@@ -114,7 +114,8 @@ def _workload_action(
 
 _UID = attrgetter("uid")
 _NAME = attrgetter("name")
-_ACTION = attrgetter("action")
+_LEAVING = frozenset((ActionKind.DELETE, ActionKind.UPDATE))
+"""Workload actions that resources to be deleted wait for: any of them may have used one."""
 
 
 class ActionMemo:
@@ -143,6 +144,7 @@ class _Block:
         "actions",
         "haves",
         "ids",
+        "leaving",
         "placed",
         "recorded",
         "steps",
@@ -158,6 +160,8 @@ class _Block:
         """For workloads: the resources placed before them (every workload depends on some)."""
         self.steps: dict[str, str] = {}
         """For resources: the step of each, by uid."""
+        self.leaving: dict[int, str] = {}
+        """For workloads: the steps of the updates, by position (resources wait for them)."""
         self._position: dict[str, int] | None = None
         self.recorded: Mapping[str, object] | None = None
         """The recorded mapping the last diff was given: the same object, the same records."""
@@ -275,10 +279,17 @@ def _workload_actions(
     placed = last.placed if same_placed else frozenset(step_of)
     if positions is not None and (placed is last.placed or placed == last.placed):
         actions = list(last.actions) if positions else last.actions
+        leaving = dict(last.leaving) if positions else last.leaving
         for i in positions:
             actions[i] = _workload_action(wanted[i], workloads.get(names[i]), step_of)
+            if actions[i].action in _LEAVING:
+                leaving[i] = actions[i].step_id
+            else:
+                leaving.pop(i, None)
     else:
         actions = [_workload_action(w, workloads.get(w.name), step_of) for w in wanted]
+        leaving = {i: a.step_id for i, a in enumerate(actions) if a.action in _LEAVING}
+    last.leaving = leaving
     last.keep(names, wanted, haves, actions, workloads, placed)
     return actions
 
@@ -318,9 +329,11 @@ def diff(
         for name in last.workloads.gone(workloads)
     ]
     # A resource goes after every workload that changed or went away: any of them may have used it.
-    going = frozenset((ActionKind.DELETE, ActionKind.UPDATE)).__contains__
-    leaving = [*workload_actions, *removed_workloads]
-    workload_steps = tuple(a.step_id for a in compress(leaving, map(going, map(_ACTION, leaving))))
+    leaving = last.workloads.leaving
+    workload_steps = (
+        *(leaving[i] for i in sorted(leaving)),
+        *(a.step_id for a in removed_workloads),
+    )
     removed_resources = [
         Action(
             ActionKind.DELETE,
