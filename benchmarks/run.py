@@ -72,7 +72,10 @@ class NotMeasuredYet(Exception):
 
 @dataclass(slots=True)
 class Sample:
-    """Repeated timings of one thing: the median is the figure, the rest shows the spread."""
+    """Repeated measurements of one thing: the median is the figure, the rest shows the spread.
+
+    Timings are seconds; a row whose figure is something else (memory) says so in ``unit``.
+    """
 
     seconds: list[float]
 
@@ -82,9 +85,9 @@ class Sample:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "median_s": round(self.median, 6),
-            "min_s": round(min(self.seconds), 6),
-            "max_s": round(max(self.seconds), 6),
+            "median": round(self.median, 6),
+            "min": round(min(self.seconds), 6),
+            "max": round(max(self.seconds), 6),
             "repetitions": len(self.seconds),
         }
 
@@ -232,11 +235,16 @@ def row(
     measured: Sample,
     reference: Sample,
     target: float | None,
+    *,
+    unit: str = "s",
     **extra: Any,
 ) -> dict[str, Any]:
+    """One size's figure; ``unit`` is what ``measured`` and ``reference`` count (``s``, or
+    ``MiB`` for memory), so that the table and readers of the JSON print them right."""
     ratio = measured.median / reference.median if reference.median > 0 else float("inf")
     return {
         "size": size,
+        "unit": unit,
         "measured": measured.as_json(),
         "reference": reference.as_json(),
         "ratio": round(ratio, 4),
@@ -380,7 +388,7 @@ def _full_plan_sample(bench: Bench, size: int) -> Sample:
     rows = _RESULTS.get("full_plan", {}).get("rows", [])
     for found in rows:
         if found["size"] == size:
-            return Sample([found["measured"]["median_s"]])
+            return Sample([found["measured"]["median"]])
     prepared = bench.prepared(size)
     stores: list[Store] = []
 
@@ -646,8 +654,7 @@ def measure_push_to_status(bench: Bench) -> dict[str, Any]:
 def measure_daemon_peak_rss(bench: Bench) -> dict[str, Any]:
     """``reconciler run`` on a repository of the largest size: its first reconcile, then a
     one-workload commit and a no-op resync, then ``VmHWM`` (the kernel's high-water mark of
-    resident memory) from ``/proc/<pid>/status``. Values are MiB, in the ``*_s`` fields of the
-    JSON (the table prints them with an ``s``)."""
+    resident memory) from ``/proc/<pid>/status``. The row's ``unit`` is ``MiB``."""
     if not Path("/proc/self/status").exists():
         raise NotMeasuredYet("needs /proc/<pid>/status (Linux)")
     size = max(bench.sizes)
@@ -871,13 +878,20 @@ def run(bench: Bench, only: Sequence[str] | None = None) -> dict[str, Any]:
                 _RESULTS[fig.key] = entry
         figures[fig.key] = entry
     return {
-        "format_version": 1,
+        "format_version": 2,
         "started_at": started.isoformat(timespec="seconds"),
         "duration_s": round((datetime.now(UTC) - started).total_seconds(), 1),
         "machine": machine(),
         "options": {"sizes": list(bench.sizes), "seed": bench.seed, "quick": bench.quick},
         "figures": figures,
     }
+
+
+def _value(value: float, unit: str) -> str:
+    """A measured value as the table prints it: durations scaled, other units as they are."""
+    if unit == "s":
+        return _seconds(value)
+    return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
 
 
 def _seconds(value: float) -> str:
@@ -894,6 +908,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     for key, entry in report["figures"].items():
         for found in entry["rows"] if entry["status"] == "measured" else []:
             labels = found.get("labels", ("measured", "reference"))
+            unit = found.get("unit", "s")
             met, limit = found["met"], found["target"]
             parsed = found.get("parsed")
             if isinstance(parsed, dict):
@@ -902,8 +917,8 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 [
                     key,
                     str(found["size"]),
-                    f"{labels[0]} {_seconds(found['measured']['median_s'])}",
-                    f"{labels[1]} {_seconds(found['reference']['median_s'])}",
+                    f"{labels[0]} {_value(found['measured']['median'], unit)}",
+                    f"{labels[1]} {_value(found['reference']['median'], unit)}",
                     f"{found['ratio']:.3f}",
                     "-" if limit is None else f"<= {limit:g}",
                     "-" if met is None else ("yes" if met else "NO"),

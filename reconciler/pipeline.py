@@ -30,6 +30,7 @@ from reconciler.desired.provisioners import (
     builtin_provisioner_files,
     load_provisioners,
 )
+from reconciler.desired.workloads import file_sources
 from reconciler.diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from reconciler.gitops.changes import ChangeSet
 from reconciler.gitops.repository import Repository
@@ -64,8 +65,9 @@ class EnvironmentPlan:
     parsed: tuple[str, ...] = ()
     """The Score files parsed for this plan (the rest came from recorded state)."""
     provisioners: ProvisionerSet | None = None
-    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Each workload's normalised Score document, as the store records it with the workload."""
+    sources: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    """Each workload's normalised Score document, as the store records it with the workload
+    (serialised from its model when asked for: a run records only the workloads it applies)."""
     resolved: tuple[str, ...] = ()
     """The workloads whose placeholders were resolved for this plan (the rest were reused from
     the plan before, their inputs unchanged)."""
@@ -86,10 +88,15 @@ class _Loaded:
     reused: list[WorkloadRecord] = field(default_factory=list)
     """Recorded workloads none of whose files changed: reused unparsed (and untyped, unless
     the builder needs them)."""
+    reused_names: list[str] = field(default_factory=list)
+    reused_files: dict[str, WorkloadRecord] = field(default_factory=dict)
     parsed: list[str] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     pinned: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    pinned_sources: dict[str, GitTree] = field(default_factory=dict)
+    """The ``files[].source`` paths of pinned workloads, with the pinned commit's tree: a
+    pinned workload is planned as it was at that commit, the files it reads included."""
 
 
 def open_source(repo: Repository, ref: str) -> Source:
@@ -133,14 +140,16 @@ def plan_environment(
     """
     if has_errors(source.diagnostics):
         return EnvironmentPlan(name, None, None, source.diagnostics)
-    recorded = store.recorded(name)
+    builder = _builder(store, name)
+    recorded = builder.same_as_before(store.recorded(name))
     base = store.last_commit(name)
     changes = repo.changed_paths(base, source.commit) if base else None
     provisioner_files = _provisioner_files(source, base, changes)
     full = changes is None or _config_changed(changes, source.config, provisioner_files)
     # load: parse what changed, take the rest from what was recorded with the last commit
     pins = _Pins(repo, source.commit, store.pins(name))
-    loaded = _load_workloads(source, env, recorded, None if full else changes, parsed, pins)
+    index = builder.index_of(recorded)
+    loaded = _load_workloads(source, env, index, None if full else changes, parsed, pins)
     # provisioners: the repository's files in reconciler.yaml order, then the built-in ones
     provisioners, problems = load_provisioners(
         [(p, source.tree.read(p)) for p in provisioner_files] + builtin_provisioner_files()
@@ -149,18 +158,16 @@ def plan_environment(
     ok = [w for w in loaded.workloads if w.workload is not None and w.document is not None]
     # desired: identities, provisioners, ordering and placeholders, as pure values; only what
     # this commit or the recorded outputs changed is built again (desired/incremental.py)
-    builder = _builder(store, name)
-    inputs: list[tuple[str, LoadedWorkload | WorkloadRecord]] = [
-        (w.workload.metadata.name, w) for w in ok if w.workload is not None
-    ]
-    inputs.extend((r.name, r) for r in loaded.reused)
+    names = [w.workload.metadata.name for w in ok if w.workload is not None]
+    keys: list[LoadedWorkload | WorkloadRecord] = [w for w in ok if w.workload is not None]
     desired, problems = builder.build(
         environment=name,
         variables=dict(env.variables),
-        workloads=inputs,
+        names=names + loaded.reused_names,
+        keys=[*keys, *loaded.reused],
         load=_typed,
         provisioners=provisioners,
-        file_contents=_TreeContents(source.tree),
+        file_contents=_TreeContents(source.tree, loaded.pinned_sources),
         outputs=recorded.resources,
     )
     loaded.diagnostics.extend(problems)
@@ -176,8 +183,8 @@ def plan_environment(
         diagnostics=diagnostics,
         memo=builder.actions,
     )
-    sources = {w.workload.metadata.name: w.workload.to_data() for w in ok if w.workload}
-    sources.update((r.name, dict(r.source)) for r in loaded.reused)
+    sources = _Sources({w.workload.metadata.name: w.workload for w in ok if w.workload})
+    sources.add_recorded(loaded.reused_names, loaded.reused)
     return EnvironmentPlan(
         name,
         plan,
@@ -198,6 +205,56 @@ class _Builder(Incremental[LoadedWorkload | WorkloadRecord, ResourceRecord]):
     def __init__(self) -> None:
         super().__init__(_output_source, _same_record)
         self.actions = ActionMemo()
+        self._recorded: RecordedState | None = None
+        self._index = _RecordIndex([])
+        self._indexed: RecordedState | None = None
+
+    def same_as_before(self, recorded: RecordedState) -> RecordedState:
+        """The state the last plan saw when ``recorded`` holds the same records (the store
+        hands back the same record objects, in new mappings, while nothing was written): then
+        the builder and the diff recognise it by identity and skip their passes over it."""
+        last = self._recorded
+        if (
+            last is not None
+            and last.environment == recorded.environment
+            and last.workloads == recorded.workloads  # a C loop; records compare by identity
+            and last.resources == recorded.resources
+        ):
+            return last
+        self._recorded = recorded
+        return recorded
+
+    def index_of(self, recorded: RecordedState) -> _RecordIndex:
+        """``recorded``'s workloads arranged for loading, made again for another state."""
+        if recorded is not self._indexed:
+            self._index = _RecordIndex(list(recorded.workloads.values()))
+            self._indexed = recorded
+        return self._index
+
+
+class _RecordIndex:
+    """Recorded workloads by file, and by the files they source: what a change set touches is
+    found by looking up its paths, not by visiting every workload."""
+
+    def __init__(self, records: list[WorkloadRecord]) -> None:
+        self.records = records
+        self.by_file: dict[str, WorkloadRecord] = {r.file: r for r in records}
+        self.by_name: dict[str, WorkloadRecord] = {r.name: r for r in records}
+        self.documented = {f: r for f, r in self.by_file.items() if r.source}
+        self.documented_names = {f: r.name for f, r in self.documented.items()}
+        """The records that keep their normalised document: the others must be parsed."""
+        self.undocumented = sorted(set(self.by_file) - set(self.documented))
+        self.users: dict[str, set[str]] = {}
+        for record in records:
+            for path in record.sources:
+                self.users.setdefault(path, set()).add(record.file)
+
+    def touched(self, paths: frozenset[str] | set[str]) -> set[str]:
+        """Recorded files among ``paths``, or reading one of them as a file source."""
+        found = {p for p in paths if p in self.by_file}
+        for path in paths:
+            found.update(self.users.get(path, ()))
+        return found
 
 
 # One builder per (store, environment): what the last plan built, reused by the next one. The
@@ -232,18 +289,57 @@ def _output_source(record: ResourceRecord) -> Mapping[str, object] | None:
     return known_outputs(record) if record.outputs or record.secret_refs else None
 
 
+class _Sources(Mapping[str, dict[str, Any]]):
+    """Workloads' normalised documents by name, each made on first use: serialised from its
+    model, or copied from its record (a plan has thousands; a run records a few)."""
+
+    def __init__(self, models: dict[str, Workload]) -> None:
+        self._models = models
+        self._recorded: tuple[Sequence[str], Sequence[WorkloadRecord]] = ((), ())
+        self._merged: dict[str, Workload | WorkloadRecord] | None = None
+        self._data: dict[str, dict[str, Any]] = {}
+
+    def add_recorded(self, names: Sequence[str], records: Sequence[WorkloadRecord]) -> None:
+        """The reused records, by name: looked up only when a document is asked for."""
+        self._recorded, self._merged = (names, records), None
+
+    def _origin(self) -> dict[str, Workload | WorkloadRecord]:
+        if self._merged is None:
+            merged: dict[str, Workload | WorkloadRecord] = dict(self._models)
+            merged.update(zip(*self._recorded, strict=True))
+            self._merged = merged
+        return self._merged
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        found = self._data.get(name)
+        if found is None:
+            origin = self._origin()[name]
+            made = origin.to_data() if isinstance(origin, Workload) else dict(origin.source)
+            found = self._data[name] = made
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._origin())
+
+    def __len__(self) -> int:
+        return len(self._origin())
+
+
 class _TreeContents(Mapping[str, str]):
     """The text of ``files.*.source`` files, read from the commit when the builder asks for
-    one (only workloads resolved again do); unreadable or non-UTF-8 files are missing."""
+    one (only workloads resolved again do); unreadable or non-UTF-8 files are missing. The
+    files of pinned workloads (``pinned``) are read from their pinned commit's tree."""
 
-    def __init__(self, tree: GitTree) -> None:
+    def __init__(self, tree: GitTree, pinned: Mapping[str, GitTree] | None = None) -> None:
         self._tree = tree
+        self._pinned = pinned or {}
         self._read: dict[str, str | None] = {}
 
     def _get(self, path: str) -> str | None:
         if path not in self._read:
             try:
-                self._read[path] = self._tree.read(path).decode("utf-8")
+                tree = self._pinned.get(path, self._tree)
+                self._read[path] = tree.read(path).decode("utf-8")
             except (OSError, UnicodeDecodeError):
                 self._read[path] = None
         return self._read[path]
@@ -329,40 +425,16 @@ def _in_environment(path: str, config: Config, env: Environment) -> bool:
 def _load_workloads(
     source: Source,
     env: Environment,
-    recorded: RecordedState,
+    index: _RecordIndex,
     changes: ChangeSet | None,
     cache: dict[str, LoadedWorkload] | None = None,
     pins: _Pins | None = None,
 ) -> _Loaded:
     out = _Loaded()
-    pinned_files = pins.files() if pins is not None else frozenset()
     if changes is None:
         paths = [p for p in source.tree.files() if _in_environment(p, source.config, env)]
     else:
-        touched = changes.all
-        kept: set[str] = set()
-        reuse: dict[str, WorkloadRecord] = {}
-        for r in recorded.workloads.values():
-            if r.file in changes.deleted:
-                continue
-            kept.add(r.file)
-            if (
-                r.file not in touched
-                and touched.isdisjoint(r.sources)
-                and r.file not in pinned_files
-            ):
-                reuse[r.file] = r
-        candidates = kept | {
-            p for p in changes.added | changes.modified if _in_environment(p, source.config, env)
-        }
-        paths = []
-        for path in candidates:
-            record = reuse.get(path)
-            if record is not None and record.source:
-                out.reused.append(record)
-            else:
-                paths.append(path)
-        paths.sort()
+        paths = _reuse_unchanged(source, env, index, changes, pins, out)
     for path in paths:
         tree, key = source.tree, path
         pin = pins.for_file(path) if pins is not None else None
@@ -378,10 +450,40 @@ def _load_workloads(
             out.parsed.append(path)
             if cache is not None:
                 cache[key] = loaded
+        if tree is not source.tree:
+            out.pinned_sources.update(dict.fromkeys(file_sources(loaded), tree))
         out.workloads.append(loaded)
         out.diagnostics.extend(loaded.diagnostics)
-    out.diagnostics.extend(_unique_names(out))
+    out.diagnostics.extend(_unique_names(out, index))
     return out
+
+
+def _reuse_unchanged(
+    source: Source,
+    env: Environment,
+    index: _RecordIndex,
+    changes: ChangeSet,
+    pins: _Pins | None,
+    out: _Loaded,
+) -> list[str]:
+    """Put in ``out.reused`` the recorded workloads none of whose files changed (nor are
+    pinned); return the files to parse: the others, and the new ones. The work follows the
+    change set's size: the untouched records are taken in bulk."""
+    pinned = pins.files() if pins is not None else frozenset()
+    redo = index.touched(changes.all) | {f for f in pinned if f in index.by_file}
+    reuse = dict(index.documented)
+    names = dict(index.documented_names)
+    for path in redo | changes.deleted:
+        reuse.pop(path, None)
+        names.pop(path, None)
+    out.reused_files = reuse
+    out.reused = list(reuse.values())
+    out.reused_names = list(names.values())
+    parse = redo.union(index.undocumented) - changes.deleted
+    parse.update(
+        p for p in changes.added | changes.modified if _in_environment(p, source.config, env)
+    )
+    return sorted(p for p in parse if p not in reuse)
 
 
 class _Pins:
@@ -409,15 +511,24 @@ class _Pins:
         return self._repo.tree(pin.commit)
 
 
-def _unique_names(loaded: _Loaded) -> list[Diagnostic]:
+def _unique_names(loaded: _Loaded, index: _RecordIndex) -> list[Diagnostic]:
     """``check_unique_names`` over every workload, parsed or reused, in path order; reused ones
-    are typed only when some name occurs twice (an error, rare)."""
+    are typed only when some name occurs twice (an error, rare). Recorded names are unique, so
+    only the parsed ones can clash, with each other or with a reused one."""
     names = [w.name for w in loaded.workloads if w.name is not None and w.document is not None]
-    names.extend(r.name for r in loaded.reused)
-    if len(set(names)) == len(names):
+    if len(set(names)) == len(names) and not _reused_name(names, loaded, index):
         return []
     everything = [*loaded.workloads, *map(_from_record, loaded.reused)]
     return check_unique_names(sorted(everything, key=lambda w: w.file))
+
+
+def _reused_name(names: list[str], loaded: _Loaded, index: _RecordIndex) -> bool:
+    """Whether a parsed workload takes the name of a reused one."""
+    for name in names:
+        record = index.by_name.get(name)
+        if record is not None and loaded.reused_files.get(record.file) is record:
+            return True
+    return False
 
 
 def _from_record(record: WorkloadRecord) -> LoadedWorkload:

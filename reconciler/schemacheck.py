@@ -21,6 +21,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from reconciler.catalogue import Code
 from reconciler.diagnostics import Diagnostic
+from reconciler.schemagate import Gate, compile_gate
 from reconciler.yamldoc import Path, YamlDocument
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -37,18 +38,18 @@ _TYPE_NAMES = {
 
 
 @cache
-def _validator(schema_json: str) -> Draft202012Validator:
+def _compiled(schema_json: str) -> tuple[Draft202012Validator, Gate | None]:
     schema = json.loads(schema_json)
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return Draft202012Validator(schema), compile_gate(schema)
 
 
-_BY_IDENTITY: dict[int, tuple[Mapping[str, Any], Draft202012Validator]] = {}
+_BY_IDENTITY: dict[int, tuple[Mapping[str, Any], Draft202012Validator, Gate | None]] = {}
 _BY_IDENTITY_LIMIT = 64
 
 
-def validator_for(schema: Mapping[str, Any]) -> Draft202012Validator:
-    """A compiled validator, built once per distinct schema.
+def _compiled_for(schema: Mapping[str, Any]) -> tuple[Draft202012Validator, Gate | None]:
+    """The validator and the yes/no gate (``schemagate``), built once per distinct schema.
 
     The loaders pass the same schema object for every file, so it is looked up by identity
     first (the entry keeps the object alive, so its id cannot be reused); another object with
@@ -56,12 +57,17 @@ def validator_for(schema: Mapping[str, Any]) -> Draft202012Validator:
     """
     found = _BY_IDENTITY.get(id(schema))
     if found is not None and found[0] is schema:
-        return found[1]
-    validator = _validator(json.dumps(schema, sort_keys=True))
+        return found[1], found[2]
+    validator, gate = _compiled(json.dumps(schema, sort_keys=True))
     if len(_BY_IDENTITY) >= _BY_IDENTITY_LIMIT:
         _BY_IDENTITY.clear()
-    _BY_IDENTITY[id(schema)] = (schema, validator)
-    return validator
+    _BY_IDENTITY[id(schema)] = (schema, validator, gate)
+    return validator, gate
+
+
+def validator_for(schema: Mapping[str, Any]) -> Draft202012Validator:
+    """A compiled validator, built once per distinct schema."""
+    return _compiled_for(schema)[0]
 
 
 def format_path(path: Sequence[str | int]) -> str:
@@ -416,8 +422,11 @@ def check(
     quantity such as 500m or 2"), so that messages never show a raw regex when a name exists;
     ``conflicts`` gives the code for keys that exclude each other.
     """
+    validator, gate = _compiled_for(schema)
+    if gate is not None and gate(doc.data):
+        return []  # valid: nothing to explain, and the gate is many times faster
     translator = _Translator(doc, patterns or {}, conflicts or {})
-    errors = _without_redundant_lengths(validator_for(schema).iter_errors(doc.data))
+    errors = _without_redundant_lengths(validator.iter_errors(doc.data))
     return [d for error in errors for d in translator.translate(error)]
 
 

@@ -7,6 +7,7 @@ Paths are always POSIX, relative to the repository root.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,9 +41,14 @@ class Tree(Protocol):
 def matches(
     path: str, include: list[str] | tuple[str, ...], exclude: list[str] | tuple[str, ...] = ()
 ) -> bool:
-    return bool(
-        glob.globmatch(path, list(include), flags=GLOB_FLAGS, exclude=list(exclude) or None)
-    )
+    """Whether ``path`` matches ``include`` and not ``exclude``; the patterns are compiled once
+    (a plan asks this for every file of a commit with the same few patterns)."""
+    return bool(_compiled(tuple(include), tuple(exclude)).match(path))
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled(include: tuple[str, ...], exclude: tuple[str, ...]) -> glob.WcMatcher[str]:
+    return glob.compile(list(include), flags=GLOB_FLAGS, exclude=list(exclude) or None)
 
 
 class DirectoryTree:

@@ -87,11 +87,53 @@ class Positions:
             probe = probe[:-1]
 
 
+class DeferredPositions:
+    """The positions of a document kept as the bytes it was read from, derived on demand.
+
+    A document's positions take ten times the memory of its data (a path tuple and a mark per
+    key and value) but are needed only to place a diagnostic. What is kept for later (the
+    planner's per-workload state, over thousands of workloads) holds these instead: the bytes,
+    parsed again on the rare diagnostic. The same bytes give the same positions.
+    """
+
+    __slots__ = ("_file", "_raw")
+
+    def __init__(self, raw: bytes, file: str) -> None:
+        self._raw = raw
+        self._file = file
+
+    def _derived(self) -> Positions:
+        _, positions, _ = load_yaml_value(self._raw, self._file)
+        return positions
+
+    @property
+    def keys(self) -> Mapping[Path, Mark]:
+        return self._derived().keys
+
+    @property
+    def values(self) -> Mapping[Path, Mark]:
+        return self._derived().values
+
+    def key(self, path: Path) -> Mark | None:
+        return self._derived().key(path)
+
+    def value(self, path: Path) -> Mark | None:
+        return self._derived().value(path)
+
+    def nearest(self, path: Path, *, prefer_key: bool = False) -> Mark:
+        return self._derived().nearest(path, prefer_key=prefer_key)
+
+
 @dataclass(frozen=True, slots=True)
 class YamlDocument:
     file: str
     data: dict[str, Any]
-    positions: Positions
+    positions: Positions | DeferredPositions
+
+    def deferred(self, raw: bytes) -> YamlDocument:
+        """This document holding ``raw`` (the bytes it was read from) instead of its positions:
+        what to keep once the checks that need positions on every file have run."""
+        return YamlDocument(self.file, self.data, DeferredPositions(raw, self.file))
 
     def diagnostic(
         self, code: Code, message: str, path: Path = (), *, on_key: bool = False, **kw: Any

@@ -6,6 +6,7 @@ the model's cross-field rules, then checks against the repository (named files e
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -67,18 +68,30 @@ def load_config(tree: Tree) -> LoadedConfig:
     except OSError as exc:
         problem = Diagnostic(Code.UNREADABLE_FILE, f"cannot read file: {exc}", file=CONFIG_FILE)
         return LoadedConfig(None, None, [problem])
+    doc, config, found = _parsed(raw)
+    problems = list(found)
+    if doc is None or config is None:
+        return LoadedConfig(None, doc, problems)
+    problems.extend(_check_named_files(doc, config, tree))
+    return LoadedConfig(None if has_errors(problems) else config, doc, problems)
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(raw: bytes) -> tuple[YamlDocument | None, Config | None, tuple[Diagnostic, ...]]:
+    """The file's document, model and problems, from its bytes alone: the same bytes come back
+    with every commit that leaves the file alone, so every plan of those commits (a periodic
+    resync too) reuses them. The model is frozen; the document is only read."""
     doc, problems = load_yaml(raw, CONFIG_FILE)
     if doc is None:
-        return LoadedConfig(None, None, problems)
+        return None, None, tuple(problems)
     problems = schema_check(doc, config_schema(), PATTERN_WORDS, CONFLICTS)
     if has_errors(problems):
-        return LoadedConfig(None, doc, problems)
+        return doc, None, tuple(problems)
     try:
         config = Config.from_data(doc.data)
     except ValidationError as exc:
-        return LoadedConfig(None, doc, problems + model_errors(doc, exc, MODEL_RULES))
-    problems.extend(_check_named_files(doc, config, tree))
-    return LoadedConfig(None if has_errors(problems) else config, doc, problems)
+        return doc, None, (*problems, *model_errors(doc, exc, MODEL_RULES))
+    return doc, config, tuple(problems)
 
 
 def _check_named_files(doc: YamlDocument, config: Config, tree: Tree) -> list[Diagnostic]:

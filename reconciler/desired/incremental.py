@@ -24,6 +24,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import is_not
 from typing import Any, Generic, TypeVar
 
 from reconciler.desired import graph
@@ -90,6 +92,14 @@ class _Resource:
     problems: tuple[Diagnostic, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """The workloads a build is given: names and keys side by side, in the caller's order."""
+
+    names: list[str] = field(default_factory=list)
+    keys: list[Any] = field(default_factory=list)
+
+
 @dataclass(slots=True)
 class _Snapshot:
     environment: str
@@ -103,6 +113,20 @@ class _Snapshot:
     services: dict[str, Any] = field(default_factory=dict)
     state_resources: tuple[DesiredResource, ...] = ()
     state_workloads: tuple[DesiredWorkload, ...] = ()
+    resource_at: dict[str, int] = field(default_factory=dict)
+    """Each resource's position in ``state_resources`` (patched in place while the order holds)."""
+    workload_at: dict[str, int] = field(default_factory=dict)
+    """Each workload's position in ``state_workloads`` (patched in place while no name comes or
+    goes)."""
+    problems: dict[tuple[str, str], tuple[Diagnostic, ...]] = field(default_factory=dict)
+    """The problems of each workload (``("w", name)``) and resource (``("r", uid)``) that has
+    some: refreshed for what a build touched, so that collecting them does not visit the rest."""
+    outputs: Mapping[str, Any] | None = None
+    """The recorded resources the last build saw: the same mapping again (the caller hands
+    back the same object for the same records) means no output changed, without looking at
+    each resource."""
+    inputs: _Inputs = field(default_factory=_Inputs)
+    """The workloads the last build was given, in order."""
 
 
 class Incremental(Generic[K, R]):
@@ -125,41 +149,49 @@ class Incremental(Generic[K, R]):
         *,
         environment: str,
         variables: Mapping[str, str],
-        workloads: Sequence[tuple[str, K]],
+        names: list[str],
+        keys: list[K],
         load: Callable[[K], LoadedWorkload],
         provisioners: ProvisionerSet,
         file_contents: Mapping[str, str],
         outputs: Mapping[str, R],
     ) -> tuple[DesiredState, list[Diagnostic]]:
-        """As ``build``; ``workloads`` are ``(name, key)`` of the usable workloads, where the
-        same ``key`` object means the same content, and ``load(key)`` types one when needed
-        (a model and a document)."""
+        """As ``build``; ``names`` and ``keys`` are those of the usable workloads, side by
+        side (two lists, not pairs: no tuple per workload), where the same ``key`` object
+        means the same content, and ``load(key)`` types one when needed (a model and a
+        document)."""
         with self._lock:  # one plan at a time: the snapshot is updated in place
             return self._build(
-                environment, variables, workloads, load, provisioners, file_contents, outputs
+                environment,
+                variables,
+                _Inputs(names, keys),
+                load,
+                provisioners,
+                file_contents,
+                outputs,
             )
 
     def _build(
         self,
         environment: str,
         variables: Mapping[str, str],
-        workloads: Sequence[tuple[str, K]],
+        workloads: _Inputs,
         load: Callable[[K], LoadedWorkload],
         provisioners: ProvisionerSet,
         file_contents: Mapping[str, str],
         outputs: Mapping[str, R],
     ) -> tuple[DesiredState, list[Diagnostic]]:
-        names = [name for name, _ in workloads]
-        if len(set(names)) != len(names):
+        last = self._last
+        known = last is not None and workloads.names == last.inputs.names  # unique then too
+        if not known and len(set(workloads.names)) != len(workloads.names):
             return self._fallback(
                 environment,
                 variables,
-                [load(k) for _, k in workloads],
+                [load(k) for k in workloads.keys],
                 provisioners,
                 file_contents,
                 outputs,
             )
-        last = self._last
         if (
             last is None
             or last.environment != environment
@@ -169,14 +201,9 @@ class Incremental(Generic[K, R]):
             last = _Snapshot(environment, dict(sorted(variables.items())), provisioners)
         self._last = None  # a failure half way must not leave a half-updated snapshot behind
         work = Work(full=not last.workloads)
-        problems: list[Diagnostic] = []
         self._update(last, workloads, load, provisioners, file_contents, outputs, work)
-        for entry in last.resources.values():
-            problems.extend(entry.primed_problems)
-            problems.extend(entry.problems)
+        problems = [p for found in last.problems.values() for p in found]
         problems.extend(last.cycle_problems)
-        for wl in last.workloads.values():
-            problems.extend(wl.problems)
         state = DesiredState(
             environment=environment,
             resources=last.state_resources,
@@ -193,7 +220,7 @@ class Incremental(Generic[K, R]):
     def _update(
         self,
         last: _Snapshot,
-        workloads: Sequence[tuple[str, K]],
+        workloads: _Inputs,
         load: Callable[[K], LoadedWorkload],
         provisioners: ProvisionerSet,
         file_contents: Mapping[str, str],
@@ -201,13 +228,14 @@ class Incremental(Generic[K, R]):
         work: Work,
     ) -> None:
         # 1. workloads whose input changed, came or went; their declarations
-        current = {name for name, _ in workloads}
-        changed, affected = self._workloads(last, workloads, current, load, file_contents, work)
+        changed, affected, came_or_went = self._workloads(
+            last, workloads, load, file_contents, work
+        )
         # 2. resources: prime and match the affected ones; find changed output views
         viewed, reorder = self._resources(last, affected, provisioners, outputs)
         # 3. what to resolve again: changed workloads, the users of changed views, and the
         # resources whose source workload is one of those
-        to_resolve = set(changed & current)
+        to_resolve = {name for name in changed if name in last.workloads}
         for uid in viewed:
             to_resolve.update(last.declarers.get(uid, ()))
         resources_to_resolve = {uid for uid in affected if uid in last.resources}
@@ -242,12 +270,16 @@ class Incremental(Generic[K, R]):
             last.cycle_problems = _cycle_problems(
                 last.ordering, {u: e.primed for u, e in last.resources.items()}
             )
-        if reorder or resources_to_resolve:
+        if reorder or not last.resource_at:
             assert last.ordering is not None
-            last.state_resources = tuple(
-                _desired(last.resources[uid])
-                for uid in (*last.ordering.order, *last.ordering.blocked)
-            )
+            placed = (*last.ordering.order, *last.ordering.blocked)
+            last.state_resources = tuple(_desired(last.resources[uid]) for uid in placed)
+            last.resource_at = {uid: i for i, uid in enumerate(placed)}
+        elif resources_to_resolve:
+            patched = list(last.state_resources)
+            for uid in resources_to_resolve:
+                patched[last.resource_at[uid]] = _desired(last.resources[uid])
+            last.state_resources = tuple(patched)
 
         # 5. workloads
         for name in sorted(to_resolve):
@@ -259,27 +291,51 @@ class Incremental(Generic[K, R]):
             wl.problems = tuple(found)
             wl.contents = tuple((p, file_contents[p]) for p in wl.desired.sources[1:])
             work.resolved.append(name)
-        if to_resolve or changed:
+        self._place_workloads(last, changed, to_resolve, not came_or_went)
+        _note_problems(last, changed | to_resolve, affected | resources_to_resolve)
+
+    @staticmethod
+    def _place_workloads(
+        last: _Snapshot, changed: set[str], to_resolve: set[str], same_names: bool
+    ) -> None:
+        """The state's workloads (by name) and services: patched where the names are the
+        same as in the last build, made again when one came or went."""
+        if not same_names:
             ordered = sorted(last.workloads)
             last.state_workloads = tuple(_desired_workload(last.workloads[n]) for n in ordered)
+            last.workload_at = {n: i for i, n in enumerate(ordered)}
+            last.services = {n: last.workloads[n].service for n in ordered}
+            return
+        if to_resolve:
+            patched = list(last.state_workloads)
+            for name in to_resolve:
+                patched[last.workload_at[name]] = _desired_workload(last.workloads[name])
+            last.state_workloads = tuple(patched)
         if changed:
-            last.services = {n: last.workloads[n].service for n in sorted(last.workloads)}
+            last.services = dict(last.services)
+            for name in changed:
+                last.services[name] = last.workloads[name].service
 
     def _workloads(
         self,
         last: _Snapshot,
-        workloads: Sequence[tuple[str, K]],
-        current: set[str],
+        workloads: _Inputs,
         load: Callable[[K], LoadedWorkload],
         file_contents: Mapping[str, str],
         work: Work,
-    ) -> tuple[set[str], set[str]]:
-        changed: set[str] = {name for name in last.workloads if name not in current}
+    ) -> tuple[set[str], set[str], bool]:
+        """The workloads whose input changed, came or went, the resources they declared or
+        declare, and whether any workload came or went."""
+        positions, gone = _changed_positions(workloads, last)
+        changed = set(gone)
         affected: set[str] = set()
-        for name in changed:
-            gone = last.workloads.pop(name)
-            affected.update(self._undeclare(last, name, gone.uids.values()))
-        for name, key in workloads:
+        for name in gone:
+            entry = last.workloads.pop(name)
+            affected.update(self._undeclare(last, name, entry.uids.values()))
+        came = False
+        names, keys = workloads.names, workloads.keys
+        for i in positions:
+            name, key = names[i], keys[i]
             known = last.workloads.get(name)
             if known is not None and known.key is key:
                 continue
@@ -291,6 +347,7 @@ class Incremental(Generic[K, R]):
             ):
                 known.key = key
                 continue
+            came = came or known is None
             loaded = load(key)
             assert loaded.workload is not None
             assert loaded.document is not None
@@ -304,8 +361,8 @@ class Incremental(Generic[K, R]):
             affected.update(uids.values())
             last.workloads[name] = _Workload(key, typed, uids, service=_service(typed))
             changed.add(name)
-
-        return changed, affected
+        last.inputs = workloads
+        return changed, affected, came or bool(gone)
 
     def _resources(
         self,
@@ -340,6 +397,9 @@ class Incremental(Generic[K, R]):
                 (*primed_problems, *match_problems),
                 None if old is None else old.desired,
             )
+        if outputs is last.outputs:  # the same records as last time: no view changed
+            return viewed, reorder
+        last.outputs = outputs
         for uid, entry in last.resources.items():
             if uid in affected:
                 continue
@@ -386,6 +446,45 @@ class Incremental(Generic[K, R]):
             file_contents=file_contents,
             outputs=views,
         )
+
+
+def _changed_positions(workloads: _Inputs, last: _Snapshot) -> tuple[Iterable[int], set[str]]:
+    """The positions whose key is not the object the last build had for that name, and the
+    names that went. Found with C loops (``map``, ``compress``, dictionary views), without a
+    Python step per unchanged workload: position by position when the names come in the same
+    order as last time, by (name, key id) pairs otherwise. Ids are safe: the snapshot keeps
+    the last keys alive."""
+    names, keys = workloads.names, workloads.keys
+    before = last.inputs
+    if names == before.names:
+        return compress(range(len(keys)), map(is_not, keys, before.keys)), set()
+    now = dict(zip(names, map(id, keys), strict=True))
+    old = dict(zip(before.names, map(id, before.keys), strict=True))
+    at = dict(zip(names, range(len(names)), strict=True))
+    changed = sorted(at[name] for name, _ in now.items() - old.items())
+    return changed, set(last.workloads.keys() - now.keys())
+
+
+def _note_problems(last: _Snapshot, names: set[str], uids: set[str]) -> None:
+    """Refresh ``last.problems`` for the workloads and resources a build touched."""
+    for name in names:
+        workload = last.workloads.get(name)
+        _note(last.problems, ("w", name), () if workload is None else workload.problems)
+    for uid in uids:
+        entry = last.resources.get(uid)
+        found = () if entry is None else (*entry.primed_problems, *entry.problems)
+        _note(last.problems, ("r", uid), found)
+
+
+def _note(
+    problems: dict[tuple[str, str], tuple[Diagnostic, ...]],
+    key: tuple[str, str],
+    found: tuple[Diagnostic, ...],
+) -> None:
+    if found:
+        problems[key] = found
+    else:
+        problems.pop(key, None)
 
 
 def _uids(workload: _Loaded) -> dict[str, str]:

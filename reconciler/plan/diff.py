@@ -7,7 +7,9 @@ state carries references and markers), and every value it puts in a change goes 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import compress, repeat
+from operator import attrgetter, is_not
 from typing import Any, Protocol
 
 from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload
@@ -110,27 +112,186 @@ def _workload_action(
     return Action(ActionKind.NOOP, Subject.WORKLOAD, want.name, depends, (), want.file)
 
 
+_UID = attrgetter("uid")
+_NAME = attrgetter("name")
+_LEAVING = frozenset((ActionKind.DELETE, ActionKind.UPDATE))
+"""Workload actions that resources to be deleted wait for: any of them may have used one."""
+
+
 class ActionMemo:
     """The actions of the last ``diff``, with the desired and recorded objects they came from.
 
     An action is a function of its desired value, its recorded value and the steps it depends
-    on; given the same two objects (by identity: frozen values, kept alive here) and the same
-    dependencies, the next diff reuses it instead of comparing the values again.
+    on. When the next diff places the same resources in the same order (and so gives every
+    unchanged one the same dependencies), it takes the last actions in bulk and recomputes only
+    those whose desired or recorded object is another one (by identity: frozen values, kept
+    alive here): a scan of identities, not a comparison of values, per unchanged object.
     """
 
-    __slots__ = ("placed", "resources", "workloads")
+    __slots__ = ("resources", "workloads")
 
     def __init__(self) -> None:
-        self.resources: dict[str, tuple[object, object, Action]] = {}
-        self.workloads: dict[str, tuple[object, object, Action]] = {}
+        self.resources = _Block()
+        self.workloads = _Block()
+
+
+class _Block:
+    """One kind of action of the last diff, in plan order, aligned with what it came from."""
+
+    __slots__ = (
+        "_gone",
+        "_position",
+        "actions",
+        "haves",
+        "ids",
+        "leaving",
+        "placed",
+        "recorded",
+        "steps",
+        "wants",
+    )
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.wants: Sequence[object] = ()
+        self.haves: list[object] = []
+        self.actions: list[Action] = []
         self.placed: frozenset[str] = frozenset()
-        """The resources the last diff placed: every workload depends on some of them."""
+        """For workloads: the resources placed before them (every workload depends on some)."""
+        self.steps: dict[str, str] = {}
+        """For resources: the step of each, by uid."""
+        self.leaving: dict[int, str] = {}
+        """For workloads: the steps of the updates, by position (resources wait for them)."""
+        self._position: dict[str, int] | None = None
+        self.recorded: Mapping[str, object] | None = None
+        """The recorded mapping the last diff was given: the same object, the same records."""
+        self._gone: tuple[list[object], list[str]] | None = None
+
+    def position(self) -> dict[str, int]:
+        """Each id's position, made when first needed after the ids changed."""
+        if self._position is None:
+            self._position = {u: i for i, u in enumerate(self.ids)}
+        return self._position
+
+    def gone(self, recorded: Mapping[str, object]) -> list[str]:
+        """The recorded ids no longer wanted, sorted: none, without building a set of every
+        id, when as many wanted ids were found recorded as there are recorded."""
+        if self._gone is not None and self._gone[0] is self.haves:
+            return self._gone[1]
+        if sum(map(is_not, self.haves, repeat(None))) == len(recorded):
+            found: list[str] = []
+        else:
+            found = sorted(set(recorded).difference(self.ids))
+        self._gone = (self.haves, found)
+        return found
+
+    def scan(
+        self, wanted: Sequence[Any], recorded: Mapping[str, object], id_of: Callable[[Any], str]
+    ) -> tuple[list[str], list[object], list[int] | None]:
+        """Ids and recorded objects of ``wanted``, and the positions whose desired or recorded
+        object is not the last diff's (None: the ids changed, look at everything). With the
+        same recorded mapping as last time, only the desired objects are scanned (in C)."""
+        if recorded is self.recorded and len(wanted) == len(self.wants):
+            positions = list(compress(range(len(wanted)), map(is_not, wanted, self.wants)))
+            if all(id_of(wanted[i]) == self.ids[i] for i in positions):
+                haves = self.haves
+                if positions:
+                    haves = list(haves)
+                    for i in positions:
+                        haves[i] = recorded.get(self.ids[i])
+                return self.ids, haves, positions
+        ids = list(map(id_of, wanted))
+        haves = list(map(recorded.get, ids))
+        return ids, haves, self.changed(wanted, haves) if ids == self.ids else None
+
+    def changed(self, wants: Sequence[object], haves: list[object]) -> list[int]:
+        """Positions whose desired or recorded object is not the last diff's (a scan in C)."""
+        positions = range(len(haves))
+        found = set(compress(positions, map(is_not, wants, self.wants)))
+        found.update(compress(positions, map(is_not, haves, self.haves)))
+        return sorted(found)
+
+    def keep(
+        self,
+        ids: list[str],
+        wants: Sequence[object],
+        haves: list[object],
+        actions: list[Action],
+        recorded: Mapping[str, object],
+        placed: frozenset[str] = frozenset(),
+    ) -> None:
+        self.recorded = recorded
+        if ids is not self.ids and ids != self.ids:
+            self._position = None
+        self.ids, self.wants, self.haves, self.actions, self.placed = (
+            ids,
+            wants,
+            haves,
+            actions,
+            placed,
+        )
 
 
 def _depends(wanted: tuple[str, ...], step_of: Mapping[str, str]) -> tuple[str, ...]:
     if not wanted:
         return ()
     return tuple(sorted({step_of[u] for u in wanted if u in step_of}))
+
+
+def _resource_actions(
+    wanted: Sequence[DesiredResource],
+    resources: Mapping[str, RecordedResource],
+    last: _Block,
+) -> tuple[list[Action], dict[str, str], bool]:
+    """Actions for the desired resources, in order, the step of each placed resource, and
+    whether the same resources were placed in the same order as in the last diff."""
+    uids, haves, positions = last.scan(wanted, resources, _UID)
+    same = positions is not None
+    if positions is not None:
+        step_of = last.steps
+        actions = list(last.actions) if positions else last.actions
+        position = last.position()
+        for i in positions:
+            want = wanted[i]
+            before = {u: step_of[u] for u in want.depends_on if position.get(u, i) < i}
+            actions[i] = _resource_action(want, resources.get(want.uid), before)
+    else:
+        step_of = {}
+        actions = []
+        for want in wanted:
+            actions.append(_resource_action(want, resources.get(want.uid), step_of))
+            step_of[want.uid] = f"resource:{want.uid}"
+        last.steps = step_of
+    last.keep(uids, wanted, haves, actions, resources)
+    return actions, step_of, same
+
+
+def _workload_actions(
+    wanted: Sequence[DesiredWorkload],
+    workloads: Mapping[str, RecordedWorkload],
+    step_of: Mapping[str, str],
+    same_placed: bool,
+    last: _Block,
+) -> list[Action]:
+    """Actions for the desired workloads, in order, each after the resources it uses
+    (``same_placed``: the same as in the last diff)."""
+    names, haves, positions = last.scan(wanted, workloads, _NAME)
+    placed = last.placed if same_placed else frozenset(step_of)
+    if positions is not None and (placed is last.placed or placed == last.placed):
+        actions = list(last.actions) if positions else last.actions
+        leaving = dict(last.leaving) if positions else last.leaving
+        for i in positions:
+            actions[i] = _workload_action(wanted[i], workloads.get(names[i]), step_of)
+            if actions[i].action in _LEAVING:
+                leaving[i] = actions[i].step_id
+            else:
+                leaving.pop(i, None)
+    else:
+        actions = [_workload_action(w, workloads.get(w.name), step_of) for w in wanted]
+        leaving = {i: a.step_id for i, a in enumerate(actions) if a.action in _LEAVING}
+    last.leaving = leaving
+    last.keep(names, wanted, haves, actions, workloads, placed)
+    return actions
 
 
 def diff(
@@ -149,46 +310,13 @@ def diff(
     goes away: workloads first, then the resources they used, so nothing is destroyed while a
     workload still points at it.
     """
-    actions: list[Action] = []
-    step_of: dict[str, str] = {}
     last = memo or ActionMemo()
-    seen_resources: dict[str, tuple[object, object, Action]] = {}
-    for want in desired.resources:
-        have = resources.get(want.uid)
-        hit = last.resources.get(want.uid)
-        if (
-            hit is not None
-            and hit[0] is want
-            and hit[1] is have
-            and hit[2].depends_on == _depends(want.depends_on, step_of)
-        ):
-            action = hit[2]
-        else:
-            action = _resource_action(want, have, step_of)
-        seen_resources[want.uid] = (want, have, action)
-        step_of[want.uid] = f"resource:{want.uid}"
-        actions.append(action)
-    seen_workloads: dict[str, tuple[object, object, Action]] = {}
-    placed = frozenset(step_of)
-    same_placed = placed == last.placed
-    for wl in desired.workloads:
-        had = workloads.get(wl.name)
-        hit = last.workloads.get(wl.name)
-        if (
-            hit is not None
-            and hit[0] is wl
-            and hit[1] is had
-            and (same_placed or hit[2].depends_on == _depends(wl.depends_on, step_of))
-        ):
-            action = hit[2]
-        else:
-            action = _workload_action(wl, had, step_of)
-        seen_workloads[wl.name] = (wl, had, action)
-        actions.append(action)
-    if memo is not None:
-        memo.resources, memo.workloads, memo.placed = seen_resources, seen_workloads, placed
-
-    wanted_workloads = {w.name for w in desired.workloads}
+    resource_actions, step_of, same = _resource_actions(
+        desired.resources, resources, last.resources
+    )
+    workload_actions = _workload_actions(
+        desired.workloads, workloads, step_of, same, last.workloads
+    )
     removed_workloads = [
         Action(
             ActionKind.DELETE,
@@ -198,15 +326,14 @@ def diff(
             field_changes(workloads[name].spec, {}),
             workloads[name].file,
         )
-        for name in sorted(set(workloads) - wanted_workloads)
+        for name in last.workloads.gone(workloads)
     ]
     # A resource goes after every workload that changed or went away: any of them may have used it.
-    workload_steps = tuple(
-        a.step_id
-        for a in [*actions, *removed_workloads]
-        if a.kind is Subject.WORKLOAD and a.action in (ActionKind.DELETE, ActionKind.UPDATE)
+    leaving = last.workloads.leaving
+    workload_steps = (
+        *(leaving[i] for i in sorted(leaving)),
+        *(a.step_id for a in removed_workloads),
     )
-    wanted_resources = {r.uid for r in desired.resources}
     removed_resources = [
         Action(
             ActionKind.DELETE,
@@ -217,12 +344,12 @@ def diff(
             None,
             {"provisioner": resources[uid].provisioner},
         )
-        for uid in sorted(set(resources) - wanted_resources, reverse=True)
+        for uid in reversed(last.resources.gone(resources))
     ]
     return Plan(
         environment=desired.environment,
         commit=commit,
         base_commit=base_commit,
-        actions=(*actions, *removed_workloads, *removed_resources),
+        actions=(*resource_actions, *workload_actions, *removed_workloads, *removed_resources),
         diagnostics=tuple(diagnostics),
     )

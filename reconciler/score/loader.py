@@ -91,7 +91,9 @@ def load_workload(tree: Tree, path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) 
             workload = Workload.from_data(doc.data)
         except ValidationError as exc:  # the schema and the models disagree: still a diagnostic
             problems.extend(model_errors(doc, exc))
-    return LoadedWorkload(path, doc, workload, problems)
+    # Callers keep loaded workloads (a planner for thousands of them): positions are derived
+    # again from the bytes for the rare diagnostic placed after loading.
+    return LoadedWorkload(path, doc.deferred(raw), workload, problems)
 
 
 def check_document(doc: YamlDocument, tree: Tree) -> list[Diagnostic]:

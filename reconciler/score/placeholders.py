@@ -125,6 +125,8 @@ def substitute_string(
     text: str, resolve: Resolver, path: Path = ()
 ) -> tuple[Substituted, list[PlaceholderProblem]]:
     """Replace every placeholder in ``text``; one unknown value makes the whole string unknown."""
+    if "$" not in text:  # most strings: nothing to replace, no match object to build
+        return text, []
     pieces: list[str] = []
     problems: list[PlaceholderProblem] = []
     pending = False

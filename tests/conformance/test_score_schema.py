@@ -4,7 +4,8 @@ The official schema and the reference documents live outside the project (``../s
 the tests skip when that folder is absent. Every reference document must pass both schemas and
 the models; then thousands of mutations of those documents (and of a few seeds written here to
 reach fields the references never use, such as ``before``) must get the same verdict from both
-schemas, and the models must agree with our schema on each one.
+schemas, and the models and the fast yes/no gate (``schemagate``) must agree with our schema on
+each one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 
+from reconciler.schemagate import Gate, compile_gate
 from reconciler.score import models
 from reconciler.score.models import Workload
 from reconciler.score.schema import SPEC_NAME, main, render_schema, score_schema
@@ -101,6 +103,13 @@ def _ours() -> Draft202012Validator:
 
 
 @cache
+def _gate() -> Gate:
+    gate = compile_gate(score_schema())
+    assert gate is not None, "the Score schema uses a keyword schemagate does not implement"
+    return gate
+
+
+@cache
 def _seeds() -> tuple[dict[str, Any], ...]:
     yaml = YAML(typ="safe", pure=True)
     loaded = tuple(yaml.load(path.read_text(encoding="utf-8")) for path in REFERENCE_FILES)
@@ -118,6 +127,7 @@ def assert_agree(doc: Any) -> None:
         f"ours says: {[e.message for e in _ours().iter_errors(doc)][:3]}\n"
         f"official says: {[e.message for e in _official().iter_errors(doc)][:3]}"
     )
+    assert _gate()(doc) == ours, f"schemagate says {not ours} for {json.dumps(doc, default=repr)}"
     if ours:
         Workload.from_data(doc)
     else:

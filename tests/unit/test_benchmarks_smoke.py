@@ -41,9 +41,15 @@ def test_the_report_has_every_figure(tmp_path: Path) -> None:
     assert full["status"] == "measured"
     (measured,) = full["rows"]
     assert measured["size"] == 3
-    assert {"measured", "reference", "ratio", "target", "met"} <= set(measured)
+    assert {"measured", "reference", "ratio", "target", "met", "unit"} <= set(measured)
+    assert measured["unit"] == "s"
     rss = report["figures"]["daemon_peak_rss"]
     assert rss["status"] == "measured"
-    assert all(row["measured"]["median_s"] > 0 for row in rss["rows"])  # MiB, in a seconds slot
+    assert all(row["unit"] == "MiB" and row["measured"]["median"] > 0 for row in rss["rows"])
+    printed = run.table_rows(report)
+    assert any("MiB" in cell for line in printed for cell in line if line[0] == "daemon_peak_rss")
+    assert not any(
+        cell.endswith(" s") for line in printed if line[0] == "daemon_peak_rss" for cell in line
+    )
     for key in set(run.FIGURE_KEYS) - {"full_plan", "daemon_peak_rss"}:
         assert report["figures"][key]["status"] == "skipped"

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.catalogue import Code
-from reconciler.yamldoc import MAX_DEPTH, Mark, load_yaml
+from reconciler.yamldoc import MAX_DEPTH, DeferredPositions, Mark, load_yaml
 
 BILLION_LAUGHS = b"""\
 a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
@@ -118,3 +118,18 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     doc, problems = load_yaml(raw, "f.yaml")
     assert (doc is None) == bool(problems)
     assert all(p.code.id.startswith("RCN-10") for p in problems)
+
+
+def test_a_deferred_document_places_diagnostics_as_the_parsed_one_did() -> None:
+    raw = b"\xef\xbb\xbfa:\n  b: 1\n  c: [x, y]\n"
+    doc, _ = load_yaml(raw, "f.yaml")
+    assert doc is not None
+    kept = doc.deferred(raw)
+    assert kept.data is doc.data
+    assert isinstance(kept.positions, DeferredPositions)
+    for path in [("a",), ("a", "b"), ("a", "c", 1), ("a", "missing")]:
+        assert kept.positions.nearest(path) == doc.positions.nearest(path)
+        assert kept.positions.key(path) == doc.positions.key(path)
+        assert kept.positions.value(path) == doc.positions.value(path)
+    found = kept.diagnostic(Code.SCHEMA_VIOLATION, "x", ("a", "c", 1))
+    assert (found.file, found.line, found.column) == ("f.yaml", 3, 10)

@@ -21,6 +21,7 @@ from reconciler.pipeline import (
 from reconciler.plan.model import ActionKind, Subject
 from reconciler.plan.render import to_json, to_markdown, to_text
 from reconciler.score.loader import load_workload
+from reconciler.store.records import PinRecord
 from reconciler.store.store import Store
 from tests.conftest import PROJECT, MakeRepo
 from tests.support.gitrepos import GitRepo
@@ -258,3 +259,36 @@ def test_every_reference_example_plans_cleanly(
         ]
     if example == "08-service-port-resource":
         assert uids == ["service-port.default#workload-b.dependency"]
+
+
+# -- pins ------------------------------------------------------------------------------------
+
+SOURCING = (
+    "apiVersion: score.dev/v1b1\n"
+    "metadata:\n  name: web\n"
+    "containers:\n  main:\n    image: nginx\n"
+    "    files:\n      /etc/app.conf:\n        source: app.conf\n"
+)
+
+
+def _content(result: EnvironmentPlan) -> str:
+    assert result.desired is not None
+    web = result.desired.workload("web")
+    assert web is not None
+    return str(web.spec["containers"]["main"]["files"]["/etc/app.conf"]["content"])
+
+
+def test_a_pinned_workload_reads_its_sourced_files_at_the_pinned_commit(
+    git_repo: GitRepo, store: Store
+) -> None:
+    pinned_at = git_repo.commit({"apps/web/score.yaml": SOURCING, "apps/web/app.conf": "one\n"})
+    reconcile(git_repo, store)
+    head = git_repo.commit({"apps/web/app.conf": "two\n"})  # the Score file stays the same
+    assert _content(reconcile(git_repo, store)) == "two\n"
+    store.set_pin("default", PinRecord("web", "apps/web/score.yaml", pinned_at, head))
+
+    result = plan(git_repo, store)
+
+    assert result.pinned == ("web",)
+    assert _content(result) == "one\n"
+    assert actions(result) == {("update", "workload", "web")}
