@@ -512,9 +512,17 @@ class Code(enum.Enum):
         "Restore from a file written by 'reconciler db backup'.",
     )
 
+    STORE_BUSY = Entry(
+        5007,
+        "state store is busy: another writer held its lock too long",
+        "Another process kept SQLite's write lock past the busy timeout; the work is retried. "
+        "Several writers (replicas, or the CLI beside a busy daemon) are better served by "
+        "PostgreSQL.",
+    )
+
     LEASE_LOST = Entry(
         5010,
-        "a replica lost its lease on an environment",
+        "a replica lost its lease on a workload or environment",
         "Another replica took over after this one stopped renewing; check the store's latency.",
     )
 

@@ -254,6 +254,9 @@ class Daemon:
             except StoreError as exc:
                 log.warning("lease renewal failed", code=exc.code.id, error=exc.message)
                 continue
+            except Exception:  # the renewals must go on: leases not renewed go to others
+                log.exception("lease renewal crashed")
+                continue
             for key in sorted(lost):
                 log.warning("lease lost", code=Code.LEASE_LOST.id, lease=key)
 

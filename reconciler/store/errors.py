@@ -66,6 +66,8 @@ def translate(error: BaseException, where: str, secret: str | None) -> StoreErro
             return StoreError(Code.STORE_READ_ONLY, f"{where}: {detail}")
         if "unable to open" in lowered or "not a database" in lowered:
             return StoreError(Code.STORE_UNREACHABLE, f"{where}: {detail}")
+        if "locked" in lowered or "busy" in lowered:
+            return StoreError(Code.STORE_BUSY, f"{where}: {detail}")
         return None
     if isinstance(orig, sqlite3.DatabaseError) and "not a database" in detail.lower():
         return StoreError(Code.STORE_UNREACHABLE, f"{where}: {detail}")

@@ -35,7 +35,6 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from reconciler.store.errors import translated
 from reconciler.store.store import Store
 from reconciler.store.tables import leases
 
@@ -219,8 +218,7 @@ class LeaseManager:
     def _begin(self) -> Iterator[Connection]:
         """A transaction of its own, never joined to a caller's ``store.transaction()``: a lease
         must be visible to other replicas as soon as the call returns."""
-        url = self._store.url
-        with translated(url.display, url.password), self._store.engine.begin() as conn:
+        with self._store.begin() as conn:
             yield conn
 
     def _now(self, conn: Connection) -> datetime:

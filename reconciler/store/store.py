@@ -235,6 +235,14 @@ class Store:
             yield conn
 
     @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A write transaction of its own, never joined to ``transaction()``, queued behind this
+        process's other SQLite writers: for writes other processes must see as soon as the call
+        returns (the leases)."""
+        with self._begin() as conn:
+            yield conn
+
+    @contextmanager
     def _begin(self) -> Iterator[Connection]:
         """A write transaction of its own, after this process's other SQLite writers."""
         if self._writer is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 
 from reconciler.catalogue import Code
 from reconciler.store import Store, StoreError
+from reconciler.store.errors import translated
 
 
 def test_unreachable_postgresql_fails_fast_and_masks_the_password() -> None:
@@ -69,3 +71,20 @@ def test_read_only_sqlite_file(read_only_file: Path) -> None:
         Store.open(f"sqlite:///{read_only_file}")
     assert caught.value.code is Code.STORE_READ_ONLY
     assert str(read_only_file) in caught.value.message
+
+
+def test_a_sqlite_file_locked_past_the_busy_timeout_is_a_coded_busy_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    Store.open(f"sqlite:///{path}").close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process keeps the write lock
+    waiter = sqlite3.connect(path, timeout=0.05)
+    try:
+        with pytest.raises(StoreError) as caught, translated(str(path), None):
+            waiter.execute("UPDATE environments SET revision = 'x'")
+    finally:
+        holder.rollback()
+        holder.close()
+        waiter.close()
+    assert caught.value.code is Code.STORE_BUSY
+    assert "locked" in caught.value.message
