@@ -221,16 +221,19 @@ class Reconciler:
             return True
         try:
             self._close_stale_runs(name, commit)
-            settled = self.store.last_commit(name) == commit
-            if not settled and not planned.failed:
-                self.store.set_last_commit(name, commit)
-                self.metrics.last_reconcile.labels(environment=name).set(time.time())
-            if not settled or planned.failed:
+            # A commit with a broken file is never recorded as reconciled (the next plan reads
+            # that file again); its verdict, once said, settles it all the same.
+            settled = self.store.last_commit(name) == commit or (
+                planned.failed and self._verdicts.get(name, ("",))[0] == commit
+            )
+            if not settled:
+                if not planned.failed:
+                    self.store.set_last_commit(name, commit)
+                    self.metrics.last_reconcile.labels(environment=name).set(time.time())
                 self._verdict(planned, commit, run_id=self._latest_run(name, commit))
-            if settled:
-                log.debug("looking for drift", environment=name, revision=commit)
-                return self._check_drift(name, env, commit)
-            return True
+                return True
+            log.debug("looking for drift", environment=name, revision=commit)
+            return self._check_drift(name, env, commit)
         finally:
             self.leases.release(lease)
 
