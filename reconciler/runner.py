@@ -206,15 +206,7 @@ def scoped(planned: EnvironmentPlan, store: Store, scope: frozenset[str] | None)
     for None): their actions, and the diagnostics of their files and of no file."""
     if scope is None or planned.plan is None:
         return planned
-    deleting = [
-        a.id
-        for a in planned.plan.changes()
-        if a.kind is Subject.RESOURCE and a.action is ActionKind.DELETE
-    ]
-    owners = {
-        uid: record.source_workload or ""
-        for uid, record in store.resources_of(planned.environment, deleting).items()
-    }
+    owners = deletion_owners(store, planned.environment, planned.plan)
     files = set()
     for wl in planned.desired.workloads if planned.desired is not None else ():
         if wl.name in scope:
@@ -227,6 +219,18 @@ def scoped(planned: EnvironmentPlan, store: Store, scope: frozenset[str] | None)
         diagnostics=scoped_diagnostics(planned.diagnostics, files),
         expired_pins=tuple(w for w in planned.expired_pins if w in scope),
     )
+
+
+def deletion_owners(store: Store, environment: str, plan: Plan) -> dict[str, str]:
+    """The workload that brought each resource ``plan`` deletes, as recorded ("" for none):
+    a deletion belongs to that workload's part of the plan (``plan.scope``)."""
+    deleting = [
+        a.id for a in plan.changes() if a.kind is Subject.RESOURCE and a.action is ActionKind.DELETE
+    ]
+    return {
+        uid: record.source_workload or ""
+        for uid, record in store.resources_of(environment, deleting).items()
+    }
 
 
 def _overlaps(run: RunRecord, scope: frozenset[str] | None) -> bool:

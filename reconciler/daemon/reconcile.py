@@ -35,12 +35,12 @@ from reconciler.gitops.repository import Repository
 from reconciler.gitops.status import FanOut, Phase
 from reconciler.observability import logger, span
 from reconciler.pipeline import EnvironmentPlan, open_source, plan_environment
-from reconciler.plan.model import ActionKind, Subject
 from reconciler.plan.scope import changed_workloads
 from reconciler.providers.base import DriverError
 from reconciler.runner import (
     RunOutcome,
     apply_environment,
+    deletion_owners,
     new_run_id,
     republish_environment,
 )
@@ -167,15 +167,7 @@ class Reconciler:
 
     def _pending(self, name: str, planned: EnvironmentPlan) -> frozenset[str]:
         assert planned.plan is not None
-        deleting = [
-            a.id
-            for a in planned.plan.changes()
-            if a.kind is Subject.RESOURCE and a.action is ActionKind.DELETE
-        ]
-        owners = {
-            uid: record.source_workload or ""
-            for uid, record in self.store.resources_of(name, deleting).items()
-        }
+        owners = deletion_owners(self.store, name, planned.plan)
         pending = changed_workloads(planned.plan, planned.desired, owners)
         if not pending and planned.plan.summary.has_changes:
             # Changes no workload owns (a resource nobody brought): the environment's own run.

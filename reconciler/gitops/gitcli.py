@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.catalogue import Code
@@ -50,3 +51,38 @@ def why(done: subprocess.CompletedProcess[str]) -> str:
         return refused[0]
     text = (done.stderr or done.stdout).strip().splitlines()
     return text[-1] if text else f"git exited with {done.returncode}"
+
+
+def push_merging(
+    repo_path: Path,
+    remote: str,
+    ref: str,
+    *,
+    merge: Callable[[str], None],
+    code: Code,
+    attempts: int,
+) -> None:
+    """Push ``ref`` to ``remote``; when the remote rejects it because another writer pushed
+    first, fetch theirs into a ref of its own, ``merge(that ref)`` into ``ref`` and push again,
+    at most ``attempts`` times. Other refusals raise ``code`` at once."""
+    incoming = "refs/reconciler/incoming/" + ref.removeprefix("refs/")
+    for _ in range(attempts):
+        pushed = git(repo_path, "push", "--porcelain", remote, f"{ref}:{ref}", code=code)
+        if pushed.returncode == 0:
+            return
+        if not rejected(pushed.stdout):
+            raise GitError(code, f"pushing {ref} to {remote}: {why(pushed)}")
+        fetched = git(
+            repo_path,
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            remote,
+            f"+{ref}:{incoming}",
+            code=code,
+        )
+        if fetched.returncode != 0:
+            raise GitError(code, f"fetching {ref} from {remote}: {why(fetched)}")
+        merge(incoming)
+    raise GitError(code, f"pushing {ref} to {remote}: still rejected after {attempts} merges")

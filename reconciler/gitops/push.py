@@ -17,7 +17,7 @@ from pygit2.enums import MergeFavor
 
 from reconciler.catalogue import Code
 from reconciler.gitops.errors import GitError
-from reconciler.gitops.gitcli import git, rejected, why
+from reconciler.gitops.gitcli import push_merging
 
 PUSH_ATTEMPTS = 5
 """Pushes per call; each rejected one fetches and merges first."""
@@ -29,30 +29,16 @@ def push_branch(
 ) -> None:
     """Push ``refs/heads/<branch>`` to ``remote``; on a rejection fetch theirs, merge, retry."""
     ref = f"refs/heads/{branch}"
-    repo = _open(repo_path)
-    if repo.references.get(ref) is None:
+    if _open(repo_path).references.get(ref) is None:
         return  # nothing written yet, nothing to push
-    incoming = f"refs/reconciler/incoming/heads/{branch}"
-    for _ in range(attempts):
-        pushed = git(repo_path, "push", "--porcelain", remote, f"{ref}:{ref}", code=_CODE)
-        if pushed.returncode == 0:
-            return
-        if not rejected(pushed.stdout):
-            raise GitError(_CODE, f"pushing {branch} to {remote}: {why(pushed)}")
-        fetched = git(
-            repo_path,
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
-            remote,
-            f"+{ref}:{incoming}",
-            code=_CODE,
-        )
-        if fetched.returncode != 0:
-            raise GitError(_CODE, f"fetching {branch} from {remote}: {why(fetched)}")
-        merge_into(repo_path, ref, incoming)
-    raise GitError(_CODE, f"pushing {branch} to {remote}: still rejected after {attempts} merges")
+    push_merging(
+        repo_path,
+        remote,
+        ref,
+        merge=lambda incoming: merge_into(repo_path, ref, incoming),
+        code=_CODE,
+        attempts=attempts,
+    )
 
 
 _CODE = Code.BRANCH_PUSH_FAILED

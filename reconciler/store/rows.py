@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -57,33 +57,26 @@ def workload_row(environment: str, record: WorkloadRecord, now: datetime) -> dic
 
 
 def workload_record(row: Row[Any]) -> WorkloadRecord:
-    r = _m(row)
-    return WorkloadRecord(
-        name=r["name"],
-        commit=r["commit"],
-        file=r["file"],
-        spec_hash=r["spec_hash"],
-        spec=r["spec"],
-        sources=r["sources"],
-        source=r["source"],
-        status=r["status"],
-        updated_at=r["updated_at"],
-    )
+    return _workload(_m(row), _as_is)
 
 
 def workload_as_read(values: Mapping[str, Any]) -> WorkloadRecord:
     """The record a read of the row ``values`` (from ``workload_row``) would give back: its JSON
     values as decoded from their stored text, not the caller's objects."""
+    return _workload(values, _as_stored)
+
+
+def _workload(r: Mapping[str, Any], json_value: Callable[[Any], Any]) -> WorkloadRecord:
     return WorkloadRecord(
-        name=values["name"],
-        commit=values["commit"],
-        file=values["file"],
-        spec_hash=values["spec_hash"],
-        spec=_as_stored(values["spec"]),
-        sources=_as_stored(values["sources"]),
-        source=_as_stored(values["source"]),
-        status=values["status"],
-        updated_at=values["updated_at"],
+        name=r["name"],
+        commit=r["commit"],
+        file=r["file"],
+        spec_hash=r["spec_hash"],
+        spec=json_value(r["spec"]),
+        sources=json_value(r["sources"]),
+        source=json_value(r["source"]),
+        status=r["status"],
+        updated_at=r["updated_at"],
     )
 
 
@@ -108,7 +101,15 @@ def resource_row(environment: str, record: ResourceRecord, now: datetime) -> dic
 
 
 def resource_record(row: Row[Any]) -> ResourceRecord:
-    r = _m(row)
+    return _resource(_m(row), _as_is)
+
+
+def resource_as_read(values: Mapping[str, Any]) -> ResourceRecord:
+    """As ``workload_as_read``, for a row from ``resource_row``."""
+    return _resource(values, _as_stored)
+
+
+def _resource(r: Mapping[str, Any], json_value: Callable[[Any], Any]) -> ResourceRecord:
     return ResourceRecord(
         uid=r["uid"],
         type=r["type"],
@@ -117,10 +118,10 @@ def resource_record(row: Row[Any]) -> ResourceRecord:
         source_workload=r["source_workload"],
         provisioner=r["provisioner"],
         params_hash=r["params_hash"],
-        params=r["params"],
-        state=r["state"],
-        outputs=r["outputs"],
-        secret_refs=r["secret_refs"],
+        params=json_value(r["params"]),
+        state=json_value(r["state"]),
+        outputs=json_value(r["outputs"]),
+        secret_refs=json_value(r["secret_refs"]),
         status=r["status"],
         created_at=r["created_at"],
         updated_at=r["updated_at"],
@@ -212,24 +213,8 @@ def audit_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical_json(fields)).encode("utf-8")).hexdigest()
 
 
-def resource_as_read(values: Mapping[str, Any]) -> ResourceRecord:
-    """As ``workload_as_read``, for a row from ``resource_row``."""
-    return ResourceRecord(
-        uid=values["uid"],
-        type=values["type"],
-        class_=values["class"],
-        res_id=values["res_id"],
-        source_workload=values["source_workload"],
-        provisioner=values["provisioner"],
-        params_hash=values["params_hash"],
-        params=_as_stored(values["params"]),
-        state=_as_stored(values["state"]),
-        outputs=_as_stored(values["outputs"]),
-        secret_refs=_as_stored(values["secret_refs"]),
-        status=values["status"],
-        created_at=values["created_at"],
-        updated_at=values["updated_at"],
-    )
+def _as_is(value: Any) -> Any:
+    return value
 
 
 def _as_stored(value: Any) -> Any:

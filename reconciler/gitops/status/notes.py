@@ -14,7 +14,6 @@ user's credential helpers and SSH configuration apply as they do for their own p
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +23,7 @@ from pygit2.enums import FileMode
 
 from reconciler.catalogue import Code
 from reconciler.gitops.errors import GitError
-from reconciler.gitops.gitcli import git, rejected, why
+from reconciler.gitops.gitcli import push_merging
 from reconciler.gitops.status.model import CommitStatus
 from reconciler.gitops.status.reporter import NOTES_PUSH_FAILED, NOTES_WRITE_FAILED
 
@@ -77,27 +76,13 @@ def push_notes(
     repo = _open(repo_path)
     if _head(repo, ref) is None:
         return  # nothing written yet, nothing to push
-    incoming = "refs/reconciler/incoming/" + ref.removeprefix("refs/")
-    for _ in range(attempts):
-        pushed = _git(repo_path, "push", "--porcelain", remote, f"{ref}:{ref}")
-        if pushed.returncode == 0:
-            return
-        if not rejected(pushed.stdout):
-            raise GitError(NOTES_PUSH_FAILED, f"pushing {ref} to {remote}: {why(pushed)}")
-        fetched = _git(
-            repo_path,
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
-            remote,
-            f"+{ref}:{incoming}",
-        )
-        if fetched.returncode != 0:
-            raise GitError(NOTES_PUSH_FAILED, f"fetching {ref} from {remote}: {why(fetched)}")
-        merge_notes(repo_path, ref, incoming)
-    raise GitError(
-        NOTES_PUSH_FAILED, f"pushing {ref} to {remote}: still rejected after {attempts} merges"
+    push_merging(
+        repo_path,
+        remote,
+        ref,
+        merge=lambda incoming: merge_notes(repo_path, ref, incoming),
+        code=NOTES_PUSH_FAILED,
+        attempts=attempts,
     )
 
 
@@ -258,10 +243,6 @@ def _move(
         if "does not match" in str(exc) or "locked" in str(exc):
             return False
         raise GitError(NOTES_WRITE_FAILED, f"{ref}: cannot move it: {exc}") from exc
-
-
-def _git(repo_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return git(repo_path, *args, code=NOTES_PUSH_FAILED)
 
 
 class GitNotes:

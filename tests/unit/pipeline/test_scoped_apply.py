@@ -16,19 +16,10 @@ from reconciler.runner import RunOutcome, apply_environment, find_open_run
 from reconciler.services import services_for
 from reconciler.store.store import Store
 from tests.conftest import MakeRepo
+from tests.reliability.conftest import plain_workload
 from tests.support.gitrepos import GitRepo
 
 CONFIG = "environments:\n  staging:\n    branch: main\n"
-
-
-def score(name: str, image: str = "nginx") -> str:
-    return (
-        "apiVersion: score.dev/v1b1\n"
-        f"metadata:\n  name: {name}\n"
-        f"containers:\n  main:\n    image: {image}\n"
-        "    variables:\n      CACHE: ${resources.cache.host}\n"
-        "resources:\n  cache:\n    type: redis\n"
-    )
 
 
 @pytest.fixture
@@ -59,7 +50,8 @@ def test_a_scoped_run_applies_only_its_workloads_and_records_no_commit(
 ) -> None:
     repo = make_repo()
     head = repo.commit(
-        {"reconciler.yaml": CONFIG} | {f"apps/{n}/score.yaml": score(n) for n in ("aa", "bb")}
+        {"reconciler.yaml": CONFIG}
+        | {f"apps/{n}/score.yaml": plain_workload(n) for n in ("aa", "bb")}
     )
     outcome = apply(repo, store, ["aa"])
     assert outcome.status == "Succeeded"
@@ -84,7 +76,8 @@ def test_a_scoped_run_resumes_an_open_run_it_covers_and_leaves_others_alone(
 ) -> None:
     repo = make_repo()
     head = repo.commit(
-        {"reconciler.yaml": CONFIG} | {f"apps/{n}/score.yaml": score(n) for n in ("aa", "bb")}
+        {"reconciler.yaml": CONFIG}
+        | {f"apps/{n}/score.yaml": plain_workload(n) for n in ("aa", "bb")}
     )
     # A replica died while running aa: its run is left Running.
     dead = store.create_run("staging", head, trigger="daemon", scope=["aa"], status="Running")
