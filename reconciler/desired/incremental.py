@@ -72,8 +72,14 @@ class Work:
 @dataclass(slots=True)
 class _Workload:
     key: object
-    loaded: _Loaded
+    loaded: _Loaded | None
+    """Its typed model and document while a build uses them; dropped after (``load(key)``
+    types it again when a later build resolves it): a typed model is the largest thing a
+    workload would otherwise keep, and a record key holds the document already."""
     uids: dict[str, str]
+    declared: dict[str, _Definition]
+    """Its resource declarations by name (what priming a shared resource reads)."""
+    metadata: dict[str, Any]
     desired: DesiredWorkload | None = None
     problems: tuple[Diagnostic, ...] = ()
     service: dict[str, Any] = field(default_factory=dict)
@@ -251,7 +257,7 @@ class Incremental(Generic[K, R]):
             entry = last.resources[uid]
             owner = entry.primed.source.workload
             source = last.workloads[owner]
-            resolve = workload_resolver(_metadata(source.loaded.workload), outputs_of(owner))
+            resolve = workload_resolver(source.metadata, outputs_of(owner))
             found: list[Diagnostic] = []
             resource = _resource(entry.primed, entry.provisioner, resolve, source.uids, found)
             if entry.desired is None or entry.desired.depends_on != resource.depends_on:
@@ -285,14 +291,21 @@ class Incremental(Generic[K, R]):
         for name in sorted(to_resolve):
             wl = last.workloads[name]
             found = []
+            typed = wl.loaded
+            if typed is None:  # typed again: dropped after the build that typed it
+                typed = _typed(name, load(wl.key))  # type: ignore[arg-type]
             wl.desired = resolve_workload(
-                wl.loaded.loaded, wl.uids, outputs_of(name), file_contents, found
+                typed.loaded, wl.uids, outputs_of(name), file_contents, found
             )
             wl.problems = tuple(found)
             wl.contents = tuple((p, file_contents[p]) for p in wl.desired.sources[1:])
             work.resolved.append(name)
         self._place_workloads(last, changed, to_resolve, not came_or_went)
         _note_problems(last, changed | to_resolve, affected | resources_to_resolve)
+        for name in changed:
+            typed_now = last.workloads.get(name)
+            if typed_now is not None:
+                typed_now.loaded = None
 
     @staticmethod
     def _place_workloads(
@@ -348,18 +361,22 @@ class Incremental(Generic[K, R]):
                 known.key = key
                 continue
             came = came or known is None
-            loaded = load(key)
-            assert loaded.workload is not None
-            assert loaded.document is not None
             work.typed.append(name)
-            typed = _Loaded(name, loaded.workload, loaded.document, loaded)
+            typed = _typed(name, load(key))
             uids = _uids(typed)
             if known is not None:
                 affected.update(self._undeclare(last, name, known.uids.values()))
             for uid in uids.values():
                 last.declarers.setdefault(uid, set()).add(name)
             affected.update(uids.values())
-            last.workloads[name] = _Workload(key, typed, uids, service=_service(typed))
+            last.workloads[name] = _Workload(
+                key,
+                typed,
+                uids,
+                _declared(typed),
+                _metadata(typed.workload),
+                service=_service(typed),
+            )
             changed.add(name)
         last.inputs = workloads
         return changed, affected, came or bool(gone)
@@ -505,8 +522,8 @@ def _prime_one(
         for res_name, res_uid in wl.uids.items():
             if res_uid != uid:
                 continue
-            resource = (wl.loaded.workload.resources or {})[res_name]
-            definition = _Definition(name, res_name, resource, wl.loaded.document)
+            definition = wl.declared[res_name]
+            resource = definition.resource
             if primed is None:
                 primed = _Primed(
                     ResourceUid.of(name, res_name, resource.type, resource.class_, resource.id),
@@ -521,6 +538,20 @@ def _prime_one(
                 problems.extend(_merge(primed, definition))
     assert primed is not None
     return primed, problems
+
+
+def _typed(name: str, loaded: LoadedWorkload) -> _Loaded:
+    assert loaded.workload is not None
+    assert loaded.document is not None
+    return _Loaded(name, loaded.workload, loaded.document, loaded)
+
+
+def _declared(workload: _Loaded) -> dict[str, _Definition]:
+    resources = workload.workload.resources or {}
+    return {
+        res_name: _Definition(workload.name, res_name, resource, workload.document)
+        for res_name, resource in resources.items()
+    }
 
 
 def _service(workload: _Loaded) -> Any:

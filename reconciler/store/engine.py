@@ -45,11 +45,11 @@ def prepare_sqlite_file(url: StoreUrl, path: Path) -> None:
 
 
 def create_engine(url: StoreUrl) -> Engine:
-    serializer = rows.canonical_json
+    json_options = {"json_serializer": rows.canonical_json, "json_deserializer": rows.decode_json}
     if url.dialect == "postgresql":
-        return sqlalchemy.create_engine(url.url, pool_pre_ping=True, json_serializer=serializer)
+        return sqlalchemy.create_engine(url.url, pool_pre_ping=True, **json_options)
     engine = sqlalchemy.create_engine(
-        url.url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, json_serializer=serializer
+        url.url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, **json_options
     )
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)

@@ -32,6 +32,37 @@ def canonical_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+_SHARED: dict[str, str] = {}
+"""One object per distinct key or short string among decoded JSON values (see ``decode_json``)."""
+_SHARED_LIMIT = 200_000
+_SHARED_LENGTH = 64
+
+
+def _shared_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    share = _SHARED.setdefault
+    return {
+        share(k, k): share(v, v) if type(v) is str and len(v) <= _SHARED_LENGTH else v
+        for k, v in pairs
+    }
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_shared_pairs)
+
+
+def decode_json(text: str | bytes) -> Any:
+    """``json.loads``, with the objects' keys and short string values shared between values.
+
+    The store keeps an environment's decoded state (``Store.recorded``): thousands of specs and
+    documents spelling the same keys (``containers``, ``image``, ...) and values; decoded apart,
+    each row holds its own copy of every one, about half of what the state weighs. The table
+    of shared strings is emptied when it grows past a bound (values that come and go)."""
+    if len(_SHARED) > _SHARED_LIMIT:
+        _SHARED.clear()
+    if isinstance(text, str):
+        return _DECODER.decode(text)
+    return json.loads(bytes(text), object_pairs_hook=_shared_pairs)  # psycopg hands bytes
+
+
 def _m(row: Row[Any]) -> Mapping[Any, Any]:
     return row._mapping
 
@@ -218,4 +249,4 @@ def _as_is(value: Any) -> Any:
 
 
 def _as_stored(value: Any) -> Any:
-    return json.loads(canonical_json(value))
+    return decode_json(canonical_json(value))
