@@ -18,9 +18,10 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import (
     MappingEndEvent,
@@ -29,6 +30,7 @@ from ruamel.yaml.events import (
     SequenceStartEvent,
 )
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.resolver import VersionedResolver
 
 from reconciler.catalogue import Code
 from reconciler.diagnostics import Diagnostic
@@ -46,7 +48,7 @@ MAX_NODES = 200_000
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
-_HAVE_LIBYAML = importlib.util.find_spec("_ruamel_yaml") is not None
+HAVE_LIBYAML = importlib.util.find_spec("_ruamel_yaml") is not None
 """ruamel.yaml.clib's extension module; absent on platforms without its wheels."""
 
 
@@ -259,15 +261,71 @@ def _within(text: str, line: int, column: int) -> tuple[int, int]:
     return len(lines), len(lines[-1]) + 1
 
 
-def _nests_deeper_than(text: str, limit: int) -> bool:
+_YAML_1_2: Final = (1, 2)
+
+
+def _libyaml_loader_class() -> type | None:
+    """The class of ``_libyaml_loader``, or None without ruamel.yaml.clib."""
+    if not HAVE_LIBYAML:
+        return None
+    from _ruamel_yaml import CParser  # type: ignore[import-not-found]  # noqa: PLC0415
+
+    class LibyamlLoader(CParser, SafeConstructor, VersionedResolver):  # type: ignore[misc]
+        """libyaml's parser with ruamel.yaml's safe constructor and YAML 1.2 resolver: what
+        ``YAML(typ="safe").load`` puts together, built once instead of for every text.
+
+        ruamel.yaml defines such a class anew for each load and fills a fresh table of
+        resolver rules for it; and its resolver looks for the document's YAML version, for
+        every scalar, by raising and catching two AttributeErrors. With libyaml's parser that
+        version is always 1.2 (a ``%YAML`` directive does not reach ruamel's resolver), so it
+        is fixed here and the rules are shared, read-only, by every instance.
+        """
+
+        _rules: Final[dict[Any, Any]] = {}
+
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            self._parser = self._composer = self
+            SafeConstructor.__init__(self, loader=self)
+            self.allow_duplicate_keys = False
+            VersionedResolver.__init__(self, version=_YAML_1_2, loadumper=self)
+            self._version_implicit_resolver = self._rules
+
+        @property
+        def processing_version(self) -> Any:
+            return _YAML_1_2
+
+    rules = LibyamlLoader("")
+    rules._version_implicit_resolver = {}
+    LibyamlLoader._rules.update({_YAML_1_2: rules.versioned_resolver})
+    rules.dispose()
+    # ruamel's ``resolve`` adds the rules for any first character to the list it got for the
+    # value's first character, in place: harmless only while there are none, as in YAML 1.2.
+    assert None not in LibyamlLoader._rules[_YAML_1_2]
+    return LibyamlLoader
+
+
+_LibyamlLoader = _libyaml_loader_class()
+
+
+def _libyaml_loader(text: str) -> Any:
+    """A loader of ``text`` through libyaml (callers ``dispose()`` it); one per text, so it is
+    safe from any thread."""
+    assert _LibyamlLoader is not None
+    return _LibyamlLoader(text)
+
+
+def nests_deeper_than(text: str, limit: int) -> bool:
     """Whether collections nest deeper than ``limit``, read from libyaml's event stream.
 
     libyaml's parser is a state machine with its own stack, so reading events is safe at any
-    depth; only composing nodes from them recurses.
+    depth; only composing nodes from them recurses. A syntax error is left to the reader.
     """
     depth = 0
+    parser = _libyaml_loader(text)
     try:
-        for event in YAML(typ="safe").parse(text):
+        while parser.check_event():
+            event = parser.get_event()
             if isinstance(event, MappingStartEvent | SequenceStartEvent):
                 depth += 1
                 if depth > limit:
@@ -276,29 +334,47 @@ def _nests_deeper_than(text: str, limit: int) -> bool:
                 depth -= 1
     except YAMLError:
         return False  # composing reports the syntax error with its position
+    finally:
+        parser.dispose()
     return False
 
 
-def _parser_for(text: str) -> YAML:
-    """libyaml (ruamel.yaml.clib, about 8 times faster) unless the text nests deeply.
-
-    libyaml composes nodes recursively in C: tens of thousands of nested collections (``[[[``
-    or ``- - -``) overflow the C stack and kill the process. Deep documents go to the
-    pure-Python parser instead, whose ``RecursionError`` becomes a diagnostic.
-    """
-    pure = not _HAVE_LIBYAML or _nests_deeper_than(text, MAX_DEPTH)
-    return YAML(typ="safe", pure=pure)
-
-
-def _compose(text: str, file: str) -> tuple[list[Node], list[Diagnostic]]:
-    yaml = _parser_for(text)
+def load_libyaml(text: str) -> Any:
+    """The one document in ``text`` as plain values (``YAML(typ="safe").load``), through
+    libyaml. Only for texts that ``nests_deeper_than`` finds shallow: libyaml composes nodes
+    by recursion in C, which a deep enough text would take past the end of the stack."""
+    loader = _libyaml_loader(text)
     try:
-        return list(yaml.compose_all(text)), []
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _compose(text: str, file: str) -> tuple[list[Node], Any, list[Diagnostic]]:
+    """The text's documents and a constructor for their scalars.
+
+    libyaml (ruamel.yaml.clib, about 8 times faster) unless the text nests deeply: libyaml
+    composes nodes recursively in C, and tens of thousands of nested collections (``[[[`` or
+    ``- - -``) overflow the C stack and kill the process. Deep documents go to the pure-Python
+    parser instead, whose ``RecursionError`` becomes a diagnostic.
+    """
+    try:
+        if HAVE_LIBYAML and not nests_deeper_than(text, MAX_DEPTH):
+            loader = _libyaml_loader(text)
+            try:
+                nodes = []
+                while loader.check_node():
+                    nodes.append(loader.get_node())
+            finally:
+                loader.dispose()
+            return nodes, loader, []
+        yaml = YAML(typ="safe", pure=True)
+        return list(yaml.compose_all(text)), yaml.constructor, []
     except YAMLError as exc:
-        return [], [_yaml_error(exc, file, text)]
+        return [], None, [_yaml_error(exc, file, text)]
     except RecursionError:
         message = "document is nested too deeply to read"
-        return [], [Diagnostic(Code.YAML_TOO_COMPLEX, message, file=file, line=1, column=1)]
+        return [], None, [Diagnostic(Code.YAML_TOO_COMPLEX, message, file=file, line=1, column=1)]
 
 
 def load_yaml_value(
@@ -315,7 +391,7 @@ def load_yaml_value(
     text, problems = _decode(raw, file)
     if text is None:
         return None, empty, problems
-    nodes, problems = _compose(text, file)
+    nodes, constructor, problems = _compose(text, file)
     if problems:
         return None, empty, problems
     nodes = [n for n in nodes if n is not None]
@@ -329,7 +405,7 @@ def load_yaml_value(
             Code.MULTIPLE_DOCUMENTS, message, file=file, line=mark.line, column=mark.column
         )
         return None, empty, [diag]
-    return _build(nodes[0], file)
+    return _build(nodes[0], constructor, file)
 
 
 def load_yaml(
@@ -357,9 +433,8 @@ def load_yaml(
     return YamlDocument(file, data, positions), []
 
 
-def _build(root: Node, file: str) -> tuple[Any, Positions, list[Diagnostic]]:
-    yaml = YAML(typ="safe", pure=True)
-    builder = _Builder(yaml.constructor)
+def _build(root: Node, constructor: Any, file: str) -> tuple[Any, Positions, list[Diagnostic]]:
+    builder = _Builder(constructor)
     empty = Positions()
     try:
         data = builder.build(root, ())

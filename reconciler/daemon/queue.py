@@ -30,6 +30,8 @@ from reconciler.engine.steps import RetryPolicy
 K = TypeVar("K", bound=Hashable)
 
 DEFAULT_BACKOFF = RetryPolicy(initial_backoff=1.0, max_backoff=300.0, multiplier=2.0, jitter=0.1)
+SKIP_POLL = 0.05
+"""Seconds between looks at ready keys ``get`` skipped (their environment's run ends unseen)."""
 """The queue retries until a key succeeds or is added again, so ``max_attempts`` is unused."""
 
 
@@ -96,16 +98,23 @@ class WorkQueue(Generic[K]):
             else:
                 self._schedule(key, state, due)
 
-    def get(self, timeout: float | None = None) -> K | None:
-        """The next ready key, now marked as processing; None on timeout or after shutdown."""
+    def get(
+        self, timeout: float | None = None, *, skip: Callable[[K], bool] | None = None
+    ) -> K | None:
+        """The next ready key, now marked as processing; None on timeout or after shutdown.
+
+        Ready keys that ``skip`` matches keep their place and are looked at again every
+        ``SKIP_POLL`` seconds (the daemon skips the keys of an environment another worker is
+        applying: two runs of one environment at once only slow each other down).
+        """
         with self._cond:
             now = self._clock.now()
             deadline = None if timeout is None else now + timeout
             while not self._shut:
-                key = self._pop_ready(now)
+                key, skipped = self._pop_ready(now, skip)
                 if key is not None:
                     return key
-                wake = self._next_due()
+                wake = now + SKIP_POLL if skipped else self._next_due()
                 if deadline is not None:
                     if now >= deadline:
                         return None
@@ -187,14 +196,28 @@ class WorkQueue(Generic[K]):
         heapq.heappush(self._heap, (due, self._entries, key))
         self._cond.notify_all()
 
-    def _pop_ready(self, now: float) -> K | None:
-        self._drop_stale()
-        if not self._heap or self._heap[0][0] > now:
-            return None
-        _, _, key = heapq.heappop(self._heap)
-        state = self._states[key]
-        state.due, state.processing = None, True
-        return key
+    def _pop_ready(
+        self, now: float, skip: Callable[[K], bool] | None = None
+    ) -> tuple[K | None, bool]:
+        """The first ready key ``skip`` does not match, and whether a ready key was skipped."""
+        skipped: list[tuple[float, int, K]] = []
+        found: K | None = None
+        while True:
+            self._drop_stale()
+            if not self._heap or self._heap[0][0] > now:
+                break
+            entry = heapq.heappop(self._heap)
+            if skip is not None and skip(entry[2]):
+                skipped.append(entry)
+                continue
+            found = entry[2]
+            break
+        for entry in skipped:
+            heapq.heappush(self._heap, entry)
+        if found is not None:
+            state = self._states[found]
+            state.due, state.processing = None, True
+        return found, bool(skipped)
 
     def _next_due(self) -> float | None:
         self._drop_stale()

@@ -17,7 +17,6 @@ import base64
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -26,12 +25,6 @@ from typing import Any, Final
 import jinja2
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
-from ruamel.yaml.events import (
-    MappingEndEvent,
-    MappingStartEvent,
-    SequenceEndEvent,
-    SequenceStartEvent,
-)
 
 from reconciler.catalogue import Code
 from reconciler.desired.identity import ResourceUid
@@ -41,6 +34,7 @@ from reconciler.desired.provisioners import (
     jinja_environment,
 )
 from reconciler.diagnostics import Diagnostic
+from reconciler.yamldoc import HAVE_LIBYAML, load_libyaml, nests_deeper_than
 
 _PASSWORD_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _STRING_ALPHABET: Final = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -199,7 +193,6 @@ def _environment() -> jinja2.Environment:
     return jinja_environment()
 
 
-_local = threading.local()
 _C_MAX_DEPTH: Final = 64
 
 
@@ -208,35 +201,9 @@ def _load(text: str) -> Any:
     reader, and the one Score files are read with), unless it nests deeper than
     ``_C_MAX_DEPTH``: libyaml builds nodes by recursion in C, which a deep enough text would
     take past the end of the thread's stack; the pure-Python reader raises instead."""
-    return _reader(pure=_nests_deeper_than(text, _C_MAX_DEPTH)).load(text)
-
-
-def _nests_deeper_than(text: str, limit: int) -> bool:
-    """Whether collections nest deeper than ``limit``, from libyaml's events (which it makes
-    without recursion, so this is safe at any depth). A syntax error is left to the reader."""
-    depth = 0
-    try:
-        for event in _reader(pure=False).parse(text):
-            if isinstance(event, MappingStartEvent | SequenceStartEvent):
-                depth += 1
-                if depth > limit:
-                    return True
-            elif isinstance(event, MappingEndEvent | SequenceEndEvent):
-                depth -= 1
-    except YAMLError:
-        return False
-    return False
-
-
-def _reader(*, pure: bool) -> YAML:
-    """This thread's YAML reader of each kind: building one looks up plug-ins on disk, and
-    one instance must not read two texts at once, so each engine worker keeps its own."""
-    name = "pure" if pure else "libyaml"
-    yaml: YAML | None = getattr(_local, name, None)
-    if yaml is None:
-        yaml = YAML(typ="safe", pure=pure)
-        setattr(_local, name, yaml)
-    return yaml
+    if not HAVE_LIBYAML or nests_deeper_than(text, _C_MAX_DEPTH):
+        return YAML(typ="safe", pure=True).load(text)
+    return load_libyaml(text)
 
 
 def _words(exc: BaseException) -> str:

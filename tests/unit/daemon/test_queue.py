@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from reconciler.daemon.queue import WorkQueue
+from reconciler.daemon.queue import SKIP_POLL, WorkQueue
 from reconciler.engine.steps import RetryPolicy
 from tests.unit.daemon.support import DEADLINE, FakeClock
 
@@ -238,3 +238,33 @@ def test_take_ready_stops_at_its_limit_and_taken_keys_are_processing() -> None:
     queue.done(A, ok=True)
     queue.done(B, ok=True)
     assert drain(queue) == [A]
+
+
+def test_get_passes_over_skipped_keys_which_keep_their_place() -> None:
+    queue = new_queue(FakeClock())
+    other = ("staging", "a")
+    for key in (A, B, other):
+        queue.add(key)
+    busy = {"prod"}
+    assert queue.get(timeout=0, skip=lambda key: key[0] in busy) == other
+    assert queue.get(timeout=0, skip=lambda key: key[0] in busy) is None
+    assert queue.depth() == 2
+    busy.clear()
+    assert [queue.get(timeout=0, skip=lambda key: key[0] in busy) for _ in range(2)] == [A, B]
+
+
+def test_a_get_that_skipped_ready_keys_looks_again_after_the_poll() -> None:
+    clock = FakeClock()
+    queue = new_queue(clock)
+    queue.add(A)
+    busy = {"prod"}
+    got: list[Key | None] = []
+    thread = threading.Thread(
+        target=lambda: got.append(queue.get(skip=lambda key: key[0] in busy)), daemon=True
+    )
+    thread.start()
+    assert clock.waiting.wait(DEADLINE)
+    busy.clear()
+    clock.advance(SKIP_POLL)
+    thread.join(DEADLINE)
+    assert got == [A]
