@@ -30,9 +30,9 @@ from reconciler.engine.steps import RetryPolicy
 K = TypeVar("K", bound=Hashable)
 
 DEFAULT_BACKOFF = RetryPolicy(initial_backoff=1.0, max_backoff=300.0, multiplier=2.0, jitter=0.1)
+"""The queue retries until a key succeeds or is added again, so ``max_attempts`` is unused."""
 SKIP_POLL = 0.05
 """Seconds between looks at ready keys ``get`` skipped (their environment's run ends unseen)."""
-"""The queue retries until a key succeeds or is added again, so ``max_attempts`` is unused."""
 
 
 class Clock(Protocol):
