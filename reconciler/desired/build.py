@@ -83,6 +83,19 @@ class _Primed:
     metadata_from: _Definition
     definitions: list[_Definition] = field(default_factory=list)
 
+    @classmethod
+    def seeded(cls, uid: ResourceUid, definition: _Definition) -> _Primed:
+        """A resource as its first definition declares it."""
+        resource = definition.resource
+        return cls(
+            uid,
+            definition,
+            _params(resource),
+            _resource_metadata(resource),
+            definition,
+            [definition],
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class _Loaded:
@@ -163,14 +176,7 @@ def _prime(
             uids[workload.name][name] = str(uid)
             existing = primed.get(str(uid))
             if existing is None:
-                primed[str(uid)] = _Primed(
-                    uid,
-                    definition,
-                    _params(resource),
-                    _resource_metadata(resource),
-                    definition,
-                    [definition],
-                )
+                primed[str(uid)] = _Primed.seeded(uid, definition)
             else:
                 existing.definitions.append(definition)
                 problems.extend(_merge(existing, definition))

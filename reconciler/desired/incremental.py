@@ -37,10 +37,8 @@ from reconciler.desired.build import (
     _merge,
     _metadata,
     _output_view,
-    _params,
     _Primed,
     _resource,
-    _resource_metadata,
     build,
 )
 from reconciler.desired.identity import ResourceUid
@@ -525,14 +523,8 @@ def _prime_one(
             definition = wl.declared[res_name]
             resource = definition.resource
             if primed is None:
-                primed = _Primed(
-                    ResourceUid.of(name, res_name, resource.type, resource.class_, resource.id),
-                    definition,
-                    _params(resource),
-                    _resource_metadata(resource),
-                    definition,
-                    [definition],
-                )
+                uid_of = ResourceUid.of(name, res_name, resource.type, resource.class_, resource.id)
+                primed = _Primed.seeded(uid_of, definition)
             else:
                 primed.definitions.append(definition)
                 problems.extend(_merge(primed, definition))
