@@ -88,10 +88,14 @@ _BUMP: Final = (
 _TOKEN_FOR_UPDATE: Final = (
     select(environments.c.revision)
     .where(environments.c.name == bindparam("environment"))
-    .with_for_update()
+    .with_for_update(key_share=True)
 )
-"""The token a write replaces, read after the write's rows: SQLite holds its one write lock by
-then, and PostgreSQL's row lock makes a concurrent writer of the environment wait for ours."""
+"""The token a write replaces, read before the write's rows so that writers of one environment
+queue on its row before they touch any other (SQLite's one write lock is held from ``BEGIN
+IMMEDIATE`` anyway). On PostgreSQL it is ``FOR NO KEY UPDATE``: a plain ``FOR UPDATE`` would
+wait for every transaction that inserted a row referring to the environment (their foreign key
+holds ``FOR KEY SHARE`` on it), and two writers that had each inserted a row before locking
+deadlocked."""
 
 _RESOURCES_OF: Final = select(resources).where(
     resources.c.environment == bindparam("environment"),
@@ -284,7 +288,8 @@ class Store:
 
     def _bump(self, conn: Connection, environment: str) -> tuple[str | None, str]:
         """A new revision token: the environment's recorded state changed (see ``recorded``).
-        Returns the token replaced and the new one."""
+        Called before the write's rows (see ``_TOKEN_FOR_UPDATE``); returns the token replaced
+        and the new one."""
         previous = conn.execute(_TOKEN_FOR_UPDATE, {"environment": environment}).scalar()
         token = uuid.uuid4().hex
         conn.execute(_BUMP, {"environment": environment, "revision": token})
@@ -439,20 +444,20 @@ class Store:
         values = [rows.workload_row(environment, r, now) for r in records]
         with self._write() as conn:
             self._ensure_environment(conn, environment, now)
-            self._upsert(conn, workloads, values)
             tokens = self._bump(conn, environment)
+            self._upsert(conn, workloads, values)
         self._advance(
             environment, tokens, saved_workloads=[rows.workload_as_read(v) for v in values]
         )
 
     def delete_workload(self, environment: str, name: str) -> None:
         with self._write() as conn:
+            tokens = self._bump(conn, environment)
             conn.execute(
                 delete(workloads).where(
                     workloads.c.environment == environment, workloads.c.name == name
                 )
             )
-            tokens = self._bump(conn, environment)
         self._advance(environment, tokens, gone_workloads=[name])
 
     def save_resource(self, environment: str, record: ResourceRecord) -> None:
@@ -466,20 +471,20 @@ class Store:
         values = [rows.resource_row(environment, r, now) for r in records]
         with self._write() as conn:
             self._ensure_environment(conn, environment, now)
-            self._upsert(conn, resources, values, keep=frozenset({"created_at"}))
             tokens = self._bump(conn, environment)
+            self._upsert(conn, resources, values, keep=frozenset({"created_at"}))
         self._advance(
             environment, tokens, saved_resources=[rows.resource_as_read(v) for v in values]
         )
 
     def delete_resource(self, environment: str, uid: str) -> None:
         with self._write() as conn:
+            tokens = self._bump(conn, environment)
             conn.execute(
                 delete(resources).where(
                     resources.c.environment == environment, resources.c.uid == uid
                 )
             )
-            tokens = self._bump(conn, environment)
         self._advance(environment, tokens, gone_resources=[uid])
 
     # -- runs and steps ---------------------------------------------------------------------

@@ -182,6 +182,20 @@ def settled_at(store: str, commit: str) -> bool:
     return row is not None and row[0] == commit
 
 
+def settle(
+    replicas: list[Process], store: str, commit: str, what: str, timeout: float = 30
+) -> None:
+    """Wait for ``commit`` to be settled; on a timeout, say what each replica logged last."""
+    try:
+        eventually(lambda: settled_at(store, commit), what, timeout)
+    except AssertionError as error:
+        logs = "\n".join(
+            f"--- replica {i} (exit {r.proc.poll()}):\n" + "".join(r.lines[-25:])
+            for i, r in enumerate(replicas)
+        )
+        raise AssertionError(f"{error}\n{logs}") from None
+
+
 def test_three_replicas_reconcile_each_workload_once_per_commit_and_survive_a_kill(
     make_repo: MakeRepo, pg_store: str
 ) -> None:
@@ -193,18 +207,18 @@ def test_three_replicas_reconcile_each_workload_once_per_commit_and_survive_a_ki
     replicas = [Process("--store", pg_store, "--lease-ttl", "3", cwd=repo.root) for _ in range(3)]
     try:
         # Three processes start at once: on a busy machine that alone takes a while.
-        eventually(lambda: settled_at(pg_store, first), "the first commit", 90)
+        settle(replicas, pg_store, first, "the first commit", 90)
         changed = [*names[:6], "w12", "w13"]
         second = repo.commit(
             {f"apps/{n}/score.yaml": workload(n).replace("nginx", "nginx:1.27") for n in changed}
         )
-        eventually(lambda: settled_at(pg_store, second), "the second commit")
+        settle(replicas, pg_store, second, "the second commit")
         replicas[0].kill()
         everyone = [*names, "w12", "w13"]
         third = repo.commit(
             {f"apps/{n}/score.yaml": workload(n).replace("nginx", "nginx:1.28") for n in everyone}
         )
-        eventually(lambda: settled_at(pg_store, third), "the third commit, one replica down")
+        settle(replicas, pg_store, third, "the third commit, one replica down")
         assert recorded_at(pg_store, third) == set(everyone)
         expected = (
             {(first, n): 1 for n in names}

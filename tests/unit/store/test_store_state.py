@@ -228,3 +228,76 @@ def test_a_write_inside_a_transaction_drops_the_kept_state(store: Store, build: 
     except RuntimeError:
         pass
     assert list(store.recorded("prod").workloads) == ["web"]
+
+
+def test_a_writer_does_not_wait_for_transactions_that_only_refer_to_the_environment(
+    pg_url: str, build: Builders
+) -> None:
+    """Another replica's open transaction that inserted a run (its foreign key holds the
+    environment's row ``FOR KEY SHARE``) must not block a write of recorded state: with a plain
+    ``FOR UPDATE`` two such writers deadlocked on PostgreSQL."""
+    _, resource, _ = build
+    with Store.open(pg_url) as store:
+        store.save_resource("prod", resource("redis.default#first"))
+        other = store.engine.connect()
+        try:
+            other.begin()
+            other.execute(
+                text(
+                    "INSERT INTO runs (id, environment, commit, status, trigger, started_at) "
+                    "VALUES ('r1', 'prod', :c, 'Running', 'daemon', now())"
+                ),
+                {"c": "a" * 40},
+            )
+            done = threading.Event()
+
+            def write() -> None:
+                store.save_resource("prod", resource("redis.default#b"))
+                done.set()
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            finished = done.wait(10)
+            other.rollback()
+            writer.join(10)
+        finally:
+            other.close()
+        assert finished, "the write waited for a transaction that only referred to the environment"
+        assert set(store.recorded("prod").resources) == {"redis.default#first", "redis.default#b"}
+
+
+def test_concurrent_writers_of_one_environment_never_deadlock(pg_url: str, build: Builders) -> None:
+    """Replicas record their workloads' resources at once, each in its own transactions, some
+    with a run row in the same transaction (as a step's checkpoint does)."""
+    workload, resource, _ = build
+    with Store.open(pg_url) as first:
+        first.save_workload("prod", workload())
+    stores = [Store.open(pg_url) for _ in range(4)]
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def write(index: int, store: Store) -> None:
+        barrier.wait()
+        try:
+            for round_ in range(15):
+                with store.transaction():
+                    store.save_resources(
+                        "prod",
+                        [resource(f"redis.default#w{index}-{round_}"), resource("dns.default#x")],
+                    )
+                    store.save_workload("prod", workload(f"w{index}"))
+        except BaseException as error:  # reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=write, args=(i, s)) for i, s in enumerate(stores)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for store in stores:
+            store.close()
+    assert failures == []
+    with Store.open(pg_url) as check:
+        assert len(check.recorded("prod").resources) == 4 * 15 + 1
