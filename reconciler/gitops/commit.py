@@ -23,6 +23,7 @@ from pygit2.enums import FileMode
 
 from reconciler.catalogue import Code
 from reconciler.gitops.errors import GitError
+from reconciler.gitops.reflock import STALE_AFTER, clear_stale_lock, lock_file
 
 MAX_ATTEMPTS = 20
 """Compare-and-swap attempts before giving up; each lost race costs one tree rebuild."""
@@ -56,17 +57,27 @@ def write_branch(
     repo = _open(repo_path)
     _refuse_checked_out(repo, ref_name)
     signature = pygit2.Signature(author[0], author[1])
+    locked = False
     for attempt in range(MAX_ATTEMPTS):
         try:
             return _attempt(repo, ref_name, changes, message, signature)
         except _Moved:
-            pass
-        except pygit2.GitError as exc:
-            if "lock" not in str(exc).lower():  # another writer holds the ref: try again
+            locked = False
+        except (pygit2.GitError, OSError) as exc:  # libgit2's "locked" arrives as either
+            if "lock" not in str(exc).lower():
                 raise _failed(branch, str(exc)) from exc
+            # Another writer holds the ref, or a killed one left its lock: try again.
+            locked = not clear_stale_lock(Path(repo.path), ref_name)
         except (ValueError, KeyError) as exc:  # a file where a folder must go, a missing object
             raise _failed(branch, str(exc)) from exc
         time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # jitter, so racers spread out
+    if locked:
+        lock = lock_file(Path(repo.path), ref_name)
+        raise _failed(
+            branch,
+            f"{lock} is held by another writer (taken for a dead writer's and removed once it "
+            f"is {STALE_AFTER:g} s old)",
+        )
     raise _failed(branch, f"gave up after {MAX_ATTEMPTS} concurrent updates")
 
 

@@ -49,7 +49,7 @@ class Repository:
         self._repo = repo
         self._trees: OrderedDict[str, GitTree] = OrderedDict()
         self.git_dir = Path(repo.path)
-        self.common_dir = _common_dir(self.git_dir)
+        self.common_dir = common_dir_of(self.git_dir)
         """Where refs, objects and the reconciler's own state live: the main repository's Git
         directory, shared by its linked work trees (``git worktree add``), whose ``git_dir`` is a
         folder of their own holding little more than ``HEAD``."""
@@ -158,7 +158,7 @@ class Repository:
             ) from exc
 
 
-def _common_dir(git_dir: Path) -> Path:
+def common_dir_of(git_dir: Path) -> Path:
     """A linked work tree's Git directory names the shared one in its ``commondir`` file."""
     pointer = git_dir / "commondir"
     try:

@@ -3,7 +3,9 @@ with compare-and-swap against concurrent writers."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from reconciler.catalogue import Code
 from reconciler.gitops import commit as commit_module
 from reconciler.gitops.commit import write_branch
 from reconciler.gitops.errors import GitError
+from reconciler.gitops.reflock import STALE_AFTER
 from tests.conftest import MakeRepo
 from tests.support.gitrepos import GitRepo
 
@@ -177,3 +180,33 @@ def test_concurrent_threads_keep_every_change(bare: GitRepo) -> None:
     assert errors == []
     assert len(_files(bare)) == 15
     assert bare.git("rev-list", "--count", BRANCH) == "15"
+
+
+def _lock(git_dir: Path, ref: str, age: float) -> Path:
+    """A ref lock file as a writer killed ``age`` seconds ago would have left it."""
+    lock = git_dir / f"{ref}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("0" * 40 + "\n")
+    then = time.time() - age
+    os.utime(lock, (then, then))
+    return lock
+
+
+def test_a_lock_left_by_a_killed_writer_is_removed_and_the_write_lands(bare: GitRepo) -> None:
+    first = _write(bare.root, {"web/manifests.yaml": b"a: 1\n"})
+    lock = _lock(bare.root, f"refs/heads/{BRANCH}", age=STALE_AFTER + 1)
+    second = _write(bare.root, {"web/manifests.yaml": b"a: 2\n"})
+    assert second is not None
+    assert bare.git("rev-parse", f"{BRANCH}^") == first
+    assert not lock.exists()
+
+
+def test_a_fresh_lock_is_left_alone_and_named_in_the_error(bare: GitRepo) -> None:
+    first = _write(bare.root, {"web/manifests.yaml": b"a: 1\n"})
+    lock = _lock(bare.root, f"refs/heads/{BRANCH}", age=0)
+    with pytest.raises(GitError) as caught:
+        _write(bare.root, {"web/manifests.yaml": b"a: 2\n"})
+    assert caught.value.code is Code.DEPLOY_BRANCH_WRITE_FAILED
+    assert str(lock) in caught.value.message
+    assert lock.exists()
+    assert bare.git("rev-parse", BRANCH) == first

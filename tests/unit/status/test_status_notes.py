@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.gitops import GitError
+from reconciler.gitops.reflock import STALE_AFTER
 from reconciler.gitops.status import GitNotes, Phase, append_note, push_notes, read_note
 from reconciler.gitops.status.notes import union
 from tests.conftest import MakeRepo
@@ -219,3 +221,28 @@ def test_an_unreachable_remote_is_a_coded_error(repo: GitRepo) -> None:
     with pytest.raises(GitError) as raised:
         push_notes(repo.root, f"git://127.0.0.1:{_free_port()}/nothing.git")
     assert raised.value.code.id.startswith("RCN-4")
+
+
+def test_a_notes_lock_left_by_a_killed_writer_is_removed_and_the_line_lands(
+    repo: GitRepo,
+) -> None:
+    sha = repo.git("rev-parse", "HEAD")
+    assert append_note(repo.root, sha, status(commit=sha, phase=Phase.PENDING))
+    lock = repo.root / ".git" / "refs" / "notes" / "reconciler.lock"
+    lock.write_text("0" * 40 + "\n")
+    then = time.time() - STALE_AFTER - 1
+    os.utime(lock, (then, then))
+    done = status(commit=sha, run_id="run-1")
+    assert append_note(repo.root, sha, done)
+    assert done.to_json_line() in read_note(repo.root, sha)
+    assert not lock.exists()
+
+
+def test_a_fresh_notes_lock_is_left_alone(repo: GitRepo) -> None:
+    sha = repo.git("rev-parse", "HEAD")
+    assert append_note(repo.root, sha, status(commit=sha, phase=Phase.PENDING))
+    lock = repo.root / ".git" / "refs" / "notes" / "reconciler.lock"
+    lock.write_text("0" * 40 + "\n")
+    with pytest.raises(GitError):
+        append_note(repo.root, sha, status(commit=sha, run_id="run-1"))
+    assert lock.exists()
