@@ -147,11 +147,12 @@ def fill(mount: Path) -> Path:
     """Write until the file system is full; returns the filler to delete."""
     filler = mount / "filler"
     chunk = b"\0" * 65536
-    with filler.open("wb") as out:
+    # Unbuffered: a buffered file could still hold bytes when the disk is full, and closing it
+    # would raise ENOSPC again, out of the ``with``.
+    with filler.open("wb", buffering=0) as out:
         try:
             while True:
                 out.write(chunk)
-                out.flush()
         except OSError:
             pass
     return filler
