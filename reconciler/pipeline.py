@@ -203,7 +203,7 @@ class _Builder(Incremental[LoadedWorkload | WorkloadRecord, ResourceRecord]):
     """An environment's incremental builder, with the diff's memo of actions beside it."""
 
     def __init__(self) -> None:
-        super().__init__(_output_source, _same_record)
+        super().__init__(_output_source, _same_record, _parsed)
         self.actions = ActionMemo()
         self._recorded: RecordedState | None = None
         self._index = _RecordIndex([])
@@ -278,6 +278,13 @@ def _same_record(
     if isinstance(old, LoadedWorkload) or isinstance(new, LoadedWorkload):
         return False
     return old.file == new.file and old.source == new.source
+
+
+def _parsed(key: LoadedWorkload | WorkloadRecord) -> bool:
+    """A parsed file is kept alive by the plan or the run that parsed it, not by the builder:
+    a record is kept by the store's cache anyway, a first plan's parsed files are most of its
+    memory."""
+    return isinstance(key, LoadedWorkload)
 
 
 def _typed(key: LoadedWorkload | WorkloadRecord) -> LoadedWorkload:
@@ -433,6 +440,7 @@ def _load_workloads(
     out = _Loaded()
     if changes is None:
         paths = [p for p in source.tree.files() if _in_environment(p, source.config, env)]
+        paths = _reuse_applied_here(source, index, paths, pins, out)
     else:
         paths = _reuse_unchanged(source, env, index, changes, pins, out)
     for path in paths:
@@ -484,6 +492,29 @@ def _reuse_unchanged(
         p for p in changes.added | changes.modified if _in_environment(p, source.config, env)
     )
     return sorted(p for p in parse if p not in reuse)
+
+
+def _reuse_applied_here(
+    source: Source, index: _RecordIndex, paths: list[str], pins: _Pins | None, out: _Loaded
+) -> list[str]:
+    """Put in ``out.reused`` the recorded workloads that a run of this very commit applied
+    (their record is their file at this commit, as loaded then, without errors); return the
+    files still to parse. A commit is planned in full until it is settled: a first reconcile
+    plans again after each run of some of its workloads, and each plan parses only what no run
+    has applied yet rather than the whole repository again. Pinned workloads are parsed at
+    their pinned commit, as ever."""
+    pinned = pins.files() if pins is not None else frozenset()
+    reuse: dict[str, WorkloadRecord] = {}
+    for path in paths:
+        record = index.documented.get(path)
+        if record is not None and record.commit == source.commit and path not in pinned:
+            reuse[path] = record
+    if not reuse:
+        return paths
+    out.reused_files = reuse
+    out.reused = list(reuse.values())
+    out.reused_names = [r.name for r in out.reused]
+    return [p for p in paths if p not in reuse]
 
 
 class _Pins:

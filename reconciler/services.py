@@ -16,7 +16,6 @@ from cryptography.fernet import Fernet
 from reconciler.config.models import Environment
 from reconciler.gitops.repository import Repository
 from reconciler.providers.base import SecretStore, WorkloadTarget
-from reconciler.providers.kubernetes import KubernetesTarget
 from reconciler.providers.manifests import ManifestsTarget
 from reconciler.providers.secrets import (
     KEY_ENV,
@@ -58,6 +57,10 @@ def target_for(
     repository is a mirror); ``kubernetes`` applies to the cluster that ``KUBECONFIG`` (or the
     pod's service account) names, with ``RECONCILER_KUBE_CONTEXT``."""
     if env.target == "kubernetes":
+        # Imported here: the kubernetes client is about 40 MiB of a daemon's memory, for
+        # environments that use it only.
+        from reconciler.providers.kubernetes import KubernetesTarget  # noqa: PLC0415
+
         return KubernetesTarget.from_config(
             os.environ.get("KUBECONFIG"), os.environ.get("RECONCILER_KUBE_CONTEXT")
         )

@@ -137,6 +137,11 @@ class YamlDocument:
         what to keep once the checks that need positions on every file have run."""
         return YamlDocument(self.file, self.data, DeferredPositions(raw, self.file))
 
+    def placer(self) -> YamlDocument:
+        """This document without its data: what places diagnostics in it, for what outlives
+        the workload it was loaded for (the planner's declarations, over thousands of them)."""
+        return YamlDocument(self.file, {}, self.positions)
+
     def diagnostic(
         self, code: Code, message: str, path: Path = (), *, on_key: bool = False, **kw: Any
     ) -> Diagnostic:

@@ -13,15 +13,19 @@ output view and resolved params; the ordering) and, given the next plan's inputs
 
 Inputs are compared by identity: the store hands back the same record objects while nothing was
 written (``Store.recorded``), and an object is kept alive by the builder while it is remembered,
-so an equal id always means the same object. A change of environment, variables or provisioners
-starts afresh. Duplicate workload names (an error already) fall back to ``build``.
-The result equals ``build``'s for the same inputs (a test proves it); problems come in another
-order, which ``sorted_diagnostics`` makes irrelevant.
+so an equal id always means the same object. Keys the caller calls ``transient`` (parsed files:
+a typed model and a document each, thousands of them in a first plan) are remembered by weak
+reference instead: one that is gone cannot come back, so the next build sees a new key there and
+types it, and the builder does not keep every parsed file of the last plan alive. A change of
+environment, variables or provisioners starts afresh. Duplicate workload names (an error
+already) fall back to ``build``. The result equals ``build``'s for the same inputs (a test
+proves it); problems come in another order, which ``sorted_diagnostics`` makes irrelevant.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
@@ -69,7 +73,8 @@ class Work:
 
 @dataclass(slots=True)
 class _Workload:
-    key: object
+    held: object
+    """Its key, or a weak reference to it for a transient key (``Incremental.transient``)."""
     loaded: _Loaded | None
     """Its typed model and document while a build uses them; dropped after (``load(key)``
     types it again when a later build resolves it): a typed model is the largest thing a
@@ -83,6 +88,11 @@ class _Workload:
     service: dict[str, Any] = field(default_factory=dict)
     contents: tuple[tuple[str, str], ...] = ()
     """The ``files.*.source`` texts its resolution read."""
+
+    def key(self) -> object | None:
+        """The key, or None once a transient key is gone (no caller can pass it again)."""
+        held = self.held
+        return held() if isinstance(held, weakref.ref) else held
 
 
 @dataclass(slots=True)
@@ -130,20 +140,26 @@ class _Snapshot:
     back the same object for the same records) means no output changed, without looking at
     each resource."""
     inputs: _Inputs = field(default_factory=_Inputs)
-    """The workloads the last build was given, in order."""
+    """The workloads the last build was given, in order (transient keys as their weak
+    references, which no key is: such a position is looked at again, by its ``_Workload``)."""
 
 
 class Incremental(Generic[K, R]):
     """One environment's builder; call ``build`` once per plan, in any order of commits."""
 
     def __init__(
-        self, view_of: Callable[[R], View], same: Callable[[K, K], bool] | None = None
+        self,
+        view_of: Callable[[R], View],
+        same: Callable[[K, K], bool] | None = None,
+        transient: Callable[[K], bool] | None = None,
     ) -> None:
         """``same(old, new)``: whether two distinct keys type to the same workload (a record
         read again after the store changed, say); then its resolution is kept too, while the
-        source files it read are unchanged."""
+        source files it read are unchanged. ``transient(key)``: whether to remember ``key``
+        by weak reference only (it must accept one)."""
         self._view_of = view_of
         self._same = same
+        self._transient = transient
         self._lock = threading.Lock()
         self._last: _Snapshot | None = None
         self.work = Work()
@@ -291,7 +307,9 @@ class Incremental(Generic[K, R]):
             found = []
             typed = wl.loaded
             if typed is None:  # typed again: dropped after the build that typed it
-                typed = _typed(name, load(wl.key))  # type: ignore[arg-type]
+                key = wl.key()  # alive: this build was given it (a gone key is a changed one)
+                assert key is not None
+                typed = _typed(name, load(key))  # type: ignore[arg-type]
             wl.desired = resolve_workload(
                 typed.loaded, wl.uids, outputs_of(name), file_contents, found
             )
@@ -345,18 +363,22 @@ class Incremental(Generic[K, R]):
             affected.update(self._undeclare(last, name, entry.uids.values()))
         came = False
         names, keys = workloads.names, workloads.keys
+        held = list(keys)
         for i in positions:
             name, key = names[i], keys[i]
             known = last.workloads.get(name)
-            if known is not None and known.key is key:
+            old = None if known is None else known.key()
+            if known is not None and old is key:
+                held[i] = known.held
                 continue
             if (
                 known is not None
+                and old is not None
                 and self._same is not None
-                and self._same(known.key, key)  # type: ignore[arg-type]
+                and self._same(old, key)  # type: ignore[arg-type]
                 and all(file_contents.get(p) == text for p, text in known.contents)
             ):
-                known.key = key
+                known.held = held[i] = self._hold(key)
                 continue
             came = came or known is None
             work.typed.append(name)
@@ -367,8 +389,9 @@ class Incremental(Generic[K, R]):
             for uid in uids.values():
                 last.declarers.setdefault(uid, set()).add(name)
             affected.update(uids.values())
+            held[i] = self._hold(key)
             last.workloads[name] = _Workload(
-                key,
+                held[i],
                 typed,
                 uids,
                 _declared(typed),
@@ -376,8 +399,14 @@ class Incremental(Generic[K, R]):
                 service=_service(typed),
             )
             changed.add(name)
-        last.inputs = workloads
+        last.inputs = _Inputs(workloads.names, held)
         return changed, affected, came or bool(gone)
+
+    def _hold(self, key: K) -> object:
+        """What a ``_Workload`` keeps of ``key``: itself, or a weak reference if transient."""
+        if self._transient is not None and self._transient(key):
+            return weakref.ref(key)
+        return key
 
     def _resources(
         self,
@@ -468,7 +497,7 @@ def _changed_positions(workloads: _Inputs, last: _Snapshot) -> tuple[Iterable[in
     names that went. Found with C loops (``map``, ``compress``, dictionary views), without a
     Python step per unchanged workload: position by position when the names come in the same
     order as last time, by (name, key id) pairs otherwise. Ids are safe: the snapshot keeps
-    the last keys alive."""
+    the last keys alive, or a weak reference to them (no key is one: never the same)."""
     names, keys = workloads.names, workloads.keys
     before = last.inputs
     if names == before.names:
@@ -541,7 +570,7 @@ def _typed(name: str, loaded: LoadedWorkload) -> _Loaded:
 def _declared(workload: _Loaded) -> dict[str, _Definition]:
     resources = workload.workload.resources or {}
     return {
-        res_name: _Definition(workload.name, res_name, resource, workload.document)
+        res_name: _Definition(workload.name, res_name, resource, workload.document.placer())
         for res_name, resource in resources.items()
     }
 

@@ -39,7 +39,6 @@ from psycopg.conninfo import conninfo_to_dict
 from reconciler.catalogue import Code
 from reconciler.providers.base import DriverError, Observation, ResourceRequest, ResourceResult
 
-URL_ENV: Final = "RECONCILER_POSTGRES_URL"
 PASSWORD_KEY: Final = "password"
 CONNECTION_LIMIT_PARAM: Final = "connection_limit"
 _READABLE: Final = 50

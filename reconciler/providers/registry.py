@@ -22,10 +22,11 @@ from reconciler.catalogue import Code
 from reconciler.desired.provisioners import CMD_SCHEME, TEMPLATE_SCHEME, ProvisionerSet
 from reconciler.providers.base import DriverError, ResourceDriver
 from reconciler.providers.cmd import DEFAULT_TIMEOUT, CmdDriver
-from reconciler.providers.postgres import URL_ENV, PostgresDriver
 from reconciler.providers.template import TemplateDriver
 
 BUILTIN_POSTGRES_URI: Final = "template://builtin/postgres"
+POSTGRES_URL_ENV: Final = "RECONCILER_POSTGRES_URL"
+"""The admin server of the PostgreSQL driver; without it, the built-in template renders."""
 
 
 def driver_for(
@@ -39,8 +40,12 @@ def driver_for(
     """The driver for ``provisioner_uri``; ``provisioners`` is the set the plan matched with,
     from which the template and cmd drivers take the provisioner's definition."""
     scheme = urlsplit(provisioner_uri).scheme
-    admin_url = postgres_url or os.environ.get(URL_ENV)
+    admin_url = postgres_url or os.environ.get(POSTGRES_URL_ENV)
     if provisioner_uri == BUILTIN_POSTGRES_URI and admin_url:
+        # Imported here: psycopg is about 10 MiB of every daemon's memory otherwise, for
+        # setups that give the driver a server only.
+        from reconciler.providers.postgres import PostgresDriver  # noqa: PLC0415
+
         return PostgresDriver(admin_url)
     if scheme == TEMPLATE_SCHEME:
         return TemplateDriver(provisioners)

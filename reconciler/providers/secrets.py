@@ -19,10 +19,8 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import hvac
-import hvac.exceptions
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from reconciler.catalogue import Code
@@ -30,6 +28,9 @@ from reconciler.desired.secrets import SCHEME
 from reconciler.providers.base import DriverError, SecretStore
 from reconciler.store import Store, StoreError
 from reconciler.store.secrets import delete_secret, get_secret, put_secret, put_secrets
+
+if TYPE_CHECKING:
+    import hvac
 
 KEY_ENV: Final = "RECONCILER_SECRET_KEY"
 KEY_FILE_ENV: Final = "RECONCILER_SECRET_KEY_FILE"
@@ -158,6 +159,10 @@ class VaultSecretStore:
             raise DriverError(
                 Code.SECRET_STORE_FAILED, f"{VAULT_ADDR_ENV} is set but {VAULT_TOKEN_ENV} is not"
             )
+        # Imported here, as in every use below: hvac (and requests under it) is about 6 MiB of
+        # every process's memory otherwise, for setups that use Vault only.
+        import hvac  # noqa: PLC0415
+
         client = hvac.Client(
             url=os.environ[VAULT_ADDR_ENV],
             token=token,
@@ -192,13 +197,15 @@ class VaultSecretStore:
             self.put(ref, value)
 
     def get(self, ref: str) -> str | None:
+        from hvac.exceptions import InvalidPath  # noqa: PLC0415
+
         path = self.path_of(ref)
         with _vault_errors(ref):
             try:
                 answer = self._client.secrets.kv.v2.read_secret_version(
                     path=path, mount_point=self._mount, raise_on_deleted_version=True
                 )
-            except hvac.exceptions.InvalidPath:
+            except InvalidPath:
                 return None
         value = (answer.get("data") or {}).get("data", {}).get(VALUE_FIELD)
         if not isinstance(value, str):
@@ -208,36 +215,38 @@ class VaultSecretStore:
         return value
 
     def delete(self, ref: str) -> None:
+        from hvac.exceptions import InvalidPath  # noqa: PLC0415
+
         path = self.path_of(ref)
         with _vault_errors(ref):
             try:
                 self._client.secrets.kv.v2.delete_metadata_and_all_versions(
                     path=path, mount_point=self._mount
                 )
-            except hvac.exceptions.InvalidPath:
+            except InvalidPath:
                 return
-
-
-_VAULT_MAY_RECOVER: Final = (
-    hvac.exceptions.VaultDown,
-    hvac.exceptions.InternalServerError,
-    hvac.exceptions.BadGateway,
-    hvac.exceptions.RateLimitExceeded,
-)
 
 
 @contextmanager
 def _vault_errors(ref: str) -> Iterator[None]:
     """hvac's errors as ``DriverError``: Vault down, sealed, rate-limited or unreachable may
     pass; a refused token or a bad request will not."""
+    from hvac import exceptions  # noqa: PLC0415
+
+    may_recover = (
+        exceptions.VaultDown,
+        exceptions.InternalServerError,
+        exceptions.BadGateway,
+        exceptions.RateLimitExceeded,
+    )
     try:
         yield
-    except hvac.exceptions.VaultError as exc:
+    except exceptions.VaultError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
         raise DriverError(
             Code.SECRET_STORE_FAILED,
             f"{ref}: Vault answered {type(exc).__name__}: {reason}",
-            retryable=isinstance(exc, _VAULT_MAY_RECOVER),
+            retryable=isinstance(exc, may_recover),
         ) from exc
     except OSError as exc:  # requests' errors (refused, reset, timed out) derive from OSError
         raise DriverError(

@@ -54,7 +54,7 @@ def score_schema() -> dict[str, Any]:
     return load_spec(SCHEMA_NAME)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class LoadedWorkload:
     file: str
     document: YamlDocument | None
@@ -92,8 +92,13 @@ def load_workload(tree: Tree, path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) 
         except ValidationError as exc:  # the schema and the models disagree: still a diagnostic
             problems.extend(model_errors(doc, exc))
     # Callers keep loaded workloads (a planner for thousands of them): positions are derived
-    # again from the bytes for the rare diagnostic placed after loading.
-    return LoadedWorkload(path, doc.deferred(raw), workload, problems)
+    # again from the bytes for the rare diagnostic placed after loading, and a typed workload
+    # keeps no document data beside its model (nothing reads it once typed; the name of one
+    # that failed to type is read from its data).
+    document = doc.deferred(raw)
+    return LoadedWorkload(
+        path, document if workload is None else document.placer(), workload, problems
+    )
 
 
 def check_document(doc: YamlDocument, tree: Tree) -> list[Diagnostic]:

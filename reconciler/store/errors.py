@@ -9,14 +9,18 @@ constraint violated by a caller) are not translated: they are bugs, not conditio
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import psycopg
-import psycopg.errors
 from sqlalchemy import exc as sa_exc
 
 from reconciler.catalogue import Code
+
+if TYPE_CHECKING:
+    import psycopg
 
 _READ_ONLY_WORDS = (
     "readonly",
@@ -39,6 +43,18 @@ class StoreError(Exception):
         return f"{self.code.id} {self.message}"
 
 
+def _psycopg() -> ModuleType | None:
+    """psycopg, once something loaded it (a PostgreSQL store or driver): its errors cannot
+    occur before. A SQLite store never loads it, which keeps about 10 MiB out of its process."""
+    return sys.modules.get("psycopg")
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    found = _psycopg()
+    base = (sa_exc.DBAPIError, sqlite3.Error)
+    return base if found is None else (*base, found.Error)
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -58,7 +74,8 @@ def translate(error: BaseException, where: str, secret: str | None) -> StoreErro
     invalidated = isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
     orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
     detail = _mask(_first_line(orig if orig is not None else error), secret)
-    if isinstance(orig, psycopg.errors.ReadOnlySqlTransaction | psycopg.errors.DiskFull):
+    pg = _psycopg()
+    if pg is not None and isinstance(orig, pg.errors.ReadOnlySqlTransaction | pg.errors.DiskFull):
         return StoreError(Code.STORE_READ_ONLY, f"{where}: {detail}")
     if isinstance(orig, sqlite3.OperationalError):
         lowered = detail.lower()
@@ -83,9 +100,11 @@ def _lost_connection(orig: BaseException | None) -> bool:
     SQLSTATE of class 40 and are the caller's to retry, not an unreachable server. A refused
     login (28) or a missing database (3D) is reported with them: the URL needs checking.
     """
-    if not isinstance(orig, psycopg.OperationalError):
+    pg = _psycopg()
+    if pg is None or not isinstance(orig, pg.OperationalError):
         return False
-    state = orig.sqlstate
+    operational: psycopg.OperationalError = orig
+    state = operational.sqlstate
     return state is None or state.startswith(("08", "57P", "28", "3D"))
 
 
@@ -94,7 +113,7 @@ def translated(where: str, secret: str | None) -> Iterator[None]:
     """Re-raise reportable driver errors as ``StoreError``; let the others through."""
     try:
         yield
-    except (sa_exc.DBAPIError, sqlite3.Error, psycopg.Error) as error:
+    except _driver_errors() as error:
         mapped = translate(error, where, secret)
         if mapped is None:
             raise

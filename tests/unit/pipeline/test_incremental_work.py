@@ -7,6 +7,8 @@ resources were resolved. The plans themselves must equal a plan built from nothi
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +25,8 @@ from reconciler.pipeline import (
     select_environments,
 )
 from reconciler.plan.render import to_json
-from reconciler.score.loader import load_workload
+from reconciler.score.loader import LoadedWorkload, load_workload
+from reconciler.store.records import WorkloadRecord
 from reconciler.store.store import Store
 from tests.conftest import MakeRepo
 from tests.support.gitrepos import GitRepo
@@ -150,3 +153,73 @@ def test_a_changed_output_resolves_the_workloads_that_use_it(
     assert after.plan is not None
     assert {a.id for a in after.plan.changes()} == set(after.resolved)
     assert to_json(after.plan) == from_nothing(repo, tmp_path, store, "outputs")
+
+
+def test_a_plan_leaves_no_parsed_file_alive(
+    make_repo: MakeRepo, store: Store, tmp_path: Path
+) -> None:
+    """The builder remembers parsed files by weak reference: a first plan's thousands of them
+    go with the plan (or the run) that parsed them, and the next plan types their files anew."""
+    repo = make_repo()
+    repo.commit(files())
+    repository = Repository.open(repo.root)
+    source = open_source(repository, "HEAD")
+    ((name, environment),) = select_environments(source.config, None)
+    parsed: dict[str, LoadedWorkload] = {}
+    first = plan_environment(repository, store, source, name, environment, parsed=parsed)
+    assert len(parsed) == SIZE
+    # the same parsed files again (a run's next plan): nothing is typed or resolved again
+    again = plan_environment(repository, store, source, name, environment, parsed=parsed)
+    assert again.resolved == ()
+    assert to_json(again.plan) == to_json(first.plan)  # type: ignore[arg-type]
+    gone = [weakref.ref(w) for w in parsed.values()]
+    del parsed, first, again
+    gc.collect()
+    assert [r for r in gone if r() is not None] == []
+    after = plan(repo, store)
+    assert len(after.resolved) == SIZE
+    assert to_json(after.plan) == from_nothing(repo, tmp_path, store, "after")  # type: ignore[arg-type]
+
+
+def test_workloads_applied_at_the_commit_are_not_parsed_again(
+    make_repo: MakeRepo, store: Store, tmp_path: Path
+) -> None:
+    """Until a commit is settled it is planned in full; the workloads a run of that commit
+    recorded stand for their files (as the record of a settled commit does), the others are
+    parsed. A record of another commit does not."""
+    repo = make_repo()
+    repo.commit(files())
+    first = plan(repo, store)
+    assert first.desired is not None
+    head = open_source(Repository.open(repo.root), "HEAD").commit
+    other = Store.open(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        for target, commit in ((store, head), (other, "0" * 40)):
+            for wl in first.desired.workloads[: SIZE // 2]:
+                target.save_workload(
+                    "default",
+                    WorkloadRecord(
+                        name=wl.name,
+                        commit=commit,
+                        file=wl.file,
+                        spec_hash=wl.spec_hash,
+                        spec=wl.spec,
+                        sources=dict.fromkeys(wl.sources, ""),
+                        source=first.sources[wl.name],
+                    ),
+                )
+        assert store.last_commit("default") is None
+        reused = plan(repo, store)
+        assert reused.parsed == tuple(f"apps/svc-{i:04d}/score.yaml" for i in range(500, SIZE))
+        parsed = plan(repo, other)
+        assert len(parsed.parsed) == SIZE
+    finally:
+        other.close()
+    assert reused.plan is not None
+    assert parsed.plan is not None
+    assert [(str(a.action), a.id) for a in reused.plan.changes()][-3:] == [
+        ("create", "svc-0997"),
+        ("create", "svc-0998"),
+        ("create", "svc-0999"),
+    ]
+    assert to_json(reused.plan) == to_json(parsed.plan)
