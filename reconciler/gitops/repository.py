@@ -115,8 +115,8 @@ class Repository:
         if old_tree is not None and old_tree.id == new_tree.id:
             return ChangeSet()
         try:
-            return diff_trees(old_tree, new_tree)
-        except pygit2.GitError as exc:
+            return diff_trees(self._repo, None if old_tree is None else old_tree.id, new_tree.id)
+        except (KeyError, pygit2.GitError) as exc:
             raise GitError(Code.GIT_READ_FAILED, f"cannot diff {old} and {new}: {exc}") from exc
 
     def branch_head(self, branch: str) -> str | None:
