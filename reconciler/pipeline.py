@@ -211,9 +211,12 @@ class _Builder(Incremental[LoadedWorkload | WorkloadRecord, ResourceRecord]):
 
     def same_as_before(self, recorded: RecordedState) -> RecordedState:
         """The state the last plan saw when ``recorded`` holds the same records (the store
-        hands back the same record objects, in new mappings, while nothing was written): then
-        the builder and the diff recognise it by identity and skip their passes over it."""
+        hands back the same state while nothing was written, and the same record objects in
+        new mappings after a write that changed nothing here): then the builder and the diff
+        recognise it by identity and skip their passes over it."""
         last = self._recorded
+        if last is recorded:
+            return recorded
         if (
             last is not None
             and last.environment == recorded.environment

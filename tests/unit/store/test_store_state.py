@@ -217,6 +217,29 @@ def test_recorded_state_is_carried_over_this_process_writes_without_reading_agai
     assert "from-elsewhere" in store.recorded("prod").workloads  # its token shows the change
 
 
+def test_the_same_state_is_handed_back_until_a_write_and_never_changes_after(
+    store: Store, build: Builders
+) -> None:
+    """A planner tells an unchanged state by identity; a state it holds must not change under
+    it when this process writes (the kept mappings are copied before the write is carried)."""
+    workload, resource, _ = build
+    store.save_workloads("prod", [workload("web"), workload("api")])
+    store.save_resource("prod", resource("redis.default#cache"))
+    first = store.recorded("prod")
+    assert store.recorded("prod") is first
+    store.save_workload("prod", workload("aaa"))
+    store.delete_workload("prod", "api")
+    store.delete_resource("prod", "redis.default#cache")
+    assert list(first.workloads) == ["api", "web"]
+    assert list(first.resources) == ["redis.default#cache"]
+    after = store.recorded("prod")
+    assert after is not first
+    assert list(after.workloads) == ["aaa", "web"]
+    assert after.resources == {}
+    assert store.recorded("prod") is after
+    assert after.workloads["web"] is first.workloads["web"]  # the same records, not decoded again
+
+
 def test_a_write_inside_a_transaction_drops_the_kept_state(store: Store, build: Builders) -> None:
     workload, _, _ = build
     store.save_workload("prod", workload("web"))
