@@ -141,13 +141,14 @@ def plan_environment(
     if has_errors(source.diagnostics):
         return EnvironmentPlan(name, None, None, source.diagnostics)
     builder = _builder(store, name)
-    recorded = builder.same_as_before(store.recorded(name))
-    base = store.last_commit(name)
+    stored = store.plan_inputs(name)
+    recorded = builder.same_as_before(stored.recorded)
+    base = stored.last_commit
     changes = repo.changed_paths(base, source.commit) if base else None
     provisioner_files = _provisioner_files(source, base, changes)
     full = changes is None or _config_changed(changes, source.config, provisioner_files)
     # load: parse what changed, take the rest from what was recorded with the last commit
-    pins = _Pins(repo, source.commit, store.pins(name))
+    pins = _Pins(repo, source.commit, stored.pins)
     index = builder.index_of(recorded)
     loaded = _load_workloads(source, env, index, None if full else changes, parsed, pins)
     # provisioners: the repository's files in reconciler.yaml order, then the built-in ones

@@ -37,6 +37,7 @@ from reconciler.store.records import (
     EnvironmentRecord,
     JsonObject,
     PinRecord,
+    PlanInputs,
     RecordedState,
     ResourceRecord,
     RunRecord,
@@ -96,6 +97,18 @@ IMMEDIATE`` anyway). On PostgreSQL it is ``FOR NO KEY UPDATE``: a plain ``FOR UP
 wait for every transaction that inserted a row referring to the environment (their foreign key
 holds ``FOR KEY SHARE`` on it), and two writers that had each inserted a row before locking
 deadlocked."""
+
+_TOKEN: Final = select(environments.c.revision).where(
+    environments.c.name == bindparam("environment")
+)
+_TOKEN_AND_LAST_COMMIT: Final = select(environments.c.revision, environments.c.last_commit).where(
+    environments.c.name == bindparam("environment")
+)
+_LAST_COMMIT: Final = select(environments.c.last_commit).where(
+    environments.c.name == bindparam("environment")
+)
+_PINS: Final = select(pins_table).where(pins_table.c.environment == bindparam("environment"))
+"""The reads of every plan, built once (building a statement costs more than running it)."""
 
 _RESOURCES_OF: Final = select(resources).where(
     resources.c.environment == bindparam("environment"),
@@ -346,8 +359,9 @@ class Store:
 
     def last_commit(self, environment: str) -> str | None:
         with self._read() as conn:
-            query = select(environments.c.last_commit).where(environments.c.name == environment)
-            commit: str | None = conn.execute(query).scalar_one_or_none()
+            commit: str | None = conn.execute(
+                _LAST_COMMIT, {"environment": environment}
+            ).scalar_one_or_none()
             return commit
 
     def set_last_commit(self, environment: str, commit: str | None) -> None:
@@ -384,6 +398,17 @@ class Store:
         with self._read() as conn:
             return self._recorded_in(conn, environment, self._token(conn, environment))
 
+    def plan_inputs(self, environment: str) -> PlanInputs:
+        """``recorded``, ``last_commit`` and ``pins`` read on one connection, the token and the
+        last commit by one statement: what every plan reads, resyncs that find nothing
+        included."""
+        with self._read() as conn:
+            head = conn.execute(_TOKEN_AND_LAST_COMMIT, {"environment": environment}).first()
+            token, last_commit = (None, None) if head is None else (head[0], head[1])
+            pins = self._pins_in(conn, environment)
+            recorded = self._recorded_in(conn, environment, token)
+        return PlanInputs(recorded, last_commit, pins)
+
     def _recorded_in(self, conn: Connection, environment: str, token: str | None) -> RecordedState:
         """``recorded`` on an open connection, ``token`` read on it already."""
         if self._current.get() is not None:
@@ -413,8 +438,7 @@ class Store:
 
     @staticmethod
     def _token(conn: Connection, environment: str) -> str | None:
-        query = select(environments.c.revision).where(environments.c.name == environment)
-        token: str | None = conn.execute(query).scalar_one_or_none()
+        token: str | None = conn.execute(_TOKEN, {"environment": environment}).scalar_one_or_none()
         return token
 
     @classmethod
@@ -570,8 +594,12 @@ class Store:
     def pins(self, environment: str) -> dict[str, PinRecord]:
         """The environment's pinned workloads, by name."""
         with self._read() as conn:
-            found = conn.execute(select(pins_table).where(pins_table.c.environment == environment))
-            return {r.workload: PinRecord(r.workload, r.file, r.commit, r.head) for r in found}
+            return self._pins_in(conn, environment)
+
+    @staticmethod
+    def _pins_in(conn: Connection, environment: str) -> dict[str, PinRecord]:
+        found = conn.execute(_PINS, {"environment": environment})
+        return {r.workload: PinRecord(r.workload, r.file, r.commit, r.head) for r in found}
 
     def set_pin(self, environment: str, pin: PinRecord) -> None:
         with self._write() as conn:

@@ -15,6 +15,7 @@ from sqlalchemy import event, text
 from reconciler.catalogue import Code
 from reconciler.store import RecordedState, Store, StoreError
 from reconciler.store.migrations import head
+from reconciler.store.records import PinRecord
 from reconciler.store.tables import metadata
 
 if TYPE_CHECKING:
@@ -238,6 +239,24 @@ def test_the_same_state_is_handed_back_until_a_write_and_never_changes_after(
     assert after.resources == {}
     assert store.recorded("prod") is after
     assert after.workloads["web"] is first.workloads["web"]  # the same records, not decoded again
+
+
+def test_plan_inputs_are_what_the_separate_reads_give(store: Store, build: Builders) -> None:
+    workload, _, _ = build
+    pin = PinRecord("web", "apps/web/score.yaml", "a" * 40, "b" * 40)
+    store.set_pin("prod", pin)  # a pin needs no environment row
+    empty = store.plan_inputs("prod")
+    assert (empty.recorded, empty.last_commit, empty.pins) == (
+        RecordedState("prod", {}, {}),
+        None,
+        {"web": pin},
+    )
+    store.save_workload("prod", workload("web"))
+    store.set_last_commit("prod", "c" * 40)
+    found = store.plan_inputs("prod")
+    assert found.recorded is store.recorded("prod")
+    assert found.last_commit == store.last_commit("prod") == "c" * 40
+    assert found.pins == store.pins("prod") == {"web": pin}
 
 
 def test_a_write_inside_a_transaction_drops_the_kept_state(store: Store, build: Builders) -> None:
