@@ -249,9 +249,31 @@ class _RecordIndex:
         """The records that keep their normalised document: the others must be parsed."""
         self.undocumented = sorted(set(self.by_file) - set(self.documented))
         self.users: dict[str, set[str]] = {}
+        self._without: (
+            tuple[frozenset[str], tuple[dict[str, WorkloadRecord], list[WorkloadRecord], list[str]]]
+            | None
+        ) = None
         for record in records:
             for path in record.sources:
                 self.users.setdefault(path, set()).add(record.file)
+
+    def without(
+        self, paths: frozenset[str]
+    ) -> tuple[dict[str, WorkloadRecord], list[WorkloadRecord], list[str]]:
+        """The documented records but those of ``paths``: by file, and as records and names in
+        file order. The last answer is kept: a commit is planned more than once (before its
+        run, by the run, to settle it), and the same lists again are recognised by identity."""
+        last = self._without
+        if last is not None and last[0] == paths:
+            return last[1]
+        reuse = dict(self.documented)
+        names = dict(self.documented_names)
+        for path in paths:
+            reuse.pop(path, None)
+            names.pop(path, None)
+        found = (reuse, list(reuse.values()), list(names.values()))
+        self._without = (paths, found)
+        return found
 
     def touched(self, paths: frozenset[str] | set[str]) -> set[str]:
         """Recorded files among ``paths``, or reading one of them as a file source."""
@@ -475,14 +497,8 @@ def _reuse_unchanged(
     change set's size: the untouched records are taken in bulk."""
     pinned = pins.files() if pins is not None else frozenset()
     redo = index.touched(changes.all) | {f for f in pinned if f in index.by_file}
-    reuse = dict(index.documented)
-    names = dict(index.documented_names)
-    for path in redo | changes.deleted:
-        reuse.pop(path, None)
-        names.pop(path, None)
+    reuse, out.reused, out.reused_names = index.without(frozenset(redo | changes.deleted))
     out.reused_files = reuse
-    out.reused = list(reuse.values())
-    out.reused_names = list(names.values())
     parse = redo.union(index.undocumented) - changes.deleted
     parse.update(
         p for p in changes.added | changes.modified if _in_environment(p, source.config, env)
