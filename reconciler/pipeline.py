@@ -164,8 +164,10 @@ def plan_environment(
     desired, problems = builder.build(
         environment=name,
         variables=dict(env.variables),
-        names=names + loaded.reused_names,
-        keys=[*keys, *loaded.reused],
+        names=names,
+        keys=keys,
+        reused_names=loaded.reused_names,
+        reused_keys=loaded.reused,
         load=_typed,
         provisioners=provisioners,
         file_contents=_TreeContents(source.tree, loaded.pinned_sources),
