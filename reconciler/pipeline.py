@@ -141,13 +141,14 @@ def plan_environment(
     if has_errors(source.diagnostics):
         return EnvironmentPlan(name, None, None, source.diagnostics)
     builder = _builder(store, name)
-    recorded = builder.same_as_before(store.recorded(name))
-    base = store.last_commit(name)
+    stored = store.plan_inputs(name)
+    recorded = builder.same_as_before(stored.recorded)
+    base = stored.last_commit
     changes = repo.changed_paths(base, source.commit) if base else None
     provisioner_files = _provisioner_files(source, base, changes)
     full = changes is None or _config_changed(changes, source.config, provisioner_files)
     # load: parse what changed, take the rest from what was recorded with the last commit
-    pins = _Pins(repo, source.commit, store.pins(name))
+    pins = _Pins(repo, source.commit, stored.pins)
     index = builder.index_of(recorded)
     loaded = _load_workloads(source, env, index, None if full else changes, parsed, pins)
     # provisioners: the repository's files in reconciler.yaml order, then the built-in ones
@@ -163,8 +164,10 @@ def plan_environment(
     desired, problems = builder.build(
         environment=name,
         variables=dict(env.variables),
-        names=names + loaded.reused_names,
-        keys=[*keys, *loaded.reused],
+        names=names,
+        keys=keys,
+        reused_names=loaded.reused_names,
+        reused_keys=loaded.reused,
         load=_typed,
         provisioners=provisioners,
         file_contents=_TreeContents(source.tree, loaded.pinned_sources),
@@ -211,9 +214,12 @@ class _Builder(Incremental[LoadedWorkload | WorkloadRecord, ResourceRecord]):
 
     def same_as_before(self, recorded: RecordedState) -> RecordedState:
         """The state the last plan saw when ``recorded`` holds the same records (the store
-        hands back the same record objects, in new mappings, while nothing was written): then
-        the builder and the diff recognise it by identity and skip their passes over it."""
+        hands back the same state while nothing was written, and the same record objects in
+        new mappings after a write that changed nothing here): then the builder and the diff
+        recognise it by identity and skip their passes over it."""
         last = self._recorded
+        if last is recorded:
+            return recorded
         if (
             last is not None
             and last.environment == recorded.environment
@@ -245,9 +251,31 @@ class _RecordIndex:
         """The records that keep their normalised document: the others must be parsed."""
         self.undocumented = sorted(set(self.by_file) - set(self.documented))
         self.users: dict[str, set[str]] = {}
+        self._without: (
+            tuple[frozenset[str], tuple[dict[str, WorkloadRecord], list[WorkloadRecord], list[str]]]
+            | None
+        ) = None
         for record in records:
             for path in record.sources:
                 self.users.setdefault(path, set()).add(record.file)
+
+    def without(
+        self, paths: frozenset[str]
+    ) -> tuple[dict[str, WorkloadRecord], list[WorkloadRecord], list[str]]:
+        """The documented records but those of ``paths``: by file, and as records and names in
+        file order. The last answer is kept: a commit is planned more than once (before its
+        run, by the run, to settle it), and the same lists again are recognised by identity."""
+        last = self._without
+        if last is not None and last[0] == paths:
+            return last[1]
+        reuse = dict(self.documented)
+        names = dict(self.documented_names)
+        for path in paths:
+            reuse.pop(path, None)
+            names.pop(path, None)
+        found = (reuse, list(reuse.values()), list(names.values()))
+        self._without = (paths, found)
+        return found
 
     def touched(self, paths: frozenset[str] | set[str]) -> set[str]:
         """Recorded files among ``paths``, or reading one of them as a file source."""
@@ -479,14 +507,8 @@ def _reuse_unchanged(
     change set's size: the untouched records are taken in bulk."""
     pinned = pins.files() if pins is not None else frozenset()
     redo = index.touched(changes.all) | {f for f in pinned if f in index.by_file}
-    reuse = dict(index.documented)
-    names = dict(index.documented_names)
-    for path in redo | changes.deleted:
-        reuse.pop(path, None)
-        names.pop(path, None)
+    reuse, out.reused, out.reused_names = index.without(frozenset(redo | changes.deleted))
     out.reused_files = reuse
-    out.reused = list(reuse.values())
-    out.reused_names = list(names.values())
     parse = redo.union(index.undocumented) - changes.deleted
     parse.update(
         p for p in changes.added | changes.modified if _in_environment(p, source.config, env)

@@ -108,10 +108,26 @@ class _Resource:
 
 @dataclass(frozen=True, slots=True)
 class _Inputs:
-    """The workloads a build is given: names and keys side by side, in the caller's order."""
+    """The workloads a build is given: names and keys side by side, in the caller's order,
+    those of this plan first, then those reused from an earlier one (the same ``reused``
+    lists again mean the same workloads, without a look at each)."""
 
-    names: list[str] = field(default_factory=list)
-    keys: list[Any] = field(default_factory=list)
+    names: Sequence[str] = ()
+    keys: Sequence[Any] = ()
+    reused_names: Sequence[str] = ()
+    reused_keys: Sequence[Any] = ()
+
+    def all_names(self) -> list[str]:
+        return [*self.names, *self.reused_names]
+
+    def all_keys(self) -> list[Any]:
+        return [*self.keys, *self.reused_keys]
+
+    def same_names(self, other: _Inputs) -> bool:
+        """The same names in the same parts (unique then too)."""
+        return self.names == other.names and (
+            self.reused_names is other.reused_names or self.reused_names == other.reused_names
+        )
 
 
 @dataclass(slots=True)
@@ -169,8 +185,10 @@ class Incremental(Generic[K, R]):
         *,
         environment: str,
         variables: Mapping[str, str],
-        names: list[str],
-        keys: list[K],
+        names: Sequence[str],
+        keys: Sequence[K],
+        reused_names: Sequence[str] = (),
+        reused_keys: Sequence[K] = (),
         load: Callable[[K], LoadedWorkload],
         provisioners: ProvisionerSet,
         file_contents: Mapping[str, str],
@@ -179,12 +197,14 @@ class Incremental(Generic[K, R]):
         """As ``build``; ``names`` and ``keys`` are those of the usable workloads, side by
         side (two lists, not pairs: no tuple per workload), where the same ``key`` object
         means the same content, and ``load(key)`` types one when needed (a model and a
-        document)."""
+        document). ``reused_names`` and ``reused_keys`` follow them: the workloads taken
+        unchanged from an earlier plan, where the same list objects as in the last build are
+        taken as the same workloads without comparing each."""
         with self._lock:  # one plan at a time: the snapshot is updated in place
             return self._build(
                 environment,
                 variables,
-                _Inputs(names, keys),
+                _Inputs(names, keys, reused_names, reused_keys),
                 load,
                 provisioners,
                 file_contents,
@@ -202,12 +222,12 @@ class Incremental(Generic[K, R]):
         outputs: Mapping[str, R],
     ) -> tuple[DesiredState, list[Diagnostic]]:
         last = self._last
-        known = last is not None and workloads.names == last.inputs.names  # unique then too
-        if not known and len(set(workloads.names)) != len(workloads.names):
+        known = last is not None and workloads.same_names(last.inputs)
+        if not known and len(set(all_names := workloads.all_names())) != len(all_names):
             return self._fallback(
                 environment,
                 variables,
-                [load(k) for k in workloads.keys],
+                [load(k) for k in workloads.all_keys()],
                 provisioners,
                 file_contents,
                 outputs,
@@ -355,21 +375,21 @@ class Incremental(Generic[K, R]):
     ) -> tuple[set[str], set[str], bool]:
         """The workloads whose input changed, came or went, the resources they declared or
         declare, and whether any workload came or went."""
-        positions, gone = _changed_positions(workloads, last)
+        inputs, gone = _changed_inputs(workloads, last)
         changed = set(gone)
         affected: set[str] = set()
         for name in gone:
             entry = last.workloads.pop(name)
             affected.update(self._undeclare(last, name, entry.uids.values()))
         came = False
-        names, keys = workloads.names, workloads.keys
-        held = list(keys)
-        for i in positions:
-            name, key = names[i], keys[i]
+        own = len(workloads.names)  # positions below: this plan's own keys, which ``held`` keeps
+        held = list(workloads.keys)
+        for i, name, key in inputs:
             known = last.workloads.get(name)
             old = None if known is None else known.key()
             if known is not None and old is key:
-                held[i] = known.held
+                if i < own:
+                    held[i] = known.held
                 continue
             if (
                 known is not None
@@ -378,7 +398,9 @@ class Incremental(Generic[K, R]):
                 and self._same(old, key)  # type: ignore[arg-type]
                 and all(file_contents.get(p) == text for p, text in known.contents)
             ):
-                known.held = held[i] = self._hold(key)
+                known.held = self._hold(key)
+                if i < own:
+                    held[i] = known.held
                 continue
             came = came or known is None
             work.typed.append(name)
@@ -389,9 +411,11 @@ class Incremental(Generic[K, R]):
             for uid in uids.values():
                 last.declarers.setdefault(uid, set()).add(name)
             affected.update(uids.values())
-            held[i] = self._hold(key)
+            kept = self._hold(key)
+            if i < own:
+                held[i] = kept
             last.workloads[name] = _Workload(
-                held[i],
+                kept,
                 typed,
                 uids,
                 _declared(typed),
@@ -399,7 +423,7 @@ class Incremental(Generic[K, R]):
                 service=_service(typed),
             )
             changed.add(name)
-        last.inputs = _Inputs(workloads.names, held)
+        last.inputs = _Inputs(workloads.names, held, workloads.reused_names, workloads.reused_keys)
         return changed, affected, came or bool(gone)
 
     def _hold(self, key: K) -> object:
@@ -492,21 +516,40 @@ class Incremental(Generic[K, R]):
         )
 
 
-def _changed_positions(workloads: _Inputs, last: _Snapshot) -> tuple[Iterable[int], set[str]]:
-    """The positions whose key is not the object the last build had for that name, and the
-    names that went. Found with C loops (``map``, ``compress``, dictionary views), without a
-    Python step per unchanged workload: position by position when the names come in the same
-    order as last time, by (name, key id) pairs otherwise. Ids are safe: the snapshot keeps
-    the last keys alive, or a weak reference to them (no key is one: never the same)."""
-    names, keys = workloads.names, workloads.keys
+def _changed_inputs(
+    workloads: _Inputs, last: _Snapshot
+) -> tuple[list[tuple[int, str, Any]], set[str]]:
+    """The positions (in ``names`` then ``reused_names``), names and keys whose key is not the
+    object the last build had for that name, in the caller's order, and the names that went.
+    Found with C loops (``map``, ``compress``, dictionary views), without a Python step per
+    unchanged workload: position by position when the names come in the same parts and order
+    as last time (the reused part skipped when it is the same list), by (name, key id) pairs
+    otherwise. Ids are safe: the snapshot keeps the last keys alive, or a weak reference to
+    them (no key is one: never the same)."""
     before = last.inputs
-    if names == before.names:
-        return compress(range(len(keys)), map(is_not, keys, before.keys)), set()
+    if workloads.same_names(before):
+        found = _moved(workloads.names, workloads.keys, before.keys, 0)
+        if workloads.reused_keys is not before.reused_keys:
+            offset = len(workloads.names)
+            found += _moved(
+                workloads.reused_names, workloads.reused_keys, before.reused_keys, offset
+            )
+        return found, set()
+    names, keys = workloads.all_names(), workloads.all_keys()
     now = dict(zip(names, map(id, keys), strict=True))
-    old = dict(zip(before.names, map(id, before.keys), strict=True))
+    old = dict(zip(before.all_names(), map(id, before.all_keys()), strict=True))
     at = dict(zip(names, range(len(names)), strict=True))
     changed = sorted(at[name] for name, _ in now.items() - old.items())
-    return changed, set(last.workloads.keys() - now.keys())
+    return [(i, names[i], keys[i]) for i in changed], set(last.workloads.keys() - now.keys())
+
+
+def _moved(
+    names: Sequence[str], keys: Sequence[Any], before: Sequence[Any], offset: int
+) -> list[tuple[int, str, Any]]:
+    """The positions (plus ``offset``), names and keys whose key is not ``before``'s (same
+    lengths)."""
+    changed = compress(range(len(keys)), map(is_not, keys, before))
+    return [(offset + i, names[i], keys[i]) for i in changed]
 
 
 def _note_problems(last: _Snapshot, names: set[str], uids: set[str]) -> None:

@@ -27,6 +27,10 @@ TREE_CACHE_SIZE = 16
 commits just before them, which the daemon asks for again and again."""
 
 
+COMMIT_CACHE_SIZE = 64
+"""Commits kept by their SHA (``_commit``): a few plans' worth."""
+
+
 @dataclass(frozen=True, slots=True)
 class CommitInfo:
     sha: str
@@ -48,6 +52,7 @@ class Repository:
     def __init__(self, repo: pygit2.Repository) -> None:
         self._repo = repo
         self._trees: OrderedDict[str, GitTree] = OrderedDict()
+        self._commits: dict[str, pygit2.Commit] = {}
         self.git_dir = Path(repo.path)
         self.common_dir = common_dir_of(self.git_dir)
         """Where refs, objects and the reconciler's own state live: the main repository's Git
@@ -115,8 +120,8 @@ class Repository:
         if old_tree is not None and old_tree.id == new_tree.id:
             return ChangeSet()
         try:
-            return diff_trees(old_tree, new_tree)
-        except pygit2.GitError as exc:
+            return diff_trees(self._repo, None if old_tree is None else old_tree.id, new_tree.id)
+        except (KeyError, pygit2.GitError) as exc:
             raise GitError(Code.GIT_READ_FAILED, f"cannot diff {old} and {new}: {exc}") from exc
 
     def branch_head(self, branch: str) -> str | None:
@@ -140,6 +145,19 @@ class Repository:
             raise GitError(Code.GIT_READ_FAILED, f"listing branches: {exc}") from exc
 
     def _commit(self, rev: str) -> pygit2.Commit:
+        """The commit ``rev`` names; a full SHA's is kept (it never names another), since a
+        plan asks for the same commits several times (to resolve, for its tree, to diff)."""
+        found = self._commits.get(rev)
+        if found is not None:
+            return found
+        commit = self._revparse(rev)
+        sha = str(commit.id)
+        if len(self._commits) >= COMMIT_CACHE_SIZE:
+            self._commits.clear()
+        self._commits[sha] = commit
+        return commit
+
+    def _revparse(self, rev: str) -> pygit2.Commit:
         try:
             return self._repo.revparse_single(rev).peel(pygit2.Commit)
         except (KeyError, ValueError) as exc:  # NotFoundError, InvalidSpecError, AmbiguousError

@@ -59,6 +59,7 @@ class GitTree:
         self._flat: dict[str, Entry] | None = None
         self._shown: list[str] = []
         self._files: tuple[str, ...] | None = None
+        self._folders: dict[str, pygit2.Tree] = {}
 
     def files(self) -> Iterator[str]:
         if self._files is None:
@@ -123,16 +124,35 @@ class GitTree:
     # -- looking up ----------------------------------------------------------------------------
 
     def _entry(self, path: str) -> Entry | None:
-        """One path's entry: from the flattened map once walked, else one libgit2 lookup."""
+        """One path's entry: from the flattened map once walked, else looked up in its folder
+        (each folder read once: a lookup by the whole path reads every folder on the way
+        again, and a folder of hundreds of entries is not kept by libgit2's object cache)."""
         if self._flat is not None:
             return self._flat.get(path)
+        parent, _, name = path.rpartition("/")
         try:
-            obj = self._root[path]
+            folder = self._folder(parent)
+            obj = None if folder is None else folder[name]
         except KeyError:
             return None
         except pygit2.GitError as exc:
             raise GitError(Code.GIT_READ_FAILED, f"{path}: cannot look it up: {exc}") from exc
-        return Entry(obj.id, int(obj.filemode))
+        return None if obj is None else Entry(obj.id, int(obj.filemode))
+
+    def _folder(self, path: str) -> pygit2.Tree | None:
+        """The tree object of the folder at ``path`` ("" is the root); None when it is not a
+        folder. Raises ``KeyError`` when a folder on the way has no such entry."""
+        if not path:
+            return self._root
+        found = self._folders.get(path)
+        if found is None:
+            parent, _, name = path.rpartition("/")
+            above = self._folder(parent)
+            obj = None if above is None else above[name]
+            if not isinstance(obj, pygit2.Tree):
+                return None
+            found = self._folders[path] = obj
+        return found
 
     def _follow(self, path: str) -> tuple[str, Entry] | None:
         """``path`` with every link followed and its entry; None once it leaves the tree."""

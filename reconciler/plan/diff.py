@@ -7,6 +7,7 @@ state carries references and markers), and every value it puts in a change goes 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress, repeat
 from operator import attrgetter, is_not
@@ -128,24 +129,26 @@ class ActionMemo:
     alive here): a scan of identities, not a comparison of values, per unchanged object.
     """
 
-    __slots__ = ("resources", "workloads")
+    __slots__ = ("lock", "resources", "workloads")
 
     def __init__(self) -> None:
         self.resources = _Block()
         self.workloads = _Block()
+        self.lock = threading.Lock()
+        """Held by a diff for its whole length: it patches the memo's lists in place."""
 
 
 class _Block:
     """One kind of action of the last diff, in plan order, aligned with what it came from."""
 
     __slots__ = (
-        "_gone",
         "_position",
         "actions",
         "haves",
         "ids",
         "leaving",
         "placed",
+        "present",
         "recorded",
         "steps",
         "wants",
@@ -155,6 +158,8 @@ class _Block:
         self.ids: list[str] = []
         self.wants: Sequence[object] = ()
         self.haves: list[object] = []
+        self.present = 0
+        """How many of ``haves`` are recorded (not None), counted as they change."""
         self.actions: list[Action] = []
         self.placed: frozenset[str] = frozenset()
         """For workloads: the resources placed before them (every workload depends on some)."""
@@ -165,7 +170,6 @@ class _Block:
         self._position: dict[str, int] | None = None
         self.recorded: Mapping[str, object] | None = None
         """The recorded mapping the last diff was given: the same object, the same records."""
-        self._gone: tuple[list[object], list[str]] | None = None
 
     def position(self) -> dict[str, int]:
         """Each id's position, made when first needed after the ids changed."""
@@ -176,29 +180,26 @@ class _Block:
     def gone(self, recorded: Mapping[str, object]) -> list[str]:
         """The recorded ids no longer wanted, sorted: none, without building a set of every
         id, when as many wanted ids were found recorded as there are recorded."""
-        if self._gone is not None and self._gone[0] is self.haves:
-            return self._gone[1]
-        if sum(map(is_not, self.haves, repeat(None))) == len(recorded):
-            found: list[str] = []
-        else:
-            found = sorted(set(recorded).difference(self.ids))
-        self._gone = (self.haves, found)
-        return found
+        if self.present == len(recorded):
+            return []
+        return sorted(set(recorded).difference(self.ids))
 
     def scan(
         self, wanted: Sequence[Any], recorded: Mapping[str, object], id_of: Callable[[Any], str]
     ) -> tuple[list[str], list[object], list[int] | None]:
         """Ids and recorded objects of ``wanted``, and the positions whose desired or recorded
         object is not the last diff's (None: the ids changed, look at everything). With the
-        same recorded mapping as last time, only the desired objects are scanned (in C)."""
+        same recorded mapping as last time, only the desired objects are scanned (in C), and
+        the recorded objects of those positions are looked up again in place (the lists are
+        the memo's own: a plan gets its actions as a tuple)."""
         if recorded is self.recorded and len(wanted) == len(self.wants):
             positions = list(compress(range(len(wanted)), map(is_not, wanted, self.wants)))
             if all(id_of(wanted[i]) == self.ids[i] for i in positions):
                 haves = self.haves
-                if positions:
-                    haves = list(haves)
-                    for i in positions:
-                        haves[i] = recorded.get(self.ids[i])
+                for i in positions:
+                    now = recorded.get(self.ids[i])
+                    self.present += (now is not None) - (haves[i] is not None)
+                    haves[i] = now
                 return self.ids, haves, positions
         ids = list(map(id_of, wanted))
         haves = list(map(recorded.get, ids))
@@ -223,6 +224,8 @@ class _Block:
         self.recorded = recorded
         if ids is not self.ids and ids != self.ids:
             self._position = None
+        if haves is not self.haves:
+            self.present = sum(map(is_not, haves, repeat(None)))
         self.ids, self.wants, self.haves, self.actions, self.placed = (
             ids,
             wants,
@@ -249,7 +252,7 @@ def _resource_actions(
     same = positions is not None
     if positions is not None:
         step_of = last.steps
-        actions = list(last.actions) if positions else last.actions
+        actions = last.actions
         position = last.position()
         for i in positions:
             want = wanted[i]
@@ -278,8 +281,8 @@ def _workload_actions(
     names, haves, positions = last.scan(wanted, workloads, _NAME)
     placed = last.placed if same_placed else frozenset(step_of)
     if positions is not None and (placed is last.placed or placed == last.placed):
-        actions = list(last.actions) if positions else last.actions
-        leaving = dict(last.leaving) if positions else last.leaving
+        actions = last.actions
+        leaving = last.leaving
         for i in positions:
             actions[i] = _workload_action(wanted[i], workloads.get(names[i]), step_of)
             if actions[i].action in _LEAVING:
@@ -311,6 +314,19 @@ def diff(
     workload still points at it.
     """
     last = memo or ActionMemo()
+    with last.lock:
+        return _diff(desired, resources, workloads, commit, base_commit, diagnostics, last)
+
+
+def _diff(
+    desired: DesiredState,
+    resources: Mapping[str, RecordedResource],
+    workloads: Mapping[str, RecordedWorkload],
+    commit: str,
+    base_commit: str | None,
+    diagnostics: Iterable[Diagnostic],
+    last: ActionMemo,
+) -> Plan:
     resource_actions, step_of, same = _resource_actions(
         desired.resources, resources, last.resources
     )

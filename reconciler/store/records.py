@@ -93,6 +93,18 @@ class RecordedState:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanInputs:
+    """What planning an environment reads from the store, read together (``Store.plan_inputs``):
+    a plan that finds nothing changed costs little more than these reads."""
+
+    recorded: RecordedState
+    last_commit: str | None
+    """The commit the environment was last reconciled at (None: never, or forgotten)."""
+    pins: Mapping[str, PinRecord]
+    """Pinned workloads by name (``reconciler rollback``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     id: str
     environment: str

@@ -37,6 +37,7 @@ from reconciler.store.records import (
     EnvironmentRecord,
     JsonObject,
     PinRecord,
+    PlanInputs,
     RecordedState,
     ResourceRecord,
     RunRecord,
@@ -96,6 +97,18 @@ IMMEDIATE`` anyway). On PostgreSQL it is ``FOR NO KEY UPDATE``: a plain ``FOR UP
 wait for every transaction that inserted a row referring to the environment (their foreign key
 holds ``FOR KEY SHARE`` on it), and two writers that had each inserted a row before locking
 deadlocked."""
+
+_TOKEN: Final = select(environments.c.revision).where(
+    environments.c.name == bindparam("environment")
+)
+_TOKEN_AND_LAST_COMMIT: Final = select(environments.c.revision, environments.c.last_commit).where(
+    environments.c.name == bindparam("environment")
+)
+_LAST_COMMIT: Final = select(environments.c.last_commit).where(
+    environments.c.name == bindparam("environment")
+)
+_PINS: Final = select(pins_table).where(pins_table.c.environment == bindparam("environment"))
+"""The reads of every plan, built once (building a statement costs more than running it)."""
 
 _RESOURCES_OF: Final = select(resources).where(
     resources.c.environment == bindparam("environment"),
@@ -321,6 +334,7 @@ class Store:
             ):
                 self._recorded.pop(environment, None)
                 return
+            kept.unshare()
             for name in gone_workloads:
                 kept.workloads.pop(name, None)
             for uid in gone_resources:
@@ -345,8 +359,9 @@ class Store:
 
     def last_commit(self, environment: str) -> str | None:
         with self._read() as conn:
-            query = select(environments.c.last_commit).where(environments.c.name == environment)
-            commit: str | None = conn.execute(query).scalar_one_or_none()
+            commit: str | None = conn.execute(
+                _LAST_COMMIT, {"environment": environment}
+            ).scalar_one_or_none()
             return commit
 
     def set_last_commit(self, environment: str, commit: str | None) -> None:
@@ -374,32 +389,42 @@ class Store:
         """Everything recorded for ``environment``; empty if unknown.
 
         Decoding every row is the costly part of reading the state of a large environment, so
-        the last state read is kept and returned again (the same record objects, in fresh
-        mappings) while the environment's revision token is unchanged; every write replaces
-        the token, whichever process makes it. Inside ``transaction()`` rows are always read.
+        the last state read is kept and handed back again, the same ``RecordedState`` object,
+        while the environment's revision token is unchanged: a planner recognises it by
+        identity instead of comparing every record (callers must not change its mappings).
+        Every write replaces the token, whichever process makes it. Inside ``transaction()``
+        rows are always read.
         """
-        if self._current.get() is not None:
-            with self._read() as conn:
-                return self._read_recorded(conn, environment)
         with self._read() as conn:
-            token = self._token(conn, environment)
-            with self._recorded_lock:
-                kept = self._recorded.get(environment)
-                if token is not None and kept is not None and kept.token == token:
-                    if kept.unsorted:  # new names: in name order, as a read gives them
-                        kept.workloads = dict(sorted(kept.workloads.items()))
-                        kept.resources = dict(sorted(kept.resources.items()))
-                        kept.unsorted = False
-                    return RecordedState(environment, dict(kept.workloads), dict(kept.resources))
-            state = self._read_recorded(conn, environment)
-            with self._recorded_lock:
-                if token is not None and self._token(conn, environment) == token:
-                    self._recorded[environment] = _Kept(
-                        token, dict(state.workloads), dict(state.resources)
-                    )
-                else:
-                    self._recorded.pop(environment, None)
-        return state
+            return self._recorded_in(conn, environment, self._token(conn, environment))
+
+    def plan_inputs(self, environment: str) -> PlanInputs:
+        """``recorded``, ``last_commit`` and ``pins`` read on one connection, the token and the
+        last commit by one statement: what every plan reads, resyncs that find nothing
+        included."""
+        with self._read() as conn:
+            head = conn.execute(_TOKEN_AND_LAST_COMMIT, {"environment": environment}).first()
+            token, last_commit = (None, None) if head is None else (head[0], head[1])
+            pins = self._pins_in(conn, environment)
+            recorded = self._recorded_in(conn, environment, token)
+        return PlanInputs(recorded, last_commit, pins)
+
+    def _recorded_in(self, conn: Connection, environment: str, token: str | None) -> RecordedState:
+        """``recorded`` on an open connection, ``token`` read on it already."""
+        if self._current.get() is not None:
+            return self._read_recorded(conn, environment)
+        with self._recorded_lock:
+            kept = self._recorded.get(environment)
+            if token is not None and kept is not None and kept.token == token:
+                return kept.shared(environment)
+        by_name, by_uid = self._read_rows(conn, environment)
+        with self._recorded_lock:
+            if token is not None and self._token(conn, environment) == token:
+                kept = _Kept(token, by_name, by_uid)
+                self._recorded[environment] = kept
+                return kept.shared(environment)
+            self._recorded.pop(environment, None)
+        return RecordedState(environment, by_name, by_uid)
 
     def resources_of(self, environment: str, uids: Iterable[str]) -> dict[str, ResourceRecord]:
         """Just these resources (those recorded): what one step needs, without reading the
@@ -413,12 +438,17 @@ class Store:
 
     @staticmethod
     def _token(conn: Connection, environment: str) -> str | None:
-        query = select(environments.c.revision).where(environments.c.name == environment)
-        token: str | None = conn.execute(query).scalar_one_or_none()
+        token: str | None = conn.execute(_TOKEN, {"environment": environment}).scalar_one_or_none()
         return token
 
+    @classmethod
+    def _read_recorded(cls, conn: Connection, environment: str) -> RecordedState:
+        return RecordedState(environment, *cls._read_rows(conn, environment))
+
     @staticmethod
-    def _read_recorded(conn: Connection, environment: str) -> RecordedState:
+    def _read_rows(
+        conn: Connection, environment: str
+    ) -> tuple[dict[str, WorkloadRecord], dict[str, ResourceRecord]]:
         found_workloads = conn.execute(
             select(workloads)
             .where(workloads.c.environment == environment)
@@ -431,7 +461,7 @@ class Store:
             .order_by(resources.c.uid)
         )
         by_uid = {r.uid: r for r in map(rows.resource_record, found_resources)}
-        return RecordedState(environment, by_name, by_uid)
+        return by_name, by_uid
 
     def save_workload(self, environment: str, record: WorkloadRecord) -> None:
         self.save_workloads(environment, [record])
@@ -564,8 +594,12 @@ class Store:
     def pins(self, environment: str) -> dict[str, PinRecord]:
         """The environment's pinned workloads, by name."""
         with self._read() as conn:
-            found = conn.execute(select(pins_table).where(pins_table.c.environment == environment))
-            return {r.workload: PinRecord(r.workload, r.file, r.commit, r.head) for r in found}
+            return self._pins_in(conn, environment)
+
+    @staticmethod
+    def _pins_in(conn: Connection, environment: str) -> dict[str, PinRecord]:
+        found = conn.execute(_PINS, {"environment": environment})
+        return {r.workload: PinRecord(r.workload, r.file, r.commit, r.head) for r in found}
 
     def set_pin(self, environment: str, pin: PinRecord) -> None:
         with self._write() as conn:
@@ -673,10 +707,27 @@ class Store:
 @dataclass(slots=True)
 class _Kept:
     """The decoded state of an environment at ``token``, kept by ``Store.recorded`` and
-    carried over this process's own writes; read and changed under the store's lock. Callers
-    get fresh mappings over the same immutable records."""
+    carried over this process's own writes; read and changed under the store's lock.
+
+    ``recorded`` hands out one ``RecordedState`` over the kept mappings until the next write
+    carried over, which first copies them (``unshare``): a state handed out never changes."""
 
     token: str
     workloads: dict[str, WorkloadRecord]
     resources: dict[str, ResourceRecord]
     unsorted: bool = False
+    state: RecordedState | None = None
+
+    def shared(self, environment: str) -> RecordedState:
+        if self.state is None:
+            if self.unsorted:  # new names: in name order, as a read gives them
+                self.workloads = dict(sorted(self.workloads.items()))
+                self.resources = dict(sorted(self.resources.items()))
+                self.unsorted = False
+            self.state = RecordedState(environment, self.workloads, self.resources)
+        return self.state
+
+    def unshare(self) -> None:
+        if self.state is not None:
+            self.workloads, self.resources = dict(self.workloads), dict(self.resources)
+            self.state = None

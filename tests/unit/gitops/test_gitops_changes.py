@@ -6,7 +6,7 @@ import pytest
 
 from reconciler.catalogue import Code
 from reconciler.gitops import ChangeSet, GitError, Repository
-from tests.support.gitrepos import GitRepo, Symlink
+from tests.support.gitrepos import Content, GitRepo, Symlink
 
 
 def test_add_modify_delete_and_rename(git_repo: GitRepo) -> None:
@@ -65,7 +65,7 @@ def test_an_unknown_old_commit_is_revision_not_found(git_repo: GitRepo) -> None:
 
 
 def test_one_changed_file_among_two_thousand(git_repo: GitRepo) -> None:
-    files: dict[str, str | bytes | Symlink | None] = {
+    files: dict[str, Content] = {
         f"apps/team{i % 20:02d}/svc{i:04d}/score.yaml": f"n: {i}\n" for i in range(2000)
     }
     old = git_repo.commit(files)
@@ -108,3 +108,42 @@ def test_submodules_are_not_files(git_repo: GitRepo) -> None:
     assert list(repo.tree("HEAD").files()) == ["a.txt"]
     with pytest.raises(FileNotFoundError):
         repo.tree("HEAD").read("vendor/lib")
+
+
+def _raw_commit(git_repo: GitRepo, entries: list[tuple[str, str, str]]) -> str:
+    """A commit of a tree written byte for byte (as old Git versions wrote some modes)."""
+    raw = b"".join(
+        f"{mode} {name}".encode() + b"\0" + bytes.fromhex(oid) for mode, name, oid in entries
+    )
+    path = git_repo.root.parent / f"tree-{git_repo.commits}-{len(raw)}"
+    path.write_bytes(raw)
+    tree = git_repo.git("hash-object", "-w", "-t", "tree", "--literally", str(path))
+    return git_repo.git("commit-tree", tree, "-m", "raw tree")
+
+
+def test_modes_compare_as_libgit2_normalises_them(git_repo: GitRepo) -> None:
+    git_repo.commit({"a.txt": "a", "b.txt": "b"})
+    a, b = git_repo.git("rev-parse", "HEAD:a.txt"), git_repo.git("rev-parse", "HEAD:b.txt")
+    old = _raw_commit(git_repo, [("100644", "a.txt", a), ("100644", "b.txt", b)])
+    group_writable = _raw_commit(git_repo, [("100664", "a.txt", a), ("100644", "b.txt", b)])
+    executable = _raw_commit(git_repo, [("100664", "a.txt", a), ("100755", "b.txt", b)])
+    repo = Repository.open(git_repo.root)
+    assert repo.changed_paths(old, group_writable) == ChangeSet()
+    assert repo.changed_paths(group_writable, executable) == ChangeSet(
+        modified=frozenset({"b.txt"})
+    )
+
+
+def test_ids_holding_any_byte_are_read_whole(git_repo: GitRepo) -> None:
+    """Entries are found in the tree's bytes: an id with a NUL in it must not throw the
+    reading of the next entry off."""
+    files: dict[str, Content] = {f"d{i:03d}/f.txt": str(i) for i in range(300)}
+    old = git_repo.commit(files)
+    ids = [line.split()[2] for line in git_repo.git("ls-tree", "HEAD").splitlines()]
+    assert any(bytes.fromhex(oid).count(0) for oid in ids)  # what the test is about
+    new = git_repo.commit({"d150/f.txt": "changed", "d299/g.txt": "new", "d000/f.txt": None})
+    assert Repository.open(git_repo.root).changed_paths(old, new) == ChangeSet(
+        added=frozenset({"d299/g.txt"}),
+        modified=frozenset({"d150/f.txt"}),
+        deleted=frozenset({"d000/f.txt"}),
+    )

@@ -10,7 +10,7 @@ from markdown_it import MarkdownIt
 
 from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload, digest
 from reconciler.desired.secrets import embed, secret_ref
-from reconciler.plan.diff import diff
+from reconciler.plan.diff import ActionMemo, diff
 from reconciler.plan.model import KNOWN_AFTER_APPLY, ActionKind, Subject
 from reconciler.plan.render import to_json, to_markdown, to_text
 
@@ -200,3 +200,32 @@ def test_markdown_renders_with_folds_and_a_footer() -> None:
     assert "+ workload" in fences[0].content
     assert "<details><summary>Show plan</summary>" in text
     assert text.rstrip().endswith("1 workload, 1 with changes, 0 without, 0 failed")
+
+
+def test_a_memo_patches_the_last_actions_and_leaves_earlier_plans_alone() -> None:
+    """The memo patches its own lists in place: each plan must equal a diff made without
+    it, and a plan handed out earlier must not change when a later diff patches."""
+    first = state(
+        resource(DB, {"size": "small"}),
+        workload("orders", {"A": "1"}, (DB,)),
+        workload("legacy", {"X": "y"}),
+    )
+    resources, workloads = recorded_from(first)
+    second = state(
+        resource(DB, {"size": "large"}),
+        workload("orders", {"A": "2"}, (DB,)),
+        first.workloads[1],
+    )
+    third = state(second.resources[0], first.workloads[0], second.workloads[1])
+    memo = ActionMemo()
+    plans = [diff(d, resources, workloads, commit="d" * 40, memo=memo) for d in (first, second)]
+    snapshot = [to_json(p) for p in plans]
+    plans.append(diff(third, resources, workloads, commit="d" * 40, memo=memo))
+    fresh = [diff(d, resources, workloads, commit="d" * 40) for d in (first, second, third)]
+    assert [to_json(p) for p in plans] == [to_json(p) for p in fresh]
+    assert [to_json(p) for p in plans[:2]] == snapshot
+    assert [a.action for a in plans[1].actions] == [ActionKind.UPDATE] * 2 + [ActionKind.NOOP]
+    fewer = dict(workloads)
+    del fewer["legacy"]
+    gone = diff(third, resources, fewer, commit="d" * 40, memo=memo)
+    assert to_json(gone) == to_json(diff(third, resources, fewer, commit="d" * 40))

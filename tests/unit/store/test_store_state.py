@@ -15,6 +15,7 @@ from sqlalchemy import event, text
 from reconciler.catalogue import Code
 from reconciler.store import RecordedState, Store, StoreError
 from reconciler.store.migrations import head
+from reconciler.store.records import PinRecord
 from reconciler.store.tables import metadata
 
 if TYPE_CHECKING:
@@ -215,6 +216,47 @@ def test_recorded_state_is_carried_over_this_process_writes_without_reading_agai
         assert list(kept.workloads) == ["aaa", "web"]
         other.save_workload("prod", workload("from-elsewhere"))  # another writer
     assert "from-elsewhere" in store.recorded("prod").workloads  # its token shows the change
+
+
+def test_the_same_state_is_handed_back_until_a_write_and_never_changes_after(
+    store: Store, build: Builders
+) -> None:
+    """A planner tells an unchanged state by identity; a state it holds must not change under
+    it when this process writes (the kept mappings are copied before the write is carried)."""
+    workload, resource, _ = build
+    store.save_workloads("prod", [workload("web"), workload("api")])
+    store.save_resource("prod", resource("redis.default#cache"))
+    first = store.recorded("prod")
+    assert store.recorded("prod") is first
+    store.save_workload("prod", workload("aaa"))
+    store.delete_workload("prod", "api")
+    store.delete_resource("prod", "redis.default#cache")
+    assert list(first.workloads) == ["api", "web"]
+    assert list(first.resources) == ["redis.default#cache"]
+    after = store.recorded("prod")
+    assert after is not first
+    assert list(after.workloads) == ["aaa", "web"]
+    assert after.resources == {}
+    assert store.recorded("prod") is after
+    assert after.workloads["web"] is first.workloads["web"]  # the same records, not decoded again
+
+
+def test_plan_inputs_are_what_the_separate_reads_give(store: Store, build: Builders) -> None:
+    workload, _, _ = build
+    pin = PinRecord("web", "apps/web/score.yaml", "a" * 40, "b" * 40)
+    store.set_pin("prod", pin)  # a pin needs no environment row
+    empty = store.plan_inputs("prod")
+    assert (empty.recorded, empty.last_commit, empty.pins) == (
+        RecordedState("prod", {}, {}),
+        None,
+        {"web": pin},
+    )
+    store.save_workload("prod", workload("web"))
+    store.set_last_commit("prod", "c" * 40)
+    found = store.plan_inputs("prod")
+    assert found.recorded is store.recorded("prod")
+    assert found.last_commit == store.last_commit("prod") == "c" * 40
+    assert found.pins == store.pins("prod") == {"web": pin}
 
 
 def test_a_write_inside_a_transaction_drops_the_kept_state(store: Store, build: Builders) -> None:
