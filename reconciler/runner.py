@@ -17,10 +17,11 @@ only their part of the plan (``plan.scope``): their own actions, the resources t
 the deletions of what they brought. The environment's commit is recorded as reconciled only by a
 run of the whole environment; the daemon records it once no workload has changes left.
 
-Every step is checkpointed by the engine; applying again resumes the unfinished run of the same
-commit: finished steps are not run again, and re-planning against the recorded state turns what a
-killed process already did into no-ops. Secrets go to the secret store; only references are
-recorded.
+Every step is checkpointed by the engine, and its record of what it did is written in the
+transaction of its Succeeded checkpoint (``StepContext.defer``), so a finished step is always
+recorded; applying again resumes the unfinished run of the same commit: finished steps are not run
+again, and re-planning against the recorded state turns what a killed process already did into
+no-ops. Secrets go to the secret store; only references are recorded.
 """
 
 from __future__ import annotations
@@ -553,7 +554,7 @@ def _provision_step(state: _Run, planned: EnvironmentPlan, resource: DesiredReso
             recorded_state[MANIFESTS_STATE_KEY] = [dict(m) for m in result.manifests]
         outputs = {k: v for k, v in result.outputs.items() if k not in result.secrets}
         record = resource_record(resource, outputs=outputs, secret_refs=refs, state=recorded_state)
-        state.store.save_resource(state.name, record)
+        ctx.defer(lambda: state.store.save_resource(state.name, record))
         ctx.log(f"provisioned {resource.uid} with {resource.provisioner}")
         return {"outputs": sorted(outputs)}
 
@@ -579,7 +580,7 @@ def _delete_resource_step(
         driver.delete(_request(state, desired, recorded))
         for ref in recorded.secret_refs.values():
             state.services.secrets.delete(ref)
-        state.store.delete_resource(state.name, uid)
+        ctx.defer(lambda: state.store.delete_resource(state.name, uid))
         ctx.log(f"deleted {uid}")
         return {}
 
@@ -667,19 +668,17 @@ def _workload_step(state: _Run, planned: EnvironmentPlan, wl: DesiredWorkload) -
         request = workload_request(state.store, state.name, desired, wl, state.source.commit)
         state.services.target.apply(request)
         state.staged.add(wl.name)
-        state.store.save_workload(
-            state.name,
-            WorkloadRecord(
-                name=wl.name,
-                commit=state.source.commit,
-                file=wl.file,
-                spec_hash=wl.spec_hash,
-                spec=wl.spec,
-                sources=dict.fromkeys(wl.sources, ""),
-                source=source,
-                status=UNPUBLISHED,
-            ),
+        record = WorkloadRecord(
+            name=wl.name,
+            commit=state.source.commit,
+            file=wl.file,
+            spec_hash=wl.spec_hash,
+            spec=wl.spec,
+            sources=dict.fromkeys(wl.sources, ""),
+            source=source,
+            status=UNPUBLISHED,
         )
+        ctx.defer(lambda: state.store.save_workload(state.name, record))
         ctx.log(f"recorded {wl.name}")
         return {}
 
@@ -698,7 +697,7 @@ def _delete_workload_step(state: _Run, name: str) -> Step:
     def run(ctx: StepContext) -> Mapping[str, Any]:
         state.services.target.delete(state.name, name)
         state.staged.discard(name)
-        state.store.delete_workload(state.name, name)
+        ctx.defer(lambda: state.store.delete_workload(state.name, name))
         ctx.log(f"removed {name}")
         return {}
 
@@ -753,7 +752,7 @@ def _publish_step(
             for name in sorted(wanted)
             if recorded[name].status != "Synced"
         ]
-        state.store.save_workloads(state.name, synced)
+        ctx.defer(lambda: state.store.save_workloads(state.name, synced))
         ctx.log(f"published {commit}" if commit else "deploy branch already up to date")
         return {"deploy_commit": commit}
 

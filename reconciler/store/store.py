@@ -112,6 +112,10 @@ class Store:
         self._url = url
         self._clock = clock
         self._current: ContextVar[Connection | None] = ContextVar(f"store-{id(self)}", default=None)
+        # The ``_advance`` calls of the open ``transaction()``, made once it has committed.
+        self._advances: ContextVar[list[Callable[[], None]] | None] = ContextVar(
+            f"store-advances-{id(self)}", default=None
+        )
         # environment -> what ``recorded`` decoded last, reused while the environment's revision
         # token in the database is the same, and carried over this process's writes.
         self._recorded: dict[str, _Kept] = {}
@@ -218,22 +222,32 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Make the store calls inside the block one transaction; nested blocks join the outer."""
+        """Make the store calls inside the block one transaction; nested blocks join the outer.
+
+        The state ``recorded`` keeps is carried over the block's writes once it has committed,
+        in the order they were made; a block that rolls back leaves it as it was.
+        """
         if self._current.get() is not None:
             yield
             return
+        advances: list[Callable[[], None]] = []
         with self._begin() as conn:
             token = self._current.set(conn)
+            pending = self._advances.set(advances)
             try:
                 yield
             finally:
+                self._advances.reset(pending)
                 self._current.reset(token)
+        for advance in advances:
+            advance()
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         outer = self._current.get()
-        if outer is not None:
-            yield outer
+        if outer is not None:  # translated here too: the caller may catch what one write raised
+            with self._translated():
+                yield outer
             return
         with self._begin() as conn:
             yield conn
@@ -307,18 +321,39 @@ class Store:
     ) -> None:
         """Carry the decoded state ``recorded`` keeps over a write of this process, once it is
         committed: decoding a large environment again after every step's write would make a
-        reconcile cost grow with the environment, not with the change. Only when the state kept
-        is the one the write started from; else (another writer came between, or the write is
-        part of a ``transaction()`` not yet committed) it is dropped and read afresh."""
+        reconcile cost grow with the environment, not with the change. Inside ``transaction()``
+        this waits for the block to commit. Only when the state kept is the one the write
+        started from; else (another writer came between) it is dropped and read afresh."""
+
+        def advance() -> None:
+            self._carry(
+                environment,
+                tokens,
+                saved_workloads,
+                saved_resources,
+                gone_workloads,
+                gone_resources,
+            )
+
+        pending = self._advances.get()
+        if pending is None:
+            advance()
+        else:
+            pending.append(advance)
+
+    def _carry(
+        self,
+        environment: str,
+        tokens: tuple[str | None, str],
+        saved_workloads: Sequence[WorkloadRecord],
+        saved_resources: Sequence[ResourceRecord],
+        gone_workloads: Sequence[str],
+        gone_resources: Sequence[str],
+    ) -> None:
         previous, token = tokens
         with self._recorded_lock:
             kept = self._recorded.get(environment)
-            if (
-                self._current.get() is not None
-                or kept is None
-                or previous is None
-                or kept.token != previous
-            ):
+            if kept is None or previous is None or kept.token != previous:
                 self._recorded.pop(environment, None)
                 return
             for name in gone_workloads:

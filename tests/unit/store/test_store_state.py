@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import event, text
 
 from reconciler.catalogue import Code
-from reconciler.store import RecordedState, Store, StoreError
+from reconciler.store import RecordedState, Store, StoreError, WorkloadRecord
 from reconciler.store.migrations import head
 from reconciler.store.tables import metadata
 
@@ -217,17 +217,42 @@ def test_recorded_state_is_carried_over_this_process_writes_without_reading_agai
     assert "from-elsewhere" in store.recorded("prod").workloads  # its token shows the change
 
 
-def test_a_write_inside_a_transaction_drops_the_kept_state(store: Store, build: Builders) -> None:
-    workload, _, _ = build
+def _doomed(store: Store, record: WorkloadRecord) -> None:
+    with store.transaction():
+        store.save_workload("prod", record)
+        raise RuntimeError("roll back")
+
+
+def test_a_transaction_carries_the_kept_state_once_committed(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """Its writes are carried over in order after the commit (a step's record and checkpoint
+    are one transaction); a block that rolls back leaves the kept state as it was."""
+    workload, resource, _ = build
     store.save_workload("prod", workload("web"))
     store.recorded("prod")
+    reads: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM workloads" in statement:
+            reads.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
     try:
+        with pytest.raises(RuntimeError):
+            _doomed(store, workload("doomed"))
+        assert list(store.recorded("prod").workloads) == ["web"]
         with store.transaction():
-            store.save_workload("prod", workload("doomed"))
-            raise RuntimeError("roll back")
-    except RuntimeError:
-        pass
-    assert list(store.recorded("prod").workloads) == ["web"]
+            store.save_resource("prod", resource("redis.default#cache"))
+            store.save_workload("prod", workload("api"))
+            store.delete_workload("prod", "web")
+        kept = store.recorded("prod")
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    assert reads == []
+    assert list(kept.workloads) == ["api"]
+    with Store.open(store_url) as other:
+        assert kept == other.recorded("prod")
 
 
 def test_a_writer_does_not_wait_for_transactions_that_only_refer_to_the_environment(
