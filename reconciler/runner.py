@@ -747,12 +747,8 @@ def _publish_step(
             state.services.target.delete(state.name, name)
         message = f"reconciler: {state.name} at {state.source.commit[:7]} (run {state.run_id[:8]})"
         commit = state.services.target.flush(state.name, message)
-        synced = [
-            replace(recorded[name], status="Synced")
-            for name in sorted(wanted)
-            if recorded[name].status != "Synced"
-        ]
-        ctx.defer(lambda: state.store.save_workloads(state.name, synced))
+        synced = [name for name in sorted(wanted) if recorded[name].status != "Synced"]
+        ctx.defer(lambda: state.store.set_workload_status(state.name, synced, "Synced"))
         ctx.log(f"published {commit}" if commit else "deploy branch already up to date")
         return {"deploy_commit": commit}
 

@@ -103,6 +103,18 @@ _RESOURCES_OF: Final = select(resources).where(
 )
 """Built once: the statement every step runs to read its resources."""
 
+_NAMES_PER_STATEMENT: Final = 1000
+"""Bound parameters per ``IN`` list, well under SQLite's limit (32,766)."""
+
+_SET_STATUS: Final = (
+    update(workloads)
+    .where(
+        workloads.c.environment == bindparam("in_environment"),
+        workloads.c.name.in_(bindparam("names", expanding=True)),
+    )
+    .values(status=bindparam("new_status"), updated_at=bindparam("now"))
+)
+
 
 class Store:
     """The state store. Build it with ``Store.open``; close it (or use ``with``) when done."""
@@ -318,6 +330,7 @@ class Store:
         saved_resources: Sequence[ResourceRecord] = (),
         gone_workloads: Sequence[str] = (),
         gone_resources: Sequence[str] = (),
+        restated: tuple[Sequence[str], str, datetime] | None = None,
     ) -> None:
         """Carry the decoded state ``recorded`` keeps over a write of this process, once it is
         committed: decoding a large environment again after every step's write would make a
@@ -333,6 +346,7 @@ class Store:
                 saved_resources,
                 gone_workloads,
                 gone_resources,
+                restated,
             )
 
         pending = self._advances.get()
@@ -349,6 +363,7 @@ class Store:
         saved_resources: Sequence[ResourceRecord],
         gone_workloads: Sequence[str],
         gone_resources: Sequence[str],
+        restated: tuple[Sequence[str], str, datetime] | None,
     ) -> None:
         previous, token = tokens
         with self._recorded_lock:
@@ -363,6 +378,11 @@ class Store:
             for workload in saved_workloads:
                 kept.unsorted |= workload.name not in kept.workloads
                 kept.workloads[workload.name] = workload
+            names, status, now = restated or ((), "", None)
+            for name in names:
+                old = kept.workloads.get(name)
+                if old is not None:
+                    kept.workloads[name] = replace(old, status=status, updated_at=now)
             for saved in saved_resources:
                 first = kept.resources.get(saved.uid)
                 if first is not None and first.created_at is not None:
@@ -484,6 +504,29 @@ class Store:
         self._advance(
             environment, tokens, saved_workloads=[rows.workload_as_read(v) for v in values]
         )
+
+    def set_workload_status(self, environment: str, names: Collection[str], status: str) -> None:
+        """Set the status of these recorded workloads, leaving the rest of each record as it
+        is: a publish marks thousands Synced, and rewriting every spec for that cost more than
+        the publish."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return
+        now = self.now()
+        with self._write() as conn:
+            tokens = self._bump(conn, environment)
+            for start in range(0, len(wanted), _NAMES_PER_STATEMENT):
+                chunk = wanted[start : start + _NAMES_PER_STATEMENT]
+                conn.execute(
+                    _SET_STATUS,
+                    {
+                        "in_environment": environment,
+                        "names": chunk,
+                        "new_status": status,
+                        "now": now,
+                    },
+                )
+        self._advance(environment, tokens, restated=(wanted, status, now))
 
     def delete_workload(self, environment: str, name: str) -> None:
         with self._write() as conn:

@@ -217,6 +217,41 @@ def test_recorded_state_is_carried_over_this_process_writes_without_reading_agai
     assert "from-elsewhere" in store.recorded("prod").workloads  # its token shows the change
 
 
+def test_set_workload_status_changes_only_the_status_and_keeps_the_state_carried(
+    store: Store, store_url: str, build: Builders, clock: TickingClock
+) -> None:
+    workload, _, _ = build
+    store.save_workloads("prod", [workload("web", status="Unpublished"), workload("api")])
+    store.save_workload("staging", workload("web", status="Unpublished"))
+    before = store.recorded("prod")
+    reads: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM workloads" in statement:
+            reads.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        store.set_workload_status("prod", ["web", "gone"], "Synced")
+        kept = store.recorded("prod")
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    assert reads == []
+    web = kept.workloads["web"]
+    assert web.status == "Synced"
+    assert web.updated_at is not None
+    assert before.workloads["web"].updated_at is not None
+    assert web.updated_at > before.workloads["web"].updated_at
+    assert replace(web, status="Unpublished", updated_at=None) == replace(
+        before.workloads["web"], updated_at=None
+    )
+    assert kept.workloads["api"] is before.workloads["api"]
+    assert list(kept.workloads) == ["api", "web"]
+    with Store.open(store_url) as other:
+        assert kept == other.recorded("prod")
+        assert other.recorded("staging").workloads["web"].status == "Unpublished"
+
+
 def _doomed(store: Store, record: WorkloadRecord) -> None:
     with store.transaction():
         store.save_workload("prod", record)
