@@ -548,13 +548,18 @@ def _provision_step(state: _Run, planned: EnvironmentPlan, resource: DesiredReso
         driver = state.services.drivers(resource.provisioner, provisioners)
         result = driver.apply(request)
         refs = {key: secret_ref(state.name, resource.uid, key) for key in sorted(result.secrets)}
-        state.services.secrets.put_many({refs[k]: v for k, v in result.secrets.items()})
+        values = {refs[k]: v for k, v in result.secrets.items()}
+        secrets = state.services.secrets
+        if not secrets.in_state_store:  # Vault: before the record, outside any transaction
+            secrets.put_many(values)
         recorded_state = dict(result.state)
         if result.manifests:
             recorded_state[MANIFESTS_STATE_KEY] = [dict(m) for m in result.manifests]
         outputs = {k: v for k, v in result.outputs.items() if k not in result.secrets}
         record = resource_record(resource, outputs=outputs, secret_refs=refs, state=recorded_state)
         ctx.defer(lambda: state.store.save_resource(state.name, record))
+        if secrets.in_state_store:  # after the record: its write locks the environment first
+            ctx.defer(lambda: secrets.put_many(values))
         ctx.log(f"provisioned {resource.uid} with {resource.provisioner}")
         return {"outputs": sorted(outputs)}
 
@@ -578,9 +583,13 @@ def _delete_resource_step(
             return {}
         driver = state.services.drivers(recorded.provisioner, provisioners)
         driver.delete(_request(state, desired, recorded))
-        for ref in recorded.secret_refs.values():
-            state.services.secrets.delete(ref)
+        secrets = state.services.secrets
+        refs = list(recorded.secret_refs.values())
+        if not secrets.in_state_store:
+            _forget(secrets, refs)
         ctx.defer(lambda: state.store.delete_resource(state.name, uid))
+        if secrets.in_state_store:  # with the record's deletion, in its step's transaction
+            ctx.defer(lambda: _forget(secrets, refs))
         ctx.log(f"deleted {uid}")
         return {}
 
@@ -593,6 +602,11 @@ def _delete_resource_step(
         action="delete",
         retry=_retry(state),
     )
+
+
+def _forget(secrets: SecretStore, refs: Sequence[str]) -> None:
+    for ref in refs:
+        secrets.delete(ref)
 
 
 def _retry(state: _Run) -> RetryPolicy:
