@@ -17,10 +17,11 @@ only their part of the plan (``plan.scope``): their own actions, the resources t
 the deletions of what they brought. The environment's commit is recorded as reconciled only by a
 run of the whole environment; the daemon records it once no workload has changes left.
 
-Every step is checkpointed by the engine; applying again resumes the unfinished run of the same
-commit: finished steps are not run again, and re-planning against the recorded state turns what a
-killed process already did into no-ops. Secrets go to the secret store; only references are
-recorded.
+Every step is checkpointed by the engine, and its record of what it did is written in the
+transaction of its Succeeded checkpoint (``StepContext.defer``), so a finished step is always
+recorded; applying again resumes the unfinished run of the same commit: finished steps are not run
+again, and re-planning against the recorded state turns what a killed process already did into
+no-ops. Secrets go to the secret store; only references are recorded.
 """
 
 from __future__ import annotations
@@ -547,13 +548,18 @@ def _provision_step(state: _Run, planned: EnvironmentPlan, resource: DesiredReso
         driver = state.services.drivers(resource.provisioner, provisioners)
         result = driver.apply(request)
         refs = {key: secret_ref(state.name, resource.uid, key) for key in sorted(result.secrets)}
-        state.services.secrets.put_many({refs[k]: v for k, v in result.secrets.items()})
+        values = {refs[k]: v for k, v in result.secrets.items()}
+        secrets = state.services.secrets
+        if not secrets.in_state_store:  # Vault: before the record, outside any transaction
+            secrets.put_many(values)
         recorded_state = dict(result.state)
         if result.manifests:
             recorded_state[MANIFESTS_STATE_KEY] = [dict(m) for m in result.manifests]
         outputs = {k: v for k, v in result.outputs.items() if k not in result.secrets}
         record = resource_record(resource, outputs=outputs, secret_refs=refs, state=recorded_state)
-        state.store.save_resource(state.name, record)
+        ctx.defer(lambda: state.store.save_resource(state.name, record))
+        if secrets.in_state_store:  # after the record: its write locks the environment first
+            ctx.defer(lambda: secrets.put_many(values))
         ctx.log(f"provisioned {resource.uid} with {resource.provisioner}")
         return {"outputs": sorted(outputs)}
 
@@ -577,9 +583,13 @@ def _delete_resource_step(
             return {}
         driver = state.services.drivers(recorded.provisioner, provisioners)
         driver.delete(_request(state, desired, recorded))
-        for ref in recorded.secret_refs.values():
-            state.services.secrets.delete(ref)
-        state.store.delete_resource(state.name, uid)
+        secrets = state.services.secrets
+        refs = list(recorded.secret_refs.values())
+        if not secrets.in_state_store:
+            _forget(secrets, refs)
+        ctx.defer(lambda: state.store.delete_resource(state.name, uid))
+        if secrets.in_state_store:  # with the record's deletion, in its step's transaction
+            ctx.defer(lambda: _forget(secrets, refs))
         ctx.log(f"deleted {uid}")
         return {}
 
@@ -592,6 +602,11 @@ def _delete_resource_step(
         action="delete",
         retry=_retry(state),
     )
+
+
+def _forget(secrets: SecretStore, refs: Sequence[str]) -> None:
+    for ref in refs:
+        secrets.delete(ref)
 
 
 def _retry(state: _Run) -> RetryPolicy:
@@ -667,19 +682,17 @@ def _workload_step(state: _Run, planned: EnvironmentPlan, wl: DesiredWorkload) -
         request = workload_request(state.store, state.name, desired, wl, state.source.commit)
         state.services.target.apply(request)
         state.staged.add(wl.name)
-        state.store.save_workload(
-            state.name,
-            WorkloadRecord(
-                name=wl.name,
-                commit=state.source.commit,
-                file=wl.file,
-                spec_hash=wl.spec_hash,
-                spec=wl.spec,
-                sources=dict.fromkeys(wl.sources, ""),
-                source=source,
-                status=UNPUBLISHED,
-            ),
+        record = WorkloadRecord(
+            name=wl.name,
+            commit=state.source.commit,
+            file=wl.file,
+            spec_hash=wl.spec_hash,
+            spec=wl.spec,
+            sources=dict.fromkeys(wl.sources, ""),
+            source=source,
+            status=UNPUBLISHED,
         )
+        ctx.defer(lambda: state.store.save_workload(state.name, record))
         ctx.log(f"recorded {wl.name}")
         return {}
 
@@ -698,7 +711,7 @@ def _delete_workload_step(state: _Run, name: str) -> Step:
     def run(ctx: StepContext) -> Mapping[str, Any]:
         state.services.target.delete(state.name, name)
         state.staged.discard(name)
-        state.store.delete_workload(state.name, name)
+        ctx.defer(lambda: state.store.delete_workload(state.name, name))
         ctx.log(f"removed {name}")
         return {}
 
@@ -748,12 +761,8 @@ def _publish_step(
             state.services.target.delete(state.name, name)
         message = f"reconciler: {state.name} at {state.source.commit[:7]} (run {state.run_id[:8]})"
         commit = state.services.target.flush(state.name, message)
-        synced = [
-            replace(recorded[name], status="Synced")
-            for name in sorted(wanted)
-            if recorded[name].status != "Synced"
-        ]
-        state.store.save_workloads(state.name, synced)
+        synced = [name for name in sorted(wanted) if recorded[name].status != "Synced"]
+        ctx.defer(lambda: state.store.set_workload_status(state.name, synced, "Synced"))
         ctx.log(f"published {commit}" if commit else "deploy branch already up to date")
         return {"deploy_commit": commit}
 

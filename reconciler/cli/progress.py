@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.status import Status
 
-from reconciler.engine import Checkpointer
+from reconciler.engine import Checkpointer, Write
 from reconciler.store.records import RunRecord, StepRecord
 
 _MARK = {"Succeeded": "✓", "Failed": "✗", "Skipped": "-", "RolledBack": "↺"}
@@ -38,8 +38,8 @@ class ProgressCheckpointer:
         for record in records:
             self._show(record)
 
-    def save(self, run_id: str, record: StepRecord) -> None:
-        self._inner.save(run_id, record)
+    def save(self, run_id: str, record: StepRecord, writes: Sequence[Write] = ()) -> None:
+        self._inner.save(run_id, record, writes)
         self._show(record)
 
     def _show(self, record: StepRecord) -> None:

@@ -17,6 +17,7 @@ from reconciler.engine.steps import (
     StepContext,
     StepOutcome,
     StepStatus,
+    Write,
     check_graph,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "StepOutcome",
     "StepStatus",
     "StoreCheckpointer",
+    "Write",
     "backoff_delay",
     "check_graph",
 ]

@@ -36,7 +36,7 @@ def run_attempt(step: Step, context: StepContext) -> Outputs | Failure:
         value = step.run(context) if step.timeout is None else _run_timed(step, context)
         return _checked_outputs(value)
     except BaseException as error:
-        return _failure(error, step)
+        return failure_of(error, step)
     finally:
         context.close()
 
@@ -80,7 +80,8 @@ def _checked_outputs(value: object) -> Outputs:
     return MappingProxyType(outputs)
 
 
-def _failure(error: BaseException, step: Step) -> Failure:
+def failure_of(error: BaseException, step: Step) -> Failure:
+    """What an exception raised by ``step`` (or by a write it deferred) means for its run."""
     if isinstance(error, _TimedOut):
         return Failure(Code.STEP_TIMEOUT, f"attempt timed out after {step.timeout:g} s", True)
     if isinstance(error, DriverError):

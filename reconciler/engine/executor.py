@@ -25,7 +25,14 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 
 from reconciler.catalogue import Code
-from reconciler.engine.attempts import Failure, describe, exhausted, interrupted, run_attempt
+from reconciler.engine.attempts import (
+    Failure,
+    describe,
+    exhausted,
+    failure_of,
+    interrupted,
+    run_attempt,
+)
 from reconciler.engine.backoff import Sleep, Uniform, backoff_delay, event_sleep, system_uniform
 from reconciler.engine.checkpoint import Checkpointer
 from reconciler.engine.steps import (
@@ -37,6 +44,7 @@ from reconciler.engine.steps import (
     StepContext,
     StepOutcome,
     StepStatus,
+    Write,
     check_graph,
 )
 from reconciler.store import StepRecord
@@ -51,6 +59,14 @@ def utc_now() -> datetime:
 
 class _Abandoned(Exception):
     """The coordinator gave up on this step; its worker must write nothing more."""
+
+
+class _WriteFailed(Exception):
+    """A write the step deferred raised: its attempt failed (the checkpoint did not)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,8 +392,11 @@ class _Run:
                 outcome = StepOutcome(
                     StepStatus.SUCCEEDED, attempt, None, "", result, started, self.ex._now()
                 )
-                self._write(slot, outcome)
-                return outcome
+                assert slot.context is not None
+                failed = self._succeed(slot, outcome, slot.context.writes)
+                if failed is None:
+                    return outcome
+                result = failed
             if self.stop.is_set():
                 return self._end(slot, attempt, started, interrupted("", result))
             if not result.retryable:
@@ -426,6 +445,31 @@ class _Run:
             if slot.abandoned:
                 raise _Abandoned
             self.ex._checkpointer.save(self.run_id, self._record(slot.step.id, state, slot.lines))
+
+    def _succeed(
+        self, slot: _Slot, outcome: StepOutcome, writes: Sequence[Write]
+    ) -> Failure | None:
+        """Checkpoint the step Succeeded with the writes it deferred, in one transaction; a
+        write that raises rolls both back and fails the attempt instead."""
+
+        def guarded(write: Write) -> Write:
+            def run() -> None:
+                try:
+                    write()
+                except BaseException as error:
+                    raise _WriteFailed(error) from error
+
+            return run
+
+        record = self._record(slot.step.id, outcome, slot.lines)
+        with slot.lock:
+            if slot.abandoned:
+                raise _Abandoned
+            try:
+                self.ex._checkpointer.save(self.run_id, record, [guarded(w) for w in writes])
+            except _WriteFailed as failed:
+                return failure_of(failed.error, slot.step)
+        return None
 
     def _record(self, sid: str, state: StepOutcome, lines: Sequence[str] = ()) -> StepRecord:
         step = self.steps[sid]

@@ -19,6 +19,8 @@ from typing import Any
 from reconciler.catalogue import Code
 
 Outputs = Mapping[str, Any]
+Write = Callable[[], None]
+"""A step's own store write, deferred to its Succeeded checkpoint (``StepContext.defer``)."""
 
 
 class StepStatus(enum.StrEnum):
@@ -66,11 +68,21 @@ class StepCancelled(Exception):
 
 class StepContext:
     """What a step's callable sees of the run: its identity, the outputs of finished steps, a
-    log that is checkpointed with the step, and an event set when it should stop (the run is
-    cancelled or this attempt timed out). Each attempt gets its own context and event, so that an
-    abandoned attempt stays cancelled while the next one runs."""
+    log that is checkpointed with the step, writes to make with its Succeeded checkpoint, and an
+    event set when it should stop (the run is cancelled or this attempt timed out). Each attempt
+    gets its own context and event, so that an abandoned attempt stays cancelled while the next
+    one runs."""
 
-    __slots__ = ("_lines", "_open", "attempt", "cancelled", "outputs", "run_id", "step_id")
+    __slots__ = (
+        "_lines",
+        "_open",
+        "_writes",
+        "attempt",
+        "cancelled",
+        "outputs",
+        "run_id",
+        "step_id",
+    )
 
     def __init__(
         self,
@@ -87,6 +99,7 @@ class StepContext:
         self.outputs = outputs
         self.cancelled = threading.Event()
         self._lines = lines
+        self._writes: list[Write] = []
         self._open = True
 
     def log(self, message: str) -> None:
@@ -94,6 +107,19 @@ class StepContext:
         attempt still running must not write into its successor's log)."""
         if self._open:
             self._lines.append(message)
+
+    def defer(self, write: Write) -> None:
+        """Make ``write`` (the step's record of what it did) in the transaction that checkpoints
+        the step Succeeded, after the callable returns: the record and the checkpoint are stored
+        together or not at all, for one commit instead of two. Writes of a failed attempt are
+        never made; a write that raises fails the attempt. Ignored once the attempt is over."""
+        if self._open:
+            self._writes.append(write)
+
+    @property
+    def writes(self) -> tuple[Write, ...]:
+        """The writes deferred by this attempt, in order."""
+        return tuple(self._writes)
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled.is_set():

@@ -4,7 +4,9 @@ The ``manifests`` target calls ``write_branch`` to publish rendered Kubernetes Y
 branch that Argo CD or Flux follow; the branch may live in the very repository the reconciler
 watches, even a work tree someone is editing, because nothing here touches HEAD, the index or
 the files on disk. Trees are edited folder by folder from the branch's current tree, so a
-commit costs in proportion to what changes, not to the size of the branch.
+commit costs in proportion to what changes, not to the size of the branch; the new blobs and
+trees are built in memory and stored together once the tree is known to have changed, as one
+pack when there are many (``objects.ObjectBuffer``).
 
 The branch moves by compare-and-swap: the ref is locked, re-read and only updated if it still
 points at the commit the new one was built on; otherwise the change is rebuilt on the newer
@@ -23,6 +25,7 @@ from pygit2.enums import FileMode
 
 from reconciler.catalogue import Code
 from reconciler.gitops.errors import GitError
+from reconciler.gitops.objects import ObjectBuffer
 from reconciler.gitops.reflock import STALE_AFTER, clear_stale_lock, lock_file
 
 MAX_ATTEMPTS = 20
@@ -90,13 +93,15 @@ def _attempt(
 ) -> str | None:
     head = _head(repo, ref_name)
     base = None if head is None else head.tree
-    tree = _edit(repo, base, changes)
+    objects = ObjectBuffer()
+    tree = _edit(repo, objects, base, changes)
     if head is not None and tree == head.tree_id:
         return None
     if head is None and tree is None:
         return None  # nothing to write on a branch that does not exist
     if tree is None:
-        tree = repo.TreeBuilder().write()
+        tree = objects.tree(())
+    objects.store(repo)
     parents = [] if head is None else [head.id]
     commit = _new_commit(repo, signature, message, tree, parents)
     _swap(repo, ref_name, None if head is None else head.id, commit, message)
@@ -143,10 +148,12 @@ def _head(repo: pygit2.Repository, ref_name: str) -> pygit2.Commit | None:
     return commit
 
 
-def _edit(repo: pygit2.Repository, tree: pygit2.Tree | None, changes: Changes) -> pygit2.Oid | None:
-    """``tree`` with ``changes`` applied; None when the result is empty (Git has no empty
-    folders, so a folder left empty disappears, as in a checkout)."""
-    builder = repo.TreeBuilder() if tree is None else repo.TreeBuilder(tree)
+def _edit(
+    repo: pygit2.Repository, objects: ObjectBuffer, tree: pygit2.Tree | None, changes: Changes
+) -> pygit2.Oid | None:
+    """``tree`` with ``changes`` applied, its new objects in ``objects``; None when the result
+    is empty (Git has no empty folders, so a folder left empty disappears, as in a checkout)."""
+    entries = _entries(tree)
     here: dict[str, bytes | None] = {}
     below: dict[str, Changes] = {}
     for path, content in changes.items():
@@ -158,21 +165,28 @@ def _edit(repo: pygit2.Repository, tree: pygit2.Tree | None, changes: Changes) -
         if name in below and content is not None:
             raise ValueError(f"'{name}' is written both as a file and as a folder")
         if content is None:
-            if builder.get(name) is not None:
-                builder.remove(name)
+            entries.pop(name.encode(), None)
         else:
-            builder.insert(name, repo.create_blob(content), FileMode.BLOB)
+            entries[name.encode()] = (objects.blob(content), FileMode.BLOB)
     for name, nested in sorted(below.items()):
         entry = None if name in here else _subtree(repo, tree, name)
-        sub = _edit(repo, entry, nested)
+        sub = _edit(repo, objects, entry, nested)
         if sub is None:
-            if builder.get(name) is not None:
-                builder.remove(name)
+            entries.pop(name.encode(), None)
         else:
-            builder.insert(name, sub, FileMode.TREE)
-    if len(builder) == 0:
+            entries[name.encode()] = (sub, FileMode.TREE)
+    if not entries:
         return None
-    return builder.write()
+    return objects.tree((name, oid, mode) for name, (oid, mode) in entries.items())
+
+
+def _entries(tree: pygit2.Tree | None) -> dict[bytes, tuple[pygit2.Oid, int]]:
+    """A tree's entries by name as stored (bytes: a name need not be UTF-8)."""
+    found: dict[bytes, tuple[pygit2.Oid, int]] = {}
+    for entry in tree if tree is not None else ():
+        assert entry.raw_name is not None  # always set on an entry read from a tree
+        found[entry.raw_name] = (entry.id, entry.filemode)
+    return found
 
 
 def _subtree(repo: pygit2.Repository, tree: pygit2.Tree | None, name: str) -> pygit2.Tree | None:

@@ -87,6 +87,13 @@ class ResourceDriver(Protocol):
 class SecretStore(Protocol):
     """Where secret values live; the store and every output keep only the reference."""
 
+    @property
+    def in_state_store(self) -> bool:
+        """Whether values are rows of the state store, so that ``put_many`` joins the caller's
+        ``Store.transaction()``: the runner then writes a resource's secrets in the transaction
+        of its record and its step's checkpoint, instead of one of their own."""
+        ...
+
     def put(self, ref: str, value: str) -> None: ...
 
     def put_many(self, values: Mapping[str, str]) -> None:

@@ -55,6 +55,8 @@ def secret_store_from_env(store: Store) -> SecretStore:
 class EncryptedSecretStore:
     """Fernet ciphertext in the state store; the key stays in the process."""
 
+    in_state_store = True
+
     def __init__(self, store: Store, keys: list[bytes]) -> None:
         if not keys:
             raise DriverError(Code.SECRET_KEY_MISSING, "no key to encrypt secrets with")
@@ -142,6 +144,8 @@ def _store_errors(ref: str) -> Iterator[None]:
 
 class VaultSecretStore:
     """Secrets in a Vault KV v2 engine, one Vault secret per reference (field ``value``)."""
+
+    in_state_store = False
 
     def __init__(
         self, client: hvac.Client, *, mount: str = DEFAULT_MOUNT, prefix: str = DEFAULT_PREFIX

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,8 +29,25 @@ GENESIS = "0" * 64
 
 
 def canonical_json(value: object) -> str:
-    """The one JSON spelling used for storage and hashing: sorted keys, no spaces, UTF-8."""
+    """The one JSON spelling used for storage and hashing: sorted keys, no spaces, UTF-8.
+
+    The engine's JSON serializer too: a ``Canonical`` value is written as the text it holds."""
+    if type(value) is Canonical:
+        return value.text
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Canonical:
+    """A JSON column's value spelled once by ``canonical_json``: the row written and the
+    record the store keeps for itself (``workload_as_read``) come from the same text, instead of
+    serialising every spec twice per write."""
+
+    text: str
+
+    @classmethod
+    def of(cls, value: object) -> Canonical:
+        return cls(canonical_json(value))
 
 
 _SHARED: dict[str, str] = {}
@@ -79,9 +97,9 @@ def workload_row(environment: str, record: WorkloadRecord, now: datetime) -> dic
         "commit": record.commit,
         "file": record.file,
         "spec_hash": record.spec_hash,
-        "spec": dict(record.spec),
-        "sources": dict(record.sources),
-        "source": dict(record.source),
+        "spec": Canonical.of(record.spec),
+        "sources": Canonical.of(record.sources),
+        "source": Canonical.of(record.source),
         "status": record.status,
         "updated_at": now,
     }
@@ -121,10 +139,10 @@ def resource_row(environment: str, record: ResourceRecord, now: datetime) -> dic
         "source_workload": record.source_workload,
         "provisioner": record.provisioner,
         "params_hash": record.params_hash,
-        "params": dict(record.params),
-        "state": dict(record.state),
-        "outputs": dict(record.outputs),
-        "secret_refs": dict(record.secret_refs),
+        "params": Canonical.of(record.params),
+        "state": Canonical.of(record.state),
+        "outputs": Canonical.of(record.outputs),
+        "secret_refs": Canonical.of(record.secret_refs),
         "status": record.status,
         "created_at": record.created_at or now,
         "updated_at": now,
@@ -248,5 +266,5 @@ def _as_is(value: Any) -> Any:
     return value
 
 
-def _as_stored(value: Any) -> Any:
-    return decode_json(canonical_json(value))
+def _as_stored(value: Canonical) -> Any:
+    return decode_json(value.text)

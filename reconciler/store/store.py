@@ -116,6 +116,18 @@ _RESOURCES_OF: Final = select(resources).where(
 )
 """Built once: the statement every step runs to read its resources."""
 
+_NAMES_PER_STATEMENT: Final = 1000
+"""Bound parameters per ``IN`` list, well under SQLite's limit (32,766)."""
+
+_SET_STATUS: Final = (
+    update(workloads)
+    .where(
+        workloads.c.environment == bindparam("in_environment"),
+        workloads.c.name.in_(bindparam("names", expanding=True)),
+    )
+    .values(status=bindparam("new_status"), updated_at=bindparam("now"))
+)
+
 
 class Store:
     """The state store. Build it with ``Store.open``; close it (or use ``with``) when done."""
@@ -125,6 +137,10 @@ class Store:
         self._url = url
         self._clock = clock
         self._current: ContextVar[Connection | None] = ContextVar(f"store-{id(self)}", default=None)
+        # The ``_advance`` calls of the open ``transaction()``, made once it has committed.
+        self._advances: ContextVar[list[Callable[[], None]] | None] = ContextVar(
+            f"store-advances-{id(self)}", default=None
+        )
         # environment -> what ``recorded`` decoded last, reused while the environment's revision
         # token in the database is the same, and carried over this process's writes.
         self._recorded: dict[str, _Kept] = {}
@@ -231,22 +247,32 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Make the store calls inside the block one transaction; nested blocks join the outer."""
+        """Make the store calls inside the block one transaction; nested blocks join the outer.
+
+        The state ``recorded`` keeps is carried over the block's writes once it has committed,
+        in the order they were made; a block that rolls back leaves it as it was.
+        """
         if self._current.get() is not None:
             yield
             return
+        advances: list[Callable[[], None]] = []
         with self._begin() as conn:
             token = self._current.set(conn)
+            pending = self._advances.set(advances)
             try:
                 yield
             finally:
+                self._advances.reset(pending)
                 self._current.reset(token)
+        for advance in advances:
+            advance()
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         outer = self._current.get()
-        if outer is not None:
-            yield outer
+        if outer is not None:  # translated here too: the caller may catch what one write raised
+            with self._translated():
+                yield outer
             return
         with self._begin() as conn:
             yield conn
@@ -317,21 +343,45 @@ class Store:
         saved_resources: Sequence[ResourceRecord] = (),
         gone_workloads: Sequence[str] = (),
         gone_resources: Sequence[str] = (),
+        restated: tuple[Sequence[str], str, datetime] | None = None,
     ) -> None:
         """Carry the decoded state ``recorded`` keeps over a write of this process, once it is
         committed: decoding a large environment again after every step's write would make a
-        reconcile cost grow with the environment, not with the change. Only when the state kept
-        is the one the write started from; else (another writer came between, or the write is
-        part of a ``transaction()`` not yet committed) it is dropped and read afresh."""
+        reconcile cost grow with the environment, not with the change. Inside ``transaction()``
+        this waits for the block to commit. Only when the state kept is the one the write
+        started from; else (another writer came between) it is dropped and read afresh."""
+
+        def advance() -> None:
+            self._carry(
+                environment,
+                tokens,
+                saved_workloads,
+                saved_resources,
+                gone_workloads,
+                gone_resources,
+                restated,
+            )
+
+        pending = self._advances.get()
+        if pending is None:
+            advance()
+        else:
+            pending.append(advance)
+
+    def _carry(
+        self,
+        environment: str,
+        tokens: tuple[str | None, str],
+        saved_workloads: Sequence[WorkloadRecord],
+        saved_resources: Sequence[ResourceRecord],
+        gone_workloads: Sequence[str],
+        gone_resources: Sequence[str],
+        restated: tuple[Sequence[str], str, datetime] | None,
+    ) -> None:
         previous, token = tokens
         with self._recorded_lock:
             kept = self._recorded.get(environment)
-            if (
-                self._current.get() is not None
-                or kept is None
-                or previous is None
-                or kept.token != previous
-            ):
+            if kept is None or previous is None or kept.token != previous:
                 self._recorded.pop(environment, None)
                 return
             kept.unshare()
@@ -342,6 +392,11 @@ class Store:
             for workload in saved_workloads:
                 kept.unsorted |= workload.name not in kept.workloads
                 kept.workloads[workload.name] = workload
+            names, status, now = restated or ((), "", None)
+            for name in names:
+                old = kept.workloads.get(name)
+                if old is not None:
+                    kept.workloads[name] = replace(old, status=status, updated_at=now)
             for saved in saved_resources:
                 first = kept.resources.get(saved.uid)
                 if first is not None and first.created_at is not None:
@@ -479,6 +534,29 @@ class Store:
         self._advance(
             environment, tokens, saved_workloads=[rows.workload_as_read(v) for v in values]
         )
+
+    def set_workload_status(self, environment: str, names: Collection[str], status: str) -> None:
+        """Set the status of these recorded workloads, leaving the rest of each record as it
+        is: a publish marks thousands Synced, and rewriting every spec for that cost more than
+        the publish."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return
+        now = self.now()
+        with self._write() as conn:
+            tokens = self._bump(conn, environment)
+            for start in range(0, len(wanted), _NAMES_PER_STATEMENT):
+                chunk = wanted[start : start + _NAMES_PER_STATEMENT]
+                conn.execute(
+                    _SET_STATUS,
+                    {
+                        "in_environment": environment,
+                        "names": chunk,
+                        "new_status": status,
+                        "now": now,
+                    },
+                )
+        self._advance(environment, tokens, restated=(wanted, status, now))
 
     def delete_workload(self, environment: str, name: str) -> None:
         with self._write() as conn:

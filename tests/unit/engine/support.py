@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from reconciler.engine import Step, StepContext, StoreCheckpointer
+from reconciler.engine import Step, StepContext, StoreCheckpointer, Write
 from reconciler.store import StepRecord, Store
 
 DEADLINE = 10.0  # seconds a test waits for an event before it fails rather than hangs
@@ -22,8 +22,8 @@ class RecordingCheckpointer(StoreCheckpointer):
         self.batches: list[list[str]] = []
         self._lock = threading.Lock()
 
-    def save(self, run_id: str, record: StepRecord) -> None:
-        super().save(run_id, record)
+    def save(self, run_id: str, record: StepRecord, writes: Sequence[Write] = ()) -> None:
+        super().save(run_id, record, writes)
         with self._lock:
             self.writes.append((record.step_id, record.status, record.attempt))
 

@@ -3,17 +3,25 @@ Running before and the outcome after each step, and resuming a run from its reco
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from reconciler.catalogue import Code
-from reconciler.engine import Executor, MemoryCheckpointer, RunStatus, StepContext, StepStatus
+from reconciler.engine import (
+    Executor,
+    MemoryCheckpointer,
+    RetryPolicy,
+    RunStatus,
+    StepContext,
+    StepStatus,
+    Write,
+)
 from reconciler.providers.base import DriverError
 from reconciler.store import StepRecord, Store, StoreError
-from tests.unit.engine.support import Calls, RecordingCheckpointer, new_run, step
+from tests.unit.engine.support import Calls, FakeSleep, RecordingCheckpointer, new_run, step
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -107,10 +115,10 @@ def test_resume_keeps_succeeded_steps_and_reruns_the_rest(any_store: Store, call
 class FailingCheckpointer(RecordingCheckpointer):
     """Fails when a step named ``bad`` is about to run, as a store gone away would."""
 
-    def save(self, run_id: str, record: StepRecord) -> None:
+    def save(self, run_id: str, record: StepRecord, writes: Sequence[Write] = ()) -> None:
         if record.step_id == "bad" and record.status == "Running":
             raise StoreError(Code.STORE_UNREACHABLE, "database went away")
-        super().save(run_id, record)
+        super().save(run_id, record, writes)
 
 
 def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_raises(
@@ -132,3 +140,65 @@ def test_the_memory_checkpointer_resumes_like_the_store(calls: Calls) -> None:
     assert Executor(checkpointer).run("r1", steps).status is RunStatus.SUCCEEDED
     assert calls.order == ["a", "b", "b"]
     assert [r.status for r in checkpointer.load("r1")] == ["Succeeded", "Succeeded"]
+
+
+def _raising(error: BaseException) -> Write:
+    def write() -> None:
+        raise error
+
+    return write
+
+
+def test_deferred_writes_are_stored_with_the_succeeded_checkpoint_or_not_at_all(
+    any_store: Store,
+) -> None:
+    """A step's record and its Succeeded checkpoint are one transaction: a write that raises
+    rolls back the writes before it and fails the attempt; a failed attempt's writes are never
+    made; a retryable failure of a write retries the step."""
+    run_id = new_run(any_store)
+    recorder = RecordingCheckpointer(any_store)
+    flaky = [DriverError(Code.STORE_UNREACHABLE, "try again", retryable=True)]
+    seen: list[str | None] = []
+
+    def deferring(name: str, *, then: BaseException | None = None) -> Any:
+        def run(context: StepContext) -> Mapping[str, Any]:
+            context.defer(lambda: any_store.set_last_commit(name, context.step_id * 8))
+            if then is not None:
+                context.defer(_raising(then))
+            return {}
+
+        return run
+
+    def failing(context: StepContext) -> Mapping[str, Any]:
+        context.defer(lambda: any_store.set_last_commit("never", "f" * 40))
+        raise DriverError(Code.MANIFEST_RENDER_FAILED, "bad template", retryable=False)
+
+    def retried(context: StepContext) -> Mapping[str, Any]:
+        seen.append(any_store.last_commit("retried"))
+        context.defer(lambda: any_store.set_last_commit("retried", "r" * 40))
+        if flaky:
+            context.defer(_raising(flaky.pop()))
+        return {}
+
+    bad = DriverError(Code.MANIFEST_RENDER_FAILED, "the record cannot be written", retryable=False)
+    steps = [
+        step("ok", deferring("ok-env")),
+        step("torn", deferring("torn-env", then=bad)),
+        step("fails", failing),
+        step("flaky", retried, retry=RetryPolicy(max_attempts=2, initial_backoff=0)),
+    ]
+    result = Executor(recorder, parallelism=1, sleep=FakeSleep()).run(run_id, steps)
+    assert result.status is RunStatus.FAILED
+    assert any_store.last_commit("ok-env") == "ok" * 8
+    assert recorder.statuses("ok") == ["Pending", "Running", "Succeeded"]
+    assert any_store.last_commit("torn-env") is None  # rolled back with the checkpoint
+    assert recorder.statuses("torn") == ["Pending", "Running", "Failed"]
+    torn = recorder.store_steps(run_id)["torn"]
+    assert (torn.error_code, torn.message) == (Code.MANIFEST_RENDER_FAILED.id, bad.message)
+    assert any_store.last_commit("never") is None
+    assert seen == [None, None]  # the first attempt's write was rolled back
+    assert any_store.last_commit("retried") == "r" * 40
+    assert (result.steps["flaky"].status, result.steps["flaky"].attempts) == (
+        StepStatus.SUCCEEDED,
+        2,
+    )

@@ -95,6 +95,23 @@ def test_encrypted_put_many_keeps_every_value_sealed_in_one_write(
     assert CANARY.encode() not in raw
 
 
+def _put_then_fail(store: Store, secrets: EncryptedSecretStore) -> None:
+    with store.transaction():
+        secrets.put_many({REF: CANARY})
+        secrets.delete(OTHER)
+        raise RuntimeError("the step's record could not be written")
+
+
+def test_encrypted_writes_roll_back_with_the_callers_transaction(store: Store, key: bytes) -> None:
+    """What lets the runner write a resource's secrets with its record, in one transaction."""
+    secrets = EncryptedSecretStore.from_env(store)
+    assert secrets.in_state_store
+    secrets.put(OTHER, "kept")
+    with pytest.raises(RuntimeError):
+        _put_then_fail(store, secrets)
+    assert (secrets.get(REF), secrets.get(OTHER)) == (None, "kept")
+
+
 def test_encrypted_replace_delete_and_missing(store: Store, key: bytes) -> None:
     secrets = EncryptedSecretStore.from_env(store)
     secrets.put(REF, "one")
@@ -174,6 +191,7 @@ def test_vault_round_trip_with_the_real_hvac_client(vault: FakeVault) -> None:
 
 def test_vault_put_many_writes_each_reference(vault: FakeVault) -> None:
     secrets = _vault_store(vault)
+    assert not secrets.in_state_store  # the runner writes to Vault outside any transaction
     secrets.put_many({REF: CANARY, OTHER: "second"})
     assert (secrets.get(REF), secrets.get(OTHER)) == (CANARY, "second")
 

@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import event, text
 
 from reconciler.catalogue import Code
-from reconciler.store import RecordedState, Store, StoreError
+from reconciler.store import RecordedState, Store, StoreError, WorkloadRecord
 from reconciler.store.migrations import head
 from reconciler.store.records import PinRecord
 from reconciler.store.tables import metadata
@@ -259,17 +259,77 @@ def test_plan_inputs_are_what_the_separate_reads_give(store: Store, build: Build
     assert found.pins == store.pins("prod") == {"web": pin}
 
 
-def test_a_write_inside_a_transaction_drops_the_kept_state(store: Store, build: Builders) -> None:
+def test_set_workload_status_changes_only_the_status_and_keeps_the_state_carried(
+    store: Store, store_url: str, build: Builders, clock: TickingClock
+) -> None:
     workload, _, _ = build
+    store.save_workloads("prod", [workload("web", status="Unpublished"), workload("api")])
+    store.save_workload("staging", workload("web", status="Unpublished"))
+    before = store.recorded("prod")
+    reads: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM workloads" in statement:
+            reads.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        store.set_workload_status("prod", ["web", "gone"], "Synced")
+        kept = store.recorded("prod")
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    assert reads == []
+    web = kept.workloads["web"]
+    assert web.status == "Synced"
+    assert web.updated_at is not None
+    assert before.workloads["web"].updated_at is not None
+    assert web.updated_at > before.workloads["web"].updated_at
+    assert replace(web, status="Unpublished", updated_at=None) == replace(
+        before.workloads["web"], updated_at=None
+    )
+    assert kept.workloads["api"] is before.workloads["api"]
+    assert list(kept.workloads) == ["api", "web"]
+    with Store.open(store_url) as other:
+        assert kept == other.recorded("prod")
+        assert other.recorded("staging").workloads["web"].status == "Unpublished"
+
+
+def _doomed(store: Store, record: WorkloadRecord) -> None:
+    with store.transaction():
+        store.save_workload("prod", record)
+        raise RuntimeError("roll back")
+
+
+def test_a_transaction_carries_the_kept_state_once_committed(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """Its writes are carried over in order after the commit (a step's record and checkpoint
+    are one transaction); a block that rolls back leaves the kept state as it was."""
+    workload, resource, _ = build
     store.save_workload("prod", workload("web"))
     store.recorded("prod")
+    reads: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM workloads" in statement:
+            reads.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
     try:
+        with pytest.raises(RuntimeError):
+            _doomed(store, workload("doomed"))
+        assert list(store.recorded("prod").workloads) == ["web"]
         with store.transaction():
-            store.save_workload("prod", workload("doomed"))
-            raise RuntimeError("roll back")
-    except RuntimeError:
-        pass
-    assert list(store.recorded("prod").workloads) == ["web"]
+            store.save_resource("prod", resource("redis.default#cache"))
+            store.save_workload("prod", workload("api"))
+            store.delete_workload("prod", "web")
+        kept = store.recorded("prod")
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    assert reads == []
+    assert list(kept.workloads) == ["api"]
+    with Store.open(store_url) as other:
+        assert kept == other.recorded("prod")
 
 
 def test_a_writer_does_not_wait_for_transactions_that_only_refer_to_the_environment(
