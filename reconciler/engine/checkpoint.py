@@ -2,8 +2,9 @@
 
 The executor calls ``save`` from its worker threads (one step's writes always come from one
 thread, in order) and ``save_many`` for batches it builds itself: every step Pending at the
-start, steps skipped together. ``StoreCheckpointer`` writes into the run's ``steps`` table;
-``MemoryCheckpointer`` keeps states in a dictionary, for previews and tests of scheduling.
+start, the first Running checkpoints of the steps it starts together, steps skipped together.
+``StoreCheckpointer`` writes into the run's ``steps`` table; ``MemoryCheckpointer`` keeps
+states in a dictionary, for previews and tests of scheduling.
 The step value is the store's ``StepRecord``: it already is the checkpoint's exact shape.
 
 A step's own records (``StepContext.defer``) come with its Succeeded checkpoint, as ``writes``:

@@ -78,10 +78,12 @@ class _Report:
 
 @dataclass(slots=True)
 class _Slot:
-    """A running step, shared by the coordinator and the step's worker."""
+    """A running step, shared by the coordinator and the step's worker. ``started`` is when
+    the coordinator recorded it Running (its first attempt's checkpoint)."""
 
     step: Step
     lines: list[str]
+    started: datetime
     lock: threading.Lock = field(default_factory=threading.Lock)
     abandoned: bool = False
     context: StepContext | None = None
@@ -229,22 +231,54 @@ class _Run:
             if not self.running:
                 return
             try:
-                message = self.inbox.get(timeout=self._remaining_grace())
+                message: object = self.inbox.get(timeout=self._remaining_grace())
             except queue.Empty:
                 self._abandon_running()
                 return
-            if message is _CANCEL:
-                self._begin_stop()
-            elif isinstance(message, _Report):
-                self._finish(message)
+            while True:  # every report waiting, so that the steps they free start together
+                if message is _CANCEL:
+                    self._begin_stop()
+                elif isinstance(message, _Report):
+                    self._finish(message)
+                try:
+                    message = self.inbox.get_nowait()
+                except queue.Empty:
+                    break
 
     def _dispatch(self) -> None:
+        """Start what is ready, each step's first Running checkpoint written for all of them
+        in one transaction before any runs: with SQLite's one writer, a transaction per step
+        made the workers queue for it."""
         if self.ex._cancelled:  # seen before its inbox message: start nothing more
             self._begin_stop()
-        while self.ready and len(self.running) < self.ex._parallelism and not self.stop.is_set():
+        started: list[_Slot] = []
+        while (
+            self.ready
+            and len(self.running) + len(started) < self.ex._parallelism
+            and not self.stop.is_set()
+        ):
             sid = heapq.heappop(self.ready)
-            slot = _Slot(self.steps[sid], self.logs.setdefault(sid, []))
-            self.running[sid] = slot
+            started.append(_Slot(self.steps[sid], self.logs.setdefault(sid, []), self.ex._now()))
+        if not started:
+            return
+        running = [
+            self._record(
+                slot.step.id,
+                StepOutcome(StepStatus.RUNNING, 1, started_at=slot.started),
+                slot.lines,
+            )
+            for slot in started
+        ]
+        try:
+            self.ex._checkpointer.save_many(self.run_id, running)
+        except Exception as error:  # as a worker's checkpoint failing: none of them runs
+            self.fatal = self.fatal or error
+            for slot in started:
+                self.outcomes[slot.step.id] = StepOutcome(StepStatus.FAILED, message=str(error))
+            self._begin_stop()
+            return
+        for slot in started:
+            self.running[slot.step.id] = slot
             self.work.put(slot)
 
     def _remaining_grace(self) -> float | None:
@@ -382,11 +416,12 @@ class _Run:
     def _drive(self, slot: _Slot) -> StepOutcome:
         """All attempts of one step, with a checkpoint before and after each."""
         policy = slot.step.retry
-        started = self.ex._now()
+        started = slot.started
         for attempt in range(1, policy.max_attempts + 1):
             if self.stop.is_set():
                 return self._end(slot, attempt - 1, started, interrupted("before the attempt"))
-            self._write(slot, StepOutcome(StepStatus.RUNNING, attempt, started_at=started))
+            if attempt > 1:  # the first attempt's was written by the coordinator (_dispatch)
+                self._write(slot, StepOutcome(StepStatus.RUNNING, attempt, started_at=started))
             result = self._attempt(slot, attempt)
             if not isinstance(result, Failure):
                 outcome = StepOutcome(

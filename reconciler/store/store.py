@@ -488,8 +488,28 @@ class Store:
         if not wanted:
             return {}
         with self._read() as conn:
+            if self._current.get() is None:
+                kept = self._kept_resources(environment, self._token(conn, environment), wanted)
+                if kept is not None:
+                    return kept
             found = conn.execute(_RESOURCES_OF, {"environment": environment, "uids": wanted})
             return {r.uid: r for r in map(rows.resource_record, found)}
+
+    def _kept_resources(
+        self, environment: str, token: str | None, wanted: Sequence[str]
+    ) -> dict[str, ResourceRecord] | None:
+        """These resources from the state ``recorded`` keeps decoded, if it is the state at
+        ``token`` (the database's): then a step's read costs one small query instead of a query
+        and a decode per record, and still sees every other writer's writes (each replaced the
+        token). Read under the lock, without ``shared``: a step's read must not make the next
+        write copy the kept mappings."""
+        if token is None:
+            return None
+        with self._recorded_lock:
+            kept = self._recorded.get(environment)
+            if kept is None or kept.token != token:
+                return None
+            return {uid: kept.resources[uid] for uid in wanted if uid in kept.resources}
 
     @staticmethod
     def _token(conn: Connection, environment: str) -> str | None:

@@ -116,9 +116,17 @@ class FailingCheckpointer(RecordingCheckpointer):
     """Fails when a step named ``bad`` is about to run, as a store gone away would."""
 
     def save(self, run_id: str, record: StepRecord, writes: Sequence[Write] = ()) -> None:
-        if record.step_id == "bad" and record.status == "Running":
-            raise StoreError(Code.STORE_UNREACHABLE, "database went away")
+        self._check([record])
         super().save(run_id, record, writes)
+
+    def save_many(self, run_id: str, records: Sequence[StepRecord]) -> None:
+        self._check(records)  # the first Running checkpoints come in the coordinator's batches
+        super().save_many(run_id, records)
+
+    @staticmethod
+    def _check(records: Sequence[StepRecord]) -> None:
+        if any(r.step_id == "bad" and r.status == "Running" for r in records):
+            raise StoreError(Code.STORE_UNREACHABLE, "database went away")
 
 
 def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_raises(

@@ -332,6 +332,46 @@ def test_a_transaction_carries_the_kept_state_once_committed(
         assert kept == other.recorded("prod")
 
 
+def test_resources_of_comes_from_the_kept_state_while_its_token_is_current(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """A step reads its resources from the decoded state ``recorded`` keeps, with no query of
+    the rows, and still sees another writer's change (the token) and, inside a transaction,
+    its own uncommitted writes."""
+    _, resource, _ = build
+    store.save_resources("prod", [resource("redis.default#cache"), resource("dns.default#web")])
+    kept = store.recorded("prod")
+    reads: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM resources" in statement:
+            reads.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        found = store.resources_of("prod", ["redis.default#cache", "absent.default#x"])
+        assert reads == []
+        assert found == {"redis.default#cache": kept.resources["redis.default#cache"]}
+        with Store.open(store_url) as other:
+            assert other.resources_of("prod", ["redis.default#cache"]) == found  # as read
+            other.save_resource(
+                "prod", replace(resource("redis.default#cache"), outputs={"host": "elsewhere"})
+            )
+        changed = store.resources_of("prod", ["redis.default#cache"])
+        assert changed["redis.default#cache"].outputs == {"host": "elsewhere"}
+        reads.clear()
+        store.recorded("prod")  # kept again at the other writer's token
+        with store.transaction():
+            store.delete_resource("prod", "dns.default#web")
+            assert store.resources_of("prod", ["dns.default#web"]) == {}
+        assert reads != []  # inside the transaction the rows are read
+        reads.clear()
+        assert store.resources_of("prod", ["dns.default#web", "redis.default#cache"]) == changed
+        assert reads == []  # the deletion was carried over once committed
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+
+
 def test_a_writer_does_not_wait_for_transactions_that_only_refer_to_the_environment(
     pg_url: str, build: Builders
 ) -> None:
