@@ -41,16 +41,19 @@ def clear_stale_lock(git_dir: Path, ref: str, *, now: Callable[[], float] = time
     if not lock.exists():
         return False
     guard_dir = common_dir_of(git_dir) / "reconciler"
-    guard_dir.mkdir(exist_ok=True)
-    with (guard_dir / "ref-locks.flock").open("a") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        try:
-            age = now() - lock.stat().st_mtime
-        except FileNotFoundError:
-            return False
-        if age < STALE_AFTER:
-            return False
-        lock.unlink(missing_ok=True)
+    try:
+        guard_dir.mkdir(exist_ok=True)
+        with (guard_dir / "ref-locks.flock").open("a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                age = now() - lock.stat().st_mtime
+            except FileNotFoundError:
+                return False
+            if age < STALE_AFTER:
+                return False
+            lock.unlink(missing_ok=True)
+    except OSError:  # a read-only repository: the writer's own error says what went wrong
+        return False
     log.warning(
         "removed a stale ref lock",
         lock=str(lock),
