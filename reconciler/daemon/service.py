@@ -41,6 +41,7 @@ from reconciler.daemon.webhooks import (
     PullRequestEvent,
     PushEvent,
 )
+from reconciler.engine.executor import SIGNAL_POLL
 from reconciler.gitops.errors import GitError
 from reconciler.gitops.mirror import FetchLoop, Mirror
 from reconciler.gitops.repository import Repository
@@ -217,7 +218,10 @@ class Daemon:
         log.info("daemon stopped")
 
     def wait(self) -> None:
-        self._stopping.wait()
+        """Until ``request_stop``; in slices, so that the main thread comes back to the
+        interpreter and runs a signal handler whose signal the kernel gave another thread."""
+        while not self._stopping.wait(SIGNAL_POLL):
+            pass
 
     def request_stop(self) -> None:
         """Safe in a signal handler: only sets a flag that ``wait`` returns on."""

@@ -50,6 +50,11 @@ from reconciler.engine.steps import (
 from reconciler.store import StepRecord
 
 GRACE_PERIOD = 30.0
+SIGNAL_POLL = 0.2
+"""Seconds the coordinator blocks at most on the main thread. A signal the kernel delivers to a
+worker thread does not wake the main thread, and Python runs its handler (``cancel`` on
+SIGTERM) only when the main thread is back in the interpreter: without a bound, SIGTERM waited
+for the running step to finish."""
 _CANCEL = object()
 
 
@@ -230,9 +235,8 @@ class _Run:
             self._dispatch()
             if not self.running:
                 return
-            try:
-                message: object = self.inbox.get(timeout=self._remaining_grace())
-            except queue.Empty:
+            message = self._next_message()
+            if message is None:  # the grace period is over
                 self._abandon_running()
                 return
             while True:  # every report waiting, so that the steps they free start together
@@ -280,6 +284,25 @@ class _Run:
         for slot in started:
             self.running[slot.step.id] = slot
             self.work.put(slot)
+
+    def _next_message(self) -> object | None:
+        """The next message of the inbox, or None once the grace period has run out; waited
+        for in slices of ``SIGNAL_POLL`` on the main thread, so that signal handlers run."""
+        remaining = self._remaining_grace()
+        if threading.current_thread() is not threading.main_thread():
+            try:
+                return self.inbox.get(timeout=remaining)
+            except queue.Empty:
+                return None
+        while True:
+            wait = SIGNAL_POLL if remaining is None else min(SIGNAL_POLL, remaining)
+            try:
+                return self.inbox.get(timeout=wait)
+            except queue.Empty:
+                if remaining is not None:
+                    remaining -= wait
+                    if remaining <= 0:
+                        return None
 
     def _remaining_grace(self) -> float | None:
         if self.deadline is None:

@@ -1,13 +1,15 @@
 """A run in a child process, for the crash and signal tests: ``python crash_child.py MODE URL
 RUN_ID EFFECTS``. Steps a → b → c append their id to EFFECTS (the side effects the parent counts);
 b prints "b running" and then blocks: on a read of stdin (MODE kill, the parent never writes) or
-until the run is cancelled (MODE term, the parent sends SIGTERM)."""
+until the run is cancelled (MODE term, the parent sends SIGTERM; MODE term-worker, b sends
+SIGTERM to its own worker thread)."""
 
 from __future__ import annotations
 
 import json
 import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,8 +43,20 @@ def block_until_cancelled(context: StepContext) -> None:
     context.raise_if_cancelled()
 
 
+def term_this_thread_and_block(context: StepContext) -> None:
+    """SIGTERM delivered to this worker thread, not to the main one (the kernel may pick any
+    thread for a process's signal): the main thread must still run the handler soon."""
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+    context.cancelled.wait(15)  # a step that was never cancelled succeeds after this
+    context.raise_if_cancelled()
+
+
 def main(mode: str, url: str, run_id: str, effects: str) -> None:
-    block = block_on_stdin if mode == "kill" else block_until_cancelled
+    block = {
+        "kill": block_on_stdin,
+        "term": block_until_cancelled,
+        "term-worker": term_this_thread_and_block,
+    }[mode]
     with Store.open(url) as store:
         executor = Executor(StoreCheckpointer(store), parallelism=1)
         signal.signal(signal.SIGTERM, lambda signum, frame: executor.cancel())

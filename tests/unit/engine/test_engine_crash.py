@@ -104,3 +104,21 @@ def test_sigterm_interrupts_the_run_and_checkpoints_it(
     }
     stored = {r.step_id: (r.status, r.error_code) for r in store.steps(run_id)}
     assert stored == {k: (v[0], v[1]) for k, v in summary["steps"].items()}
+
+
+def test_sigterm_delivered_to_a_worker_thread_still_interrupts_the_run(
+    store: Store, store_url: str, tmp_path: Path
+) -> None:
+    """The kernel delivers a process's SIGTERM to any of its threads. One that lands on a
+    worker does not wake the coordinator's wait on the main thread, where Python runs signal
+    handlers; the coordinator must come back to the interpreter by itself."""
+    run_id, effects = new_run(store), tmp_path / "effects.txt"
+    child = start_child("term-worker", store_url, run_id, effects)
+    try:
+        assert read_line(child) == "b running"
+        summary = json.loads(read_line(child))
+    finally:
+        child.kill()
+        child.communicate(timeout=DEADLINE)
+    assert summary["status"] == "Interrupted"
+    assert summary["steps"]["b"] == ["Failed", "RCN-3005"]  # cancelled, not left to finish
