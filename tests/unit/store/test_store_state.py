@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -20,6 +22,23 @@ from reconciler.store.tables import metadata
 
 if TYPE_CHECKING:
     from tests.unit.store.conftest import Builders, TickingClock
+
+
+@contextmanager
+def selects_from(store: Store, table: str) -> Iterator[list[str]]:
+    """The SELECT statements on ``table`` the store runs inside the block: what tells a state
+    carried over from one read again."""
+    reads: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and f"FROM {table}" in statement:
+            reads.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        yield reads
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
 
 
 def test_open_twice_migrates_once_and_keeps_data(store_url: str, build: Builders) -> None:
@@ -194,22 +213,13 @@ def test_recorded_state_is_carried_over_this_process_writes_without_reading_agai
     store.save_workloads("prod", [workload("web"), workload("api")])
     store.save_resource("prod", resource("redis.default#cache"))
     store.recorded("prod")  # decoded once, then kept
-    reads: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM workloads" in statement:
-            reads.append(statement)
-
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
+    with selects_from(store, "workloads") as reads:
         store.save_workload("prod", replace(workload("web"), commit="c" * 40))
         store.save_workload("prod", workload("aaa"))  # a new name: still in name order
         store.save_resource("prod", replace(resource("redis.default#cache"), outputs={"x": (1,)}))
         store.delete_workload("prod", "api")
         store.delete_resource("prod", "postgres.default#none")
         kept = store.recorded("prod")
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
     assert reads == []  # every write carried the kept state forward
     with Store.open(store_url) as other:
         assert kept == other.recorded("prod")  # exactly what a read gives (tuples as lists...)
@@ -266,18 +276,9 @@ def test_set_workload_status_changes_only_the_status_and_keeps_the_state_carried
     store.save_workloads("prod", [workload("web", status="Unpublished"), workload("api")])
     store.save_workload("staging", workload("web", status="Unpublished"))
     before = store.recorded("prod")
-    reads: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM workloads" in statement:
-            reads.append(statement)
-
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
+    with selects_from(store, "workloads") as reads:
         store.set_workload_status("prod", ["web", "gone"], "Synced")
         kept = store.recorded("prod")
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
     assert reads == []
     web = kept.workloads["web"]
     assert web.status == "Synced"
@@ -308,14 +309,7 @@ def test_a_transaction_carries_the_kept_state_once_committed(
     workload, resource, _ = build
     store.save_workload("prod", workload("web"))
     store.recorded("prod")
-    reads: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM workloads" in statement:
-            reads.append(statement)
-
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
+    with selects_from(store, "workloads") as reads:
         with pytest.raises(RuntimeError):
             _doomed(store, workload("doomed"))
         assert list(store.recorded("prod").workloads) == ["web"]
@@ -324,8 +318,6 @@ def test_a_transaction_carries_the_kept_state_once_committed(
             store.save_workload("prod", workload("api"))
             store.delete_workload("prod", "web")
         kept = store.recorded("prod")
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
     assert reads == []
     assert list(kept.workloads) == ["api"]
     with Store.open(store_url) as other:
@@ -341,14 +333,7 @@ def test_resources_of_comes_from_the_kept_state_while_its_token_is_current(
     _, resource, _ = build
     store.save_resources("prod", [resource("redis.default#cache"), resource("dns.default#web")])
     kept = store.recorded("prod")
-    reads: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM resources" in statement:
-            reads.append(statement)
-
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
+    with selects_from(store, "resources") as reads:
         found = store.resources_of("prod", ["redis.default#cache", "absent.default#x"])
         assert reads == []
         assert found == {"redis.default#cache": kept.resources["redis.default#cache"]}
@@ -368,8 +353,6 @@ def test_resources_of_comes_from_the_kept_state_while_its_token_is_current(
         reads.clear()
         assert store.resources_of("prod", ["dns.default#web", "redis.default#cache"]) == changed
         assert reads == []  # the deletion was carried over once committed
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
 
 
 def test_a_writer_does_not_wait_for_transactions_that_only_refer_to_the_environment(
