@@ -18,7 +18,7 @@ from pygit2.enums import MergeFavor
 from reconciler.catalogue import Code
 from reconciler.gitops.errors import GitError
 from reconciler.gitops.gitcli import push_merging
-from reconciler.gitops.reflock import clear_stale_lock
+from reconciler.gitops.reflock import lost_race
 
 PUSH_ATTEMPTS = 5
 """Pushes per call; each rejected one fetches and merges first."""
@@ -69,11 +69,8 @@ def merge_into(repo_path: Path, ref: str, other: str) -> None:
         return  # a local writer moved it meanwhile: the next push's rejection merges again
     try:
         reference.set_target(target, "reconciler: merge from the remote")
-    except (pygit2.GitError, OSError) as exc:  # libgit2's "locked" arrives as either
-        if "lock" in str(exc):
-            clear_stale_lock(Path(repo.path), ref)  # a killed writer's lock, once it is old
-            return
-        if "does not match" in str(exc):
+    except (pygit2.GitError, OSError) as exc:
+        if lost_race(Path(repo.path), ref, exc):
             return
         raise GitError(_CODE, f"{ref}: cannot move it: {exc}") from exc
 

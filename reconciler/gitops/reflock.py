@@ -61,3 +61,15 @@ def clear_stale_lock(git_dir: Path, ref: str, *, now: Callable[[], float] = time
         hint="a writer of this ref was killed while it moved the ref",
     )
     return True
+
+
+def lost_race(git_dir: Path, ref: str, error: BaseException) -> bool:
+    """Whether ``error``, raised while moving ``ref`` by compare-and-swap, means another writer
+    came first: it holds the ref's lock (a dead writer's is removed on the way, once old) or
+    moved the ref since it was read. pygit2 raises libgit2's "locked" as ``GitError`` or
+    ``OSError``."""
+    text = str(error)
+    if "lock" in text:
+        clear_stale_lock(git_dir, ref)
+        return True
+    return "does not match" in text

@@ -24,7 +24,7 @@ from pygit2.enums import FileMode
 from reconciler.catalogue import Code
 from reconciler.gitops.errors import GitError
 from reconciler.gitops.gitcli import push_merging
-from reconciler.gitops.reflock import clear_stale_lock
+from reconciler.gitops.reflock import lost_race
 from reconciler.gitops.status.model import CommitStatus
 from reconciler.gitops.status.reporter import NOTES_PUSH_FAILED, NOTES_WRITE_FAILED
 
@@ -240,11 +240,8 @@ def _move(
         return True
     except pygit2.AlreadyExistsError:
         return False
-    except (pygit2.GitError, OSError) as exc:  # libgit2's "locked" arrives as either
-        if "lock" in str(exc):
-            clear_stale_lock(Path(repo.path), ref)  # a killed writer's lock, once it is old
-            return False
-        if "does not match" in str(exc):
+    except (pygit2.GitError, OSError) as exc:
+        if lost_race(Path(repo.path), ref, exc):
             return False
         raise GitError(NOTES_WRITE_FAILED, f"{ref}: cannot move it: {exc}") from exc
 
