@@ -525,6 +525,12 @@ class Code(enum.Enum):
         "a replica lost its lease on a workload or environment",
         "Another replica took over after this one stopped renewing; check the store's latency.",
     )
+    ENVIRONMENT_LOCKED = Entry(
+        5011,
+        "environment is being reconciled by another process",
+        "Wait for the daemon's run (or the other command) to finish, or pass --lock-timeout to "
+        "wait for it; the message names the holder (host-pid).",
+    )
 
     # -- 6xxx: API and authentication ---------------------------------------------------------
     WEBHOOK_SIGNATURE_INVALID = Entry(

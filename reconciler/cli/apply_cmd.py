@@ -16,11 +16,14 @@ from rich.console import Console
 from reconciler.catalogue import Code
 from reconciler.cli import workflow_cmd
 from reconciler.cli.common import (
+    DEFAULT_LOCK_TIMEOUT,
     EnvOption,
+    LockTimeoutOption,
     RefOption,
     RepoOption,
     StoreOption,
     cancel_on_signals,
+    claimed,
     fail,
     find_run,
     open_repository,
@@ -71,6 +74,7 @@ def _run_one(
     approved: bool = False,
     console: Console,
     scope: Sequence[str] | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> list[RunOutcome]:
     repository = open_repository(repo_path)
     try:
@@ -91,7 +95,7 @@ def _run_one(
             fail(exc.code, exc.message)
         checkpointer = ProgressCheckpointer(StoreCheckpointer(store), console)
         executor = Executor(checkpointer, parallelism=parallelism)
-        with cancel_on_signals(executor):
+        with claimed(store, name, lock_timeout), cancel_on_signals(executor):
             outcome = apply_environment(
                 repository,
                 services,
@@ -153,6 +157,7 @@ def apply(
     store: StoreOption = None,
     auto_approve: AutoApprove = False,
     parallelism: Parallelism = 4,
+    lock_timeout: LockTimeoutOption = DEFAULT_LOCK_TIMEOUT,
 ) -> None:
     """Plan a commit and apply it: provision resources, publish workloads, record the result."""
     console = Console(highlight=False, soft_wrap=True)
@@ -166,6 +171,7 @@ def apply(
             auto_approve=auto_approve,
             parallelism=parallelism,
             console=console,
+            lock_timeout=lock_timeout,
         )
     _exit(outcomes)
 
@@ -175,6 +181,7 @@ def approve(
     repo: RepoOption = Path("."),
     store: StoreOption = None,
     parallelism: Parallelism = 4,
+    lock_timeout: LockTimeoutOption = DEFAULT_LOCK_TIMEOUT,
 ) -> None:
     """Approve a run waiting for approval, and carry it out."""
     console = Console(highlight=False, soft_wrap=True)
@@ -194,6 +201,7 @@ def approve(
             approved=True,
             console=console,
             scope=run.scope,  # a daemon's run of some workloads stays a run of those
+            lock_timeout=lock_timeout,
         )
     _exit(outcomes)
 
@@ -263,6 +271,7 @@ def destroy(
     ref: RefOption = "HEAD",
     store: StoreOption = None,
     auto_approve: AutoApprove = False,
+    lock_timeout: LockTimeoutOption = DEFAULT_LOCK_TIMEOUT,
 ) -> None:
     """Remove every workload and resource recorded for an environment."""
     console = Console(highlight=False, soft_wrap=True)
@@ -280,7 +289,7 @@ def destroy(
         services = services_for(state, repository, env, environments[env])
         checkpointer = ProgressCheckpointer(StoreCheckpointer(state), console)
         executor = Executor(checkpointer)
-        with cancel_on_signals(executor):
+        with claimed(state, env, lock_timeout), cancel_on_signals(executor):
             outcome = destroy_environment(
                 repository, services, source, env, environments[env], executor=executor
             )

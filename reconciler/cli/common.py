@@ -20,6 +20,7 @@ from reconciler.catalogue import Code
 from reconciler.engine import Executor
 from reconciler.gitops.errors import GitError
 from reconciler.gitops.repository import Repository
+from reconciler.store.envlock import environment_lock
 from reconciler.store.errors import StoreError
 from reconciler.store.records import RunRecord
 from reconciler.store.store import Store
@@ -42,6 +43,32 @@ RefOption = Annotated[str, typer.Option("--ref", help="The revision to use.")]
 EnvOption = Annotated[
     str | None, typer.Option("--env", "-e", help="One environment (default: all).")
 ]
+LockTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--lock-timeout",
+        min=0.0,
+        help="Seconds to wait while the daemon or another command is reconciling the "
+        "environment (0: refuse at once).",
+    ),
+]
+DEFAULT_LOCK_TIMEOUT = 60.0
+"""Long enough for a daemon's run of a few workloads to end; a first reconcile may take more."""
+
+
+@contextmanager
+def claimed(store: Store, environment: str, wait: float) -> Iterator[None]:
+    """Hold the environment against the daemon and other commands while this one applies it;
+    a coded error (RCN-5011, naming the holder) once ``wait`` seconds pass."""
+    try:
+        with environment_lock(
+            store, environment, wait=wait, on_wait=lambda text: typer.echo(text, err=True)
+        ):
+            yield
+    except StoreError as exc:
+        if exc.code is not Code.ENVIRONMENT_LOCKED:
+            raise
+        fail(exc.code, exc.message)
 
 
 def fail(code: Code, message: str, *, exit_code: int = 1) -> NoReturn:

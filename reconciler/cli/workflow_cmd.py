@@ -20,6 +20,7 @@ from rich.console import Console
 
 from reconciler.catalogue import Code
 from reconciler.cli.common import (
+    DEFAULT_LOCK_TIMEOUT,
     EnvOption,
     RefOption,
     RepoOption,
@@ -41,6 +42,8 @@ from reconciler.render import diagnostics as render_diagnostics
 from reconciler.runner import apply_environment
 from reconciler.schemacheck import did_you_mean
 from reconciler.services import services_for
+from reconciler.store.envlock import environment_lock
+from reconciler.store.errors import StoreError
 from reconciler.store.records import RunRecord
 from reconciler.store.store import Store
 from reconciler.workflows import (
@@ -265,9 +268,15 @@ def _applier(repository: Repository, store: Store, source: Source) -> Any:
                 Code.UNKNOWN_ENVIRONMENT, f"environment '{environment}' is not defined"
             )
         services = services_for(store, repository, environment, env, actor="workflow")
-        outcome = apply_environment(
-            repository, services, source, environment, env, trigger="workflow"
-        )
+        try:
+            with environment_lock(store, environment, wait=DEFAULT_LOCK_TIMEOUT):
+                outcome = apply_environment(
+                    repository, services, source, environment, env, trigger="workflow"
+                )
+        except StoreError as exc:
+            if exc.code is not Code.ENVIRONMENT_LOCKED:
+                raise
+            raise DriverError(exc.code, exc.message, retryable=True) from exc
         run_id = outcome.run.id if outcome.run is not None else ""
         ctx.log(f"apply {environment}: {outcome.status} {outcome.message}".rstrip())
         if outcome.run is not None and outcome.exit_code != 0:

@@ -45,6 +45,7 @@ from reconciler.runner import (
     republish_environment,
 )
 from reconciler.services import services_for
+from reconciler.store.envlock import environment_key
 from reconciler.store.errors import StoreError
 from reconciler.store.leases import LeaseManager
 from reconciler.store.records import RunRecord
@@ -57,6 +58,10 @@ Key = tuple[str, str]
 
 ENVIRONMENT_RUN = "*"
 """A stand-in workload for changes that no workload owns: a run of the whole environment."""
+
+CLAIMED_RETRY = 2.0
+"""Seconds before a workload is looked at again while a command holds its environment: its
+verdict should follow the command's end closely, and asking is one small query."""
 
 MAX_BATCH = 500
 """Workloads of one environment applied in one run at most: large enough that a first
@@ -194,6 +199,19 @@ class Reconciler:
                 self.queue.add_after((name, workload), self.leases.ttl / 2)
         mine = sorted(leases[lease] for lease in held)
         if not mine:
+            return {}
+        claimed = self.leases.others(environment_key(name))
+        if claimed:
+            # A command (``reconciler apply``, ``approve``, ``destroy``) holds the environment:
+            # its run is alive, and ours would race it. Look again once it may be done.
+            self.leases.release_many(held)
+            for workload in mine:
+                self.queue.add_after((name, workload), CLAIMED_RETRY)
+            log.info(
+                "environment claimed by a command; waiting",
+                environment=name,
+                holder=sorted(set(claimed.values())),
+            )
             return {}
         try:
             scope = None if ENVIRONMENT_RUN in mine else mine

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import threading
 import time
 from collections import Counter
@@ -55,7 +54,7 @@ from reconciler.preview.daemon import PreviewTarget, preview_pull_request
 from reconciler.preview.markdown import to_markdown
 from reconciler.providers.base import DriverError
 from reconciler.store.errors import StoreError
-from reconciler.store.leases import LeaseManager
+from reconciler.store.leases import LeaseManager, default_holder
 from reconciler.store.store import Store
 from reconciler.store.url import default_store_url
 from reconciler.tree import matches
@@ -78,7 +77,7 @@ class DaemonSettings:
     branch: str | None = None
     workers: int = 2
     parallelism: int = 4
-    holder: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    holder: str = field(default_factory=default_holder)
     grace_period: float = 30.0
     target_url: str | None = None
     fetch_interval: float = 60.0

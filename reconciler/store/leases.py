@@ -22,6 +22,7 @@ that passes without a renewal, before any other replica may take it, so a replic
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import threading
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
@@ -46,9 +48,47 @@ RENEW_BATCH = 500
 WallClock = Callable[[], datetime]
 
 
+_HOLDER = re.compile(r"(?P<host>.+)-(?P<pid>\d{1,7})(?:-[0-9a-f]{8})?")
+"""``host-pid`` or ``host-pid-random``: process ids have at most 7 digits on Linux, so a
+trailing 8-character random part is never read as the pid."""
+
+
+def _host() -> str:
+    return socket.gethostname()[:200]
+
+
 def default_holder() -> str:
     """A name no other process shares, and that says where it runs: ``host-pid-random``."""
-    return f"{socket.gethostname()[:200]}-{os.getpid()}-{secrets.token_hex(4)}"
+    return f"{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def dead_here(holder: str) -> bool:
+    """Whether ``holder`` names a process of this host that has ended.
+
+    A process killed with SIGKILL cannot release its leases; they would block everyone until
+    they expire. When the holder ran on this machine we can tell at once: its pid is gone (or a
+    zombie). Anything else (another host, a name we cannot read, our own process, a pid reused
+    by a live process) counts as alive, which only means waiting for the expiry. Replicas that
+    share a host name must therefore also share a PID namespace, as processes of one machine,
+    pod or container do.
+    """
+    found = _HOLDER.fullmatch(holder)
+    if found is None or found["host"] != _host():
+        return False
+    pid = int(found["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 class LeaseManager:
@@ -82,9 +122,15 @@ class LeaseManager:
         """Take ``key`` (or extend it, if already ours); False when another holder has it."""
         return key in self.try_acquire_many([key])
 
-    def try_acquire_many(self, keys: Iterable[str]) -> frozenset[str]:
+    def try_acquire_many(
+        self, keys: Iterable[str], *, reclaim_dead: bool = False
+    ) -> frozenset[str]:
         """Take each of ``keys`` that no other holder has (extending those already ours), in one
-        transaction; the keys taken. The daemon leases the workloads of a run together."""
+        transaction; the keys taken. The daemon leases the workloads of a run together.
+
+        ``reclaim_dead`` also takes a key whose holder ``dead_here`` says has ended, without
+        waiting for its lease to expire (the CLI after a killed ``reconciler apply``).
+        """
         wanted = sorted(set(keys))  # key order: no deadlock between replicas taking overlaps
         for key in wanted:
             if not 0 < len(key) <= MAX_KEY:
@@ -98,7 +144,9 @@ class LeaseManager:
             values = {"holder": self.holder, "expires_at": now + timedelta(seconds=self.ttl)}
             dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
             for key in wanted:
-                if self._take(conn, dialect, key, now, values):
+                if self._take(conn, dialect, key, now, values) or (
+                    reclaim_dead and self._reclaim(conn, key, values)
+                ):
                     taken.add(key)
         with self._lock:
             for key in wanted:
@@ -128,6 +176,18 @@ class LeaseManager:
             insert.on_conflict_do_nothing(index_elements=["key"]).returning(leases.c.key)
         )
         return inserted.first() is not None
+
+    @staticmethod
+    def _reclaim(conn: Connection, key: str, values: dict[str, Any]) -> bool:
+        """Take ``key`` from a holder that has ended; compare-and-set on that holder's name, so a
+        live process that took the key meanwhile keeps it."""
+        holder = conn.execute(select(leases.c.holder).where(leases.c.key == key)).scalar()
+        if holder is None or not dead_here(holder):
+            return False
+        updated = conn.execute(
+            update(leases).where(leases.c.key == key, leases.c.holder == holder).values(values)
+        ).rowcount
+        return bool(updated)
 
     def renew(self) -> frozenset[str]:
         """Extend every lease held; returns the keys lost (another holder took them after they
@@ -204,6 +264,21 @@ class LeaseManager:
                 )
                 live.update(row[0] for row in rows)
         return frozenset(live)
+
+    def others(self, prefix: str) -> dict[str, str]:
+        """The live leases of other holders on keys starting with ``prefix``, by key: who is
+        working on what, for a process that must not start while they do. Holders that
+        ``dead_here`` says have ended are left out."""
+        with self._begin() as conn:
+            now = self._now(conn)
+            rows = conn.execute(
+                select(leases.c.key, leases.c.holder).where(
+                    leases.c.key.startswith(prefix, autoescape=True),
+                    leases.c.expires_at > now,
+                    leases.c.holder != self.holder,
+                )
+            ).all()
+        return {key: holder for key, holder in rows if not dead_here(holder)}
 
     def held(self) -> frozenset[str]:
         """The keys this holder may work on now: acquired or renewed less than ``ttl`` ago."""

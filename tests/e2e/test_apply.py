@@ -19,6 +19,8 @@ import psycopg
 import pytest
 
 from reconciler.providers.postgres import names_for
+from reconciler.store import Store
+from reconciler.store.leases import LeaseManager
 from tests.conftest import MakeRepo
 from tests.e2e.test_cli_validate import RECONCILER
 from tests.support.fake_kube import FakeKube
@@ -152,6 +154,33 @@ def test_approval_gate_waits_then_applies(make_repo: MakeRepo, env_name: str) ->
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert len(databases(env_name)) == 1
     assert "Succeeded" in run(repo, "runs").stdout
+
+
+def test_apply_refuses_while_another_process_reconciles_the_environment(
+    make_repo: MakeRepo, env_name: str
+) -> None:
+    """A daemon's run holds a workload's lease; ``apply`` neither resumes nor races that run:
+    with ``--lock-timeout 0`` it refuses at once, naming the holder, and changes nothing."""
+    repo = make_repo()
+    repo.commit({"reconciler.yaml": config(env_name), "apps/orders/score.yaml": workload("orders")})
+    store = Store.open(f"sqlite:///{repo.root / '.git' / 'reconciler' / 'state.db'}")
+    try:
+        replica = LeaseManager(store, "replica-7", 300.0)
+        assert replica.try_acquire(f"workload/{env_name}/orders")
+        refused = run(repo, "apply", "--auto-approve", "--lock-timeout", "0")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert (
+            f"error RCN-5011 environment '{env_name}' is being reconciled by replica-7 "
+            "(workload orders)"
+        ) in refused.stderr
+        assert store.list_runs(env_name) == []
+        assert databases(env_name) == set()
+        replica.release_all()
+        applied = run(repo, "apply", "--auto-approve", "--lock-timeout", "0")
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert replica.try_acquire(f"environment/{env_name}")  # the command let it go
+    finally:
+        store.close()
 
 
 def _steps_checkpointed(db: Path) -> int:

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from reconciler.store import Store
+from reconciler.store.envlock import environment_lock
 from tests.conftest import MakeRepo
 from tests.e2e.test_cli_validate import RECONCILER
 from tests.support.daemon import DaemonProcess
@@ -354,4 +356,35 @@ def test_approval_holds_the_commit_once_and_reconciler_approve_carries_it_out(
             'reconciler_runs_total{environment="staging",result="WaitingApproval"} 1.0' in metrics
         )
     finally:
+        assert daemon.stop() == 0
+
+
+def test_a_command_holding_the_environment_holds_the_daemon_back(
+    make_repo: MakeRepo, forge: FakeForge
+) -> None:
+    """``reconciler apply`` (here its claim, taken in this process) and the daemon never
+    apply one environment at once: the daemon waits for the command, then reconciles."""
+    repo = make_repo()
+    first = repo.commit({"reconciler.yaml": config(forge), "apps/aa/score.yaml": workload("aa")})
+    daemon = Daemon(repo, forge)
+    store = Store.open(f"sqlite:///{repo.root / '.git' / 'reconciler' / 'state.db'}")
+    try:
+        eventually(lambda: final_note(repo, first), "the first commit's verdict")
+        with environment_lock(store, "staging", wait=30):
+            second = repo.commit({"apps/bb/score.yaml": workload("bb")})
+            eventually(
+                lambda: any("environment claimed by a command" in line for line in daemon.lines),
+                "the daemon to find the environment claimed",
+            )
+            assert not workload_notes(repo, second, "bb")
+            assert "bb/manifests.yaml" not in repo.git(
+                "ls-tree", "-r", "--name-only", "reconciler/deploy/staging"
+            )
+        note = eventually(lambda: final_note(repo, second), "the verdict once the command ended")
+        assert note["phase"] == "Succeeded"
+        assert "bb/manifests.yaml" in repo.git(
+            "ls-tree", "-r", "--name-only", "reconciler/deploy/staging"
+        )
+    finally:
+        store.close()
         assert daemon.stop() == 0
