@@ -157,14 +157,15 @@ class _Run:
         """Re-plan against what the run recorded so far; files are parsed once per run.
 
         The last plan is returned again while nothing it read from the store has changed
-        (recorded state, last commit, pins): the wave that finds nothing left to provision
-        and the plan for the workloads after it are plans of the same state, and one full
-        plan of a large environment costs as much as hundreds of steps. Another replica's
-        writes to the environment change its revision token, so they are seen.
+        (recorded state, last commit, pins): the first wave and the plan ``apply_environment``
+        made before the run, or the wave that finds nothing left to provision and the plan for
+        the workloads after it, are plans of the same state, and one full plan of a large
+        environment costs as much as hundreds of steps. Another replica's writes to the
+        environment change its revision token, so they are seen.
         """
         store = self.store
-        key = (store.revision_of(self.name), store.last_commit(self.name), store.pins(self.name))
-        if key[0] is not None and self.last_plan is not None and self.last_plan[0] == key:
+        key = plan_key(store, self.name)
+        if self.last_plan is not None and self.last_plan[0] == key:
             return self.last_plan[1]
         planned = plan_environment(
             self.repo, store, self.source, self.name, self.env, parsed=self.parsed
@@ -192,6 +193,15 @@ class _Run:
         result = self.executor.run(self.run_id, steps)
         self.results.append(result)
         return result
+
+
+def plan_key(store: Store, environment: str) -> tuple[object, ...]:
+    """What a plan read from the store, in three small reads: while they are the same, so is
+    the plan. Read before planning, so that a write during the plan makes the key stale rather
+    than the plan. A revision token of None (an environment never written since migration
+    0004) identifies a state too: every write of workloads or resources replaces it with a
+    token, and nothing sets it back to None."""
+    return (store.revision_of(environment), store.last_commit(environment), store.pins(environment))
 
 
 def was_approved(store: Store, run: RunRecord) -> bool:
@@ -322,6 +332,7 @@ def apply_environment(
     """
     store = services.store
     parsed: dict[str, LoadedWorkload] = {}
+    key = plan_key(store, name)
     whole = plan_environment(repo, store, source, name, env, parsed=parsed)
     config_broken = any(d.file == "reconciler.yaml" for d in whole.diagnostics) or (
         whole.plan is None
@@ -372,6 +383,7 @@ def apply_environment(
         checkpointer,
         parsed=parsed,
         scope=workloads,
+        last_plan=(key, planned),  # the first wave plans the same state again otherwise
     )
     failure = _hooks(state, "before_apply", env.hooks.before_apply)
     if failure is None:
