@@ -268,6 +268,32 @@ class Store:
             advance()
 
     @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside ``transaction()``: a block whose writes are undone alone when it raises (the
+        error propagates; the transaction goes on and may still commit the rest), with their
+        carry-overs of the kept state. Several steps' checkpoints share one transaction this
+        way (``StoreCheckpointer``), each standing or falling with its own writes."""
+        conn = self._current.get()
+        advances = self._advances.get()
+        if conn is None or advances is None:
+            raise RuntimeError("Store.savepoint() is for use inside Store.transaction()")
+        mark = len(advances)
+        with self._translated():
+            nested = conn.begin_nested()
+        try:
+            yield
+            with self._translated():
+                nested.commit()
+        except BaseException:
+            # Without its carry-overs, the kept state is read afresh if the rows stayed after
+            # all; with them, it could hold rows that were not written.
+            del advances[mark:]
+            if nested.is_active:
+                with self._translated():
+                    nested.rollback()
+            raise
+
+    @contextmanager
     def _write(self) -> Iterator[Connection]:
         outer = self._current.get()
         if outer is not None:  # translated here too: the caller may catch what one write raised
