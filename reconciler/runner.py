@@ -107,7 +107,8 @@ def default_drivers(postgres_url: str | None = None) -> DriverFactory:
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """How an apply ended; ``exit_code`` is what ``reconciler apply`` exits with."""
+    """How an apply ended; ``exit_code`` is what ``reconciler apply`` exits with. ``run`` is
+    the run's record without its plan (``plan`` is that plan, decoded already)."""
 
     environment: str
     run: RunRecord | None
@@ -264,7 +265,11 @@ def _supersede(
             and _overlaps(run, scope)
         ):
             store.update_run(
-                run.id, status="Failed", message=f"superseded by {commit[:7]}", finished=True
+                run.id,
+                status="Failed",
+                message=f"superseded by {commit[:7]}",
+                finished=True,
+                with_plan=False,
             )
 
 
@@ -365,12 +370,14 @@ def apply_environment(
         )
     if env.approval == "required" and not approved and not was_approved(store, run):
         if run.status != "WaitingApproval":
-            run = store.update_run(run.id, status="WaitingApproval")
+            run = store.update_run(run.id, status="WaitingApproval", with_plan=False)
         return RunOutcome(name, run, planned.plan, planned, message="waiting for approval")
     if on_plan is not None and not on_plan(planned):
-        run = store.update_run(run.id, status="Failed", message="declined", finished=True)
+        run = store.update_run(
+            run.id, status="Failed", message="declined", finished=True, with_plan=False
+        )
         return RunOutcome(name, run, planned.plan, planned, message="declined")
-    run = store.update_run(run.id, status="Running", scope=workloads)
+    run = store.update_run(run.id, status="Running", scope=workloads, with_plan=False)
     checkpointer = checkpointer or StoreCheckpointer(store)
     state = _Run(
         repo,
@@ -420,11 +427,13 @@ def _finish(state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | N
             store.set_last_commit(state.name, state.source.commit)
         for workload in planned.expired_pins:  # a newer commit changed it: the rollback ends
             store.delete_pin(state.name, workload)
-        run = store.update_run(state.run_id, status="Succeeded", finished=True)
+        run = store.update_run(state.run_id, status="Succeeded", finished=True, with_plan=False)
         action = "run.succeeded"
     elif interrupted:
         code, message = Code.RUN_INTERRUPTED, "interrupted; apply again to resume"
-        run = store.update_run(state.run_id, status="Pending", error_code=code.id, message=message)
+        run = store.update_run(
+            state.run_id, status="Pending", error_code=code.id, message=message, with_plan=False
+        )
         action = "run.interrupted"
     else:
         code, message = failure
@@ -432,7 +441,12 @@ def _finish(state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | N
         if state.env.on_failure == "rollback" and code.value.number >= 3000:
             message += "; " + _rollback(state)
         run = store.update_run(
-            state.run_id, status="Failed", error_code=code.id, message=message, finished=True
+            state.run_id,
+            status="Failed",
+            error_code=code.id,
+            message=message,
+            finished=True,
+            with_plan=False,
         )
         action = "run.failed"
     store.audit(
@@ -887,7 +901,7 @@ def destroy_environment(
         subject=run.id,
         detail={"destroy": True},
     )
-    store.update_run(run.id, status="Running")
+    store.update_run(run.id, status="Running", with_plan=False)
     checkpointer = StoreCheckpointer(store)
     teardown = EnvironmentPlan(
         name, plan, nothing, (), provisioners=planned.provisioners or ProvisionerSet(())
@@ -899,10 +913,15 @@ def destroy_environment(
     failure = None if result.status is RunStatus.SUCCEEDED else _first_failure(result)
     if failure is None:
         store.set_last_commit(name, None)
-        run = store.update_run(run.id, status="Succeeded", finished=True)
+        run = store.update_run(run.id, status="Succeeded", finished=True, with_plan=False)
     else:
         run = store.update_run(
-            run.id, status="Failed", error_code=failure[0].id, message=failure[1], finished=True
+            run.id,
+            status="Failed",
+            error_code=failure[0].id,
+            message=failure[1],
+            finished=True,
+            with_plan=False,
         )
     store.audit(
         actor=services.actor,
@@ -932,7 +951,7 @@ def republish_environment(
     if planned.desired is None or planned.plan is None:
         return RunOutcome(name, None, planned.plan, planned, message="the commit has errors")
     run = store.create_run(name, source.commit, trigger="self-heal", plan=planned.plan.to_dict())
-    store.update_run(run.id, status="Running")
+    store.update_run(run.id, status="Running", with_plan=False)
     checkpointer = StoreCheckpointer(store)
     state = _Run(
         repo, services, source, name, env, run.id, executor or Executor(checkpointer), checkpointer
@@ -946,6 +965,7 @@ def republish_environment(
         error_code=None if failure is None else failure[0].id,
         message="healed drift" if ok else (failure[1] if failure else ""),
         finished=True,
+        with_plan=False,
     )
     store.audit(actor=services.actor, action="run.self-heal", environment=name, subject=run.id)
     return RunOutcome(name, run, planned.plan, planned, (result,), run.message or "")
