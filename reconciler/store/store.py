@@ -407,7 +407,7 @@ class Store:
         previous, token = tokens
         with self._recorded_lock:
             kept = self._recorded.get(environment)
-            if kept is None or previous is None or kept.token != previous:
+            if kept is None or kept.token != previous:
                 self._recorded.pop(environment, None)
                 return
             kept.unshare()
@@ -474,7 +474,10 @@ class Store:
         while the environment's revision token is unchanged: a planner recognises it by
         identity instead of comparing every record (callers must not change its mappings).
         Every write replaces the token, whichever process makes it. Inside ``transaction()``
-        rows are always read.
+        rows are always read. A token of None (no row for the environment yet, or none
+        written since migration 0004) identifies a state as well as any: every write replaces
+        it and nothing sets it back, so a first reconcile's steps read the empty state kept by
+        its plan instead of querying for resources not recorded yet.
         """
         with self._read() as conn:
             return self._recorded_in(conn, environment, self._token(conn, environment))
@@ -496,11 +499,11 @@ class Store:
             return self._read_recorded(conn, environment)
         with self._recorded_lock:
             kept = self._recorded.get(environment)
-            if token is not None and kept is not None and kept.token == token:
+            if kept is not None and kept.token == token:
                 return kept.shared(environment)
         by_name, by_uid = self._read_rows(conn, environment)
         with self._recorded_lock:
-            if token is not None and self._token(conn, environment) == token:
+            if self._token(conn, environment) == token:
                 kept = _Kept(token, by_name, by_uid)
                 self._recorded[environment] = kept
                 return kept.shared(environment)
@@ -529,8 +532,6 @@ class Store:
         and a decode per record, and still sees every other writer's writes (each replaced the
         token). Read under the lock, without ``shared``: a step's read must not make the next
         write copy the kept mappings."""
-        if token is None:
-            return None
         with self._recorded_lock:
             kept = self._recorded.get(environment)
             if kept is None or kept.token != token:
@@ -844,7 +845,7 @@ class _Kept:
     ``recorded`` hands out one ``RecordedState`` over the kept mappings until the next write
     carried over, which first copies them (``unshare``): a state handed out never changes."""
 
-    token: str
+    token: str | None
     workloads: dict[str, WorkloadRecord]
     resources: dict[str, ResourceRecord]
     unsorted: bool = False
