@@ -107,7 +107,8 @@ def default_drivers(postgres_url: str | None = None) -> DriverFactory:
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """How an apply ended; ``exit_code`` is what ``reconciler apply`` exits with."""
+    """How an apply ended; ``exit_code`` is what ``reconciler apply`` exits with. ``run`` is
+    the run's record without its plan (``plan`` is that plan, decoded already)."""
 
     environment: str
     run: RunRecord | None
@@ -157,14 +158,15 @@ class _Run:
         """Re-plan against what the run recorded so far; files are parsed once per run.
 
         The last plan is returned again while nothing it read from the store has changed
-        (recorded state, last commit, pins): the wave that finds nothing left to provision
-        and the plan for the workloads after it are plans of the same state, and one full
-        plan of a large environment costs as much as hundreds of steps. Another replica's
-        writes to the environment change its revision token, so they are seen.
+        (recorded state, last commit, pins): the first wave and the plan ``apply_environment``
+        made before the run, or the wave that finds nothing left to provision and the plan for
+        the workloads after it, are plans of the same state, and one full plan of a large
+        environment costs as much as hundreds of steps. Another replica's writes to the
+        environment change its revision token, so they are seen.
         """
         store = self.store
-        key = (store.revision_of(self.name), store.last_commit(self.name), store.pins(self.name))
-        if key[0] is not None and self.last_plan is not None and self.last_plan[0] == key:
+        key = plan_key(store, self.name)
+        if self.last_plan is not None and self.last_plan[0] == key:
             return self.last_plan[1]
         planned = plan_environment(
             self.repo, store, self.source, self.name, self.env, parsed=self.parsed
@@ -192,6 +194,15 @@ class _Run:
         result = self.executor.run(self.run_id, steps)
         self.results.append(result)
         return result
+
+
+def plan_key(store: Store, environment: str) -> tuple[object, ...]:
+    """What a plan read from the store, in three small reads: while they are the same, so is
+    the plan. Read before planning, so that a write during the plan makes the key stale rather
+    than the plan. A revision token of None (an environment never written since migration
+    0004) identifies a state too: every write of workloads or resources replaces it with a
+    token, and nothing sets it back to None."""
+    return (store.revision_of(environment), store.last_commit(environment), store.pins(environment))
 
 
 def was_approved(store: Store, run: RunRecord) -> bool:
@@ -254,7 +265,11 @@ def _supersede(
             and _overlaps(run, scope)
         ):
             store.update_run(
-                run.id, status="Failed", message=f"superseded by {commit[:7]}", finished=True
+                run.id,
+                status="Failed",
+                message=f"superseded by {commit[:7]}",
+                finished=True,
+                with_plan=False,
             )
 
 
@@ -322,6 +337,7 @@ def apply_environment(
     """
     store = services.store
     parsed: dict[str, LoadedWorkload] = {}
+    key = plan_key(store, name)
     whole = plan_environment(repo, store, source, name, env, parsed=parsed)
     config_broken = any(d.file == "reconciler.yaml" for d in whole.diagnostics) or (
         whole.plan is None
@@ -354,12 +370,14 @@ def apply_environment(
         )
     if env.approval == "required" and not approved and not was_approved(store, run):
         if run.status != "WaitingApproval":
-            run = store.update_run(run.id, status="WaitingApproval")
+            run = store.update_run(run.id, status="WaitingApproval", with_plan=False)
         return RunOutcome(name, run, planned.plan, planned, message="waiting for approval")
     if on_plan is not None and not on_plan(planned):
-        run = store.update_run(run.id, status="Failed", message="declined", finished=True)
+        run = store.update_run(
+            run.id, status="Failed", message="declined", finished=True, with_plan=False
+        )
         return RunOutcome(name, run, planned.plan, planned, message="declined")
-    run = store.update_run(run.id, status="Running", scope=workloads)
+    run = store.update_run(run.id, status="Running", scope=workloads, with_plan=False)
     checkpointer = checkpointer or StoreCheckpointer(store)
     state = _Run(
         repo,
@@ -372,6 +390,7 @@ def apply_environment(
         checkpointer,
         parsed=parsed,
         scope=workloads,
+        last_plan=(key, planned),  # the first wave plans the same state again otherwise
     )
     failure = _hooks(state, "before_apply", env.hooks.before_apply)
     if failure is None:
@@ -408,11 +427,13 @@ def _finish(state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | N
             store.set_last_commit(state.name, state.source.commit)
         for workload in planned.expired_pins:  # a newer commit changed it: the rollback ends
             store.delete_pin(state.name, workload)
-        run = store.update_run(state.run_id, status="Succeeded", finished=True)
+        run = store.update_run(state.run_id, status="Succeeded", finished=True, with_plan=False)
         action = "run.succeeded"
     elif interrupted:
         code, message = Code.RUN_INTERRUPTED, "interrupted; apply again to resume"
-        run = store.update_run(state.run_id, status="Pending", error_code=code.id, message=message)
+        run = store.update_run(
+            state.run_id, status="Pending", error_code=code.id, message=message, with_plan=False
+        )
         action = "run.interrupted"
     else:
         code, message = failure
@@ -420,7 +441,12 @@ def _finish(state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | N
         if state.env.on_failure == "rollback" and code.value.number >= 3000:
             message += "; " + _rollback(state)
         run = store.update_run(
-            state.run_id, status="Failed", error_code=code.id, message=message, finished=True
+            state.run_id,
+            status="Failed",
+            error_code=code.id,
+            message=message,
+            finished=True,
+            with_plan=False,
         )
         action = "run.failed"
     store.audit(
@@ -875,7 +901,7 @@ def destroy_environment(
         subject=run.id,
         detail={"destroy": True},
     )
-    store.update_run(run.id, status="Running")
+    store.update_run(run.id, status="Running", with_plan=False)
     checkpointer = StoreCheckpointer(store)
     teardown = EnvironmentPlan(
         name, plan, nothing, (), provisioners=planned.provisioners or ProvisionerSet(())
@@ -887,10 +913,15 @@ def destroy_environment(
     failure = None if result.status is RunStatus.SUCCEEDED else _first_failure(result)
     if failure is None:
         store.set_last_commit(name, None)
-        run = store.update_run(run.id, status="Succeeded", finished=True)
+        run = store.update_run(run.id, status="Succeeded", finished=True, with_plan=False)
     else:
         run = store.update_run(
-            run.id, status="Failed", error_code=failure[0].id, message=failure[1], finished=True
+            run.id,
+            status="Failed",
+            error_code=failure[0].id,
+            message=failure[1],
+            finished=True,
+            with_plan=False,
         )
     store.audit(
         actor=services.actor,
@@ -920,7 +951,7 @@ def republish_environment(
     if planned.desired is None or planned.plan is None:
         return RunOutcome(name, None, planned.plan, planned, message="the commit has errors")
     run = store.create_run(name, source.commit, trigger="self-heal", plan=planned.plan.to_dict())
-    store.update_run(run.id, status="Running")
+    store.update_run(run.id, status="Running", with_plan=False)
     checkpointer = StoreCheckpointer(store)
     state = _Run(
         repo, services, source, name, env, run.id, executor or Executor(checkpointer), checkpointer
@@ -934,6 +965,7 @@ def republish_environment(
         error_code=None if failure is None else failure[0].id,
         message="healed drift" if ok else (failure[1] if failure else ""),
         finished=True,
+        with_plan=False,
     )
     store.audit(actor=services.actor, action="run.self-heal", environment=name, subject=run.id)
     return RunOutcome(name, run, planned.plan, planned, (result,), run.message or "")

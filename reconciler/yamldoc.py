@@ -18,16 +18,20 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
     MappingEndEvent,
     MappingStartEvent,
+    ScalarEvent,
     SequenceEndEvent,
     SequenceStartEvent,
+    StreamEndEvent,
 )
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
@@ -458,3 +462,115 @@ def _build(root: Node, constructor: Any, file: str) -> tuple[Any, Positions, lis
             [Diagnostic(Code.YAML_TOO_COMPLEX, message, file=file, line=1, column=1)],
         )
     return data, Positions(builder.keys, builder.values), []
+
+
+class _NotPlain(Exception):
+    """The text uses something ``load_plain`` leaves to the full reader."""
+
+
+_STR_TAG: Final = "tag:yaml.org,2002:str"
+
+
+def load_plain(text: str, max_depth: int) -> Any:
+    """``load_libyaml(text)``, built straight from libyaml's events in one pass, for texts
+    without anchors, aliases, explicit tags, merge keys or duplicate keys that nest at most
+    ``max_depth`` deep; any other text (or a syntax error) is read by ``load_libyaml``, or by
+    the pure-Python reader past ``max_depth``, so the value or the error is always theirs.
+
+    Provisioner templates render a text per stage for every resource: checking its depth in
+    one pass of events, composing nodes in another and constructing values from them through
+    ruamel's generic constructor cost several times what building the values from the events
+    does. Scalars are resolved and, but for strings, constructed exactly as the full reader does.
+    """
+    if HAVE_LIBYAML:
+        try:
+            return _plain_from_events(text, max_depth)
+        except (_NotPlain, YAMLError):
+            pass
+        if not nests_deeper_than(text, max_depth):
+            return load_libyaml(text)
+    return YAML(typ="safe", pure=True).load(text)
+
+
+def _plain_from_events(text: str, max_depth: int) -> Any:
+    loader = _libyaml_loader(text)
+    try:
+        loader.get_event()  # the stream's start
+        if not loader.check_event(DocumentStartEvent):
+            return None  # an empty stream, as get_single_data reads it
+        loader.get_event()
+        value = _events_value(loader, max_depth)
+        loader.get_event()  # the document's end
+        if not loader.check_event(StreamEndEvent):
+            raise _NotPlain  # a second document: the full reader says what is wrong
+        return value
+    finally:
+        loader.dispose()
+
+
+def _events_value(loader: Any, max_depth: int) -> Any:
+    """The value of the node whose events come next, iteratively (no recursion at any depth).
+    Open collections are a stack of [container, key awaited or None]; a mapping's key is kept
+    in the second slot until its value arrives."""
+    stack: list[list[Any]] = []
+    root: list[Any] = []
+    while True:
+        event = loader.get_event()
+        if getattr(event, "anchor", None) is not None or isinstance(event, AliasEvent):
+            raise _NotPlain
+        if isinstance(event, ScalarEvent):
+            if event.tag is not None:
+                raise _NotPlain
+            value = _scalar(loader, event)
+        elif isinstance(event, MappingStartEvent | SequenceStartEvent):
+            if event.tag is not None or len(stack) >= max_depth:
+                raise _NotPlain
+            if stack and isinstance(stack[-1][0], dict) and stack[-1][1] is _NO_KEY:
+                raise _NotPlain  # a collection as a key
+            stack.append([{} if isinstance(event, MappingStartEvent) else [], _NO_KEY])
+            continue
+        else:  # the end of the innermost collection
+            value = stack.pop()[0]
+        if not stack:
+            root.append(value)
+            return root[0]
+        top = stack[-1]
+        container = top[0]
+        if isinstance(container, list):
+            container.append(value)
+        elif top[1] is _NO_KEY:
+            if value in container:
+                raise _NotPlain  # a duplicate key: the full reader's error
+            top[1] = value
+        else:
+            container[top[1]] = value
+            top[1] = _NO_KEY
+
+
+_NO_KEY: Final = object()
+_PLAIN_RULES: Final[dict[str, list[tuple[str, Any]]]] = (
+    {} if _LibyamlLoader is None else cast(Any, _LibyamlLoader)._rules[_YAML_1_2]
+)
+_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+
+
+def _scalar(loader: Any, event: Any) -> Any:
+    """The scalar's value as ruamel's composer and constructor make it: a merge key (``<<``)
+    is left to them. The tag is resolved as ``VersionedResolver.resolve`` does (a quoted
+    scalar is a string; a plain one takes the first rule for its first character that matches,
+    else it is a string), from the YAML 1.2 rules ``_LibyamlLoader`` shares, without the
+    ``Tag`` object and the rules' lookup it makes for every scalar."""
+    value = event.value
+    if not event.implicit[0]:
+        return value
+    tag = _STR_TAG
+    for rule, pattern in _PLAIN_RULES.get(value[:1], ()):
+        if pattern.match(value):
+            tag = rule
+            break
+    if tag == _STR_TAG:
+        return value
+    if tag == _MERGE_TAG:
+        raise _NotPlain
+    node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+    return loader.construct_object(node, deep=True)

@@ -23,7 +23,6 @@ from functools import lru_cache
 from typing import Any, Final
 
 import jinja2
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from reconciler.catalogue import Code
@@ -34,7 +33,7 @@ from reconciler.desired.provisioners import (
     jinja_environment,
 )
 from reconciler.diagnostics import Diagnostic
-from reconciler.yamldoc import HAVE_LIBYAML, load_libyaml, nests_deeper_than
+from reconciler.yamldoc import load_plain
 
 _PASSWORD_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _STRING_ALPHABET: Final = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -200,10 +199,9 @@ def _load(text: str) -> Any:
     """A rendered text's value: libyaml reads it (several times faster than the pure-Python
     reader, and the one Score files are read with), unless it nests deeper than
     ``_C_MAX_DEPTH``: libyaml builds nodes by recursion in C, which a deep enough text would
-    take past the end of the thread's stack; the pure-Python reader raises instead."""
-    if not HAVE_LIBYAML or nests_deeper_than(text, _C_MAX_DEPTH):
-        return YAML(typ="safe", pure=True).load(text)
-    return load_libyaml(text)
+    take past the end of the thread's stack; the pure-Python reader raises instead.
+    ``load_plain`` builds the value from libyaml's events in one pass when it can."""
+    return load_plain(text, _C_MAX_DEPTH)
 
 
 def _words(exc: BaseException) -> str:

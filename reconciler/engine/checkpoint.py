@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from reconciler.engine.steps import Write
@@ -39,26 +40,87 @@ class Checkpointer(Protocol):
 
 
 class StoreCheckpointer:
-    """Checkpoints in the store; the run record (``store.create_run``) must exist already."""
+    """Checkpoints in the store; the run record (``store.create_run``) must exist already.
+
+    Checkpoints are group-committed: a thread saving while another's transaction is in
+    progress queues its checkpoint, and the next transaction writes every queued one, each
+    with its own writes in a savepoint, so that a write that raises undoes only its step's
+    part. Every ``save`` and ``save_many`` still returns only once its own transaction has
+    committed (or raises what failed it). With SQLite's one writer the workers used to commit
+    one after another anyway; now each waiting one costs a savepoint instead of a transaction,
+    and the coordinator's Running checkpoints join the workers' Succeeded ones.
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._queue: list[_Queued] = []
+        self._queue_lock = threading.Lock()
+        self._committing = threading.Lock()
 
     def load(self, run_id: str) -> Sequence[StepRecord]:
         return self._store.steps(run_id)
 
     def save(self, run_id: str, record: StepRecord, writes: Sequence[Write] = ()) -> None:
-        if not writes:
-            self._store.save_step(run_id, record)
-            return
-        with self._store.transaction():
-            for write in writes:
-                write()
-            self._store.save_step(run_id, record)
+        self._commit(_Queued(run_id, (record,), tuple(writes)))
 
     def save_many(self, run_id: str, records: Sequence[StepRecord]) -> None:
         # One transaction: 10,000 Pending rows cost one commit (one fsync), not 10,000.
-        self._store.save_steps(run_id, records)
+        self._commit(_Queued(run_id, tuple(records), ()))
+
+    def _commit(self, queued: _Queued) -> None:
+        """Queue ``queued``; the first thread to get the committer's lock writes the queue."""
+        with self._queue_lock:
+            self._queue.append(queued)
+        with self._committing:
+            if not queued.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._write(batch)
+        if queued.error is not None:
+            raise queued.error
+
+    def _write(self, batch: list[_Queued]) -> None:
+        """One transaction for ``batch``; alone, a checkpoint is written as it always was."""
+        store = self._store
+        try:
+            if len(batch) == 1 and not batch[0].writes:
+                store.save_steps(batch[0].run_id, batch[0].records)
+            elif len(batch) == 1:
+                with store.transaction():
+                    batch[0].apply(store)
+            else:
+                with store.transaction():
+                    for queued in batch:
+                        try:
+                            if queued.writes:
+                                with store.savepoint():
+                                    queued.apply(store)
+                            else:  # a checkpoint that fails stops the run: no savepoint
+                                queued.apply(store)
+                        except Exception as error:  # this step's part only is undone
+                            queued.error = error
+        except BaseException as error:  # nothing of the batch was committed
+            for queued in batch:
+                queued.error = queued.error or error
+        finally:
+            for queued in batch:
+                queued.done = True
+
+
+@dataclass(slots=True)
+class _Queued:
+    """Checkpoints waiting for a transaction, with the writes to make before them."""
+
+    run_id: str
+    records: tuple[StepRecord, ...]
+    writes: tuple[Write, ...]
+    done: bool = False
+    error: BaseException | None = None
+
+    def apply(self, store: Store) -> None:
+        for write in self.writes:
+            write()
+        store.save_steps(self.run_id, self.records)
 
 
 class MemoryCheckpointer:

@@ -268,6 +268,32 @@ class Store:
             advance()
 
     @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside ``transaction()``: a block whose writes are undone alone when it raises (the
+        error propagates; the transaction goes on and may still commit the rest), with their
+        carry-overs of the kept state. Several steps' checkpoints share one transaction this
+        way (``StoreCheckpointer``), each standing or falling with its own writes."""
+        conn = self._current.get()
+        advances = self._advances.get()
+        if conn is None or advances is None:
+            raise RuntimeError("Store.savepoint() is for use inside Store.transaction()")
+        mark = len(advances)
+        with self._translated():
+            nested = conn.begin_nested()
+        try:
+            yield
+            with self._translated():
+                nested.commit()
+        except BaseException:
+            # Without its carry-overs, the kept state is read afresh if the rows stayed after
+            # all; with them, it could hold rows that were not written.
+            del advances[mark:]
+            if nested.is_active:
+                with self._translated():
+                    nested.rollback()
+            raise
+
+    @contextmanager
     def _write(self) -> Iterator[Connection]:
         outer = self._current.get()
         if outer is not None:  # translated here too: the caller may catch what one write raised
@@ -381,7 +407,7 @@ class Store:
         previous, token = tokens
         with self._recorded_lock:
             kept = self._recorded.get(environment)
-            if kept is None or previous is None or kept.token != previous:
+            if kept is None or kept.token != previous:
                 self._recorded.pop(environment, None)
                 return
             kept.unshare()
@@ -448,7 +474,10 @@ class Store:
         while the environment's revision token is unchanged: a planner recognises it by
         identity instead of comparing every record (callers must not change its mappings).
         Every write replaces the token, whichever process makes it. Inside ``transaction()``
-        rows are always read.
+        rows are always read. A token of None (no row for the environment yet, or none
+        written since migration 0004) identifies a state as well as any: every write replaces
+        it and nothing sets it back, so a first reconcile's steps read the empty state kept by
+        its plan instead of querying for resources not recorded yet.
         """
         with self._read() as conn:
             return self._recorded_in(conn, environment, self._token(conn, environment))
@@ -470,11 +499,11 @@ class Store:
             return self._read_recorded(conn, environment)
         with self._recorded_lock:
             kept = self._recorded.get(environment)
-            if token is not None and kept is not None and kept.token == token:
+            if kept is not None and kept.token == token:
                 return kept.shared(environment)
         by_name, by_uid = self._read_rows(conn, environment)
         with self._recorded_lock:
-            if token is not None and self._token(conn, environment) == token:
+            if self._token(conn, environment) == token:
                 kept = _Kept(token, by_name, by_uid)
                 self._recorded[environment] = kept
                 return kept.shared(environment)
@@ -503,8 +532,6 @@ class Store:
         and a decode per record, and still sees every other writer's writes (each replaced the
         token). Read under the lock, without ``shared``: a step's read must not make the next
         write copy the kept mappings."""
-        if token is None:
-            return None
         with self._recorded_lock:
             kept = self._recorded.get(environment)
             if kept is None or kept.token != token:
@@ -655,9 +682,15 @@ class Store:
         message: str | None = None,
         finished: bool = False,
         scope: Collection[str] | None = None,
+        with_plan: bool = True,
     ) -> RunRecord:
         """Move a run to ``status``; ``plan`` and ``scope`` replace the run's when given;
-        ``finished`` stamps ``finished_at``. Raises KeyError for an unknown run."""
+        ``finished`` stamps ``finished_at``. Raises KeyError for an unknown run.
+
+        The run is returned as stored; without ``with_plan`` its plan is left out (None), as
+        ``list_runs`` leaves it out: a run's plan holds an action per workload and resource,
+        and decoding it to return it cost a first apply of 1,000 workloads more than a
+        hundred of its steps, twice, for callers that hold the plan already."""
         changes: dict[str, Any] = {"status": status, "error_code": error_code, "message": message}
         if plan is not None:
             changes["plan"] = dict(plan)
@@ -669,7 +702,9 @@ class Store:
             done = conn.execute(update(runs).where(runs.c.id == run_id).values(changes))
             if done.rowcount != 1:
                 raise KeyError(run_id)
-            return rows.run_record(conn.execute(select(runs).where(runs.c.id == run_id)).one())
+            columns = [c for c in runs.columns if with_plan or c.name != "plan"]
+            found = conn.execute(select(*columns).where(runs.c.id == run_id)).one()
+            return rows.run_record(found)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._read() as conn:
@@ -810,7 +845,7 @@ class _Kept:
     ``recorded`` hands out one ``RecordedState`` over the kept mappings until the next write
     carried over, which first copies them (``unshare``): a state handed out never changes."""
 
-    token: str
+    token: str | None
     workloads: dict[str, WorkloadRecord]
     resources: dict[str, ResourceRecord]
     unsorted: bool = False

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ruamel.yaml import YAML
 
+from reconciler import yamldoc
 from reconciler.catalogue import Code
-from reconciler.yamldoc import MAX_DEPTH, DeferredPositions, Mark, load_yaml
+from reconciler.yamldoc import MAX_DEPTH, DeferredPositions, Mark, load_plain, load_yaml
 
 BILLION_LAUGHS = b"""\
 a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
@@ -133,3 +139,99 @@ def test_a_deferred_document_places_diagnostics_as_the_parsed_one_did() -> None:
         assert kept.positions.value(path) == doc.positions.value(path)
     found = kept.diagnostic(Code.SCHEMA_VIOLATION, "x", ("a", "c", 1))
     assert (found.file, found.line, found.column) == ("f.yaml", 3, 10)
+
+
+# -- load_plain: the values of rendered templates --------------------------------------------
+
+
+PLAIN_CASES = [
+    "",
+    "# only a comment\n",
+    "a: 1",
+    "- 1\n- 2",
+    "just a string",
+    "42",
+    "'quoted'",
+    "a: 'b'\nc: \"d\\n\"\ne: |\n  text\n  more\nf: >\n  folded\n",
+    "a: {}\nb: []\nc:\n",
+    "{a: b, c: [1, 2.5, .inf, -.inf, .nan, null, ~, true, false, 0x1f, 0o17, 1e3, 2020-01-01]}",
+    "x: 2020-01-01T10:00:00Z",
+    "a:\n  b:\n    - c\n    - d: e\n      f: g\n",
+    "a: 1\n...\n",
+    "'1': a\n1: b\ntrue: c\nnull: d\n",
+    # left to the full reader, which gives the value or the error
+    "a: &x 1\nb: *x",
+    "a: !!str 1",
+    "x: !!binary aGVsbG8=",
+    "<<: {a: 1}\nb: 2",
+    "a: <<",
+    "a: 1\na: 2",
+    "1: a\n1.0: b",
+    "? [a]\n: b",
+    "--- a\n--- b",
+    "%YAML 1.1\n---\na: yes",
+    "a: [",
+    "a: b\n c: d",
+    "[" * 70 + "1" + "]" * 70,
+    "- " * 70 + "x",
+]
+
+
+def full_reader(text: str) -> object:
+    """What templates read before ``load_plain``: libyaml, or pure Python when too deep."""
+    if yamldoc.nests_deeper_than(text, MAX_DEPTH):
+        return YAML(typ="safe", pure=True).load(text)
+    return yamldoc.load_libyaml(text)
+
+
+def outcome(read: Callable[[str], object], text: str) -> tuple[str, object]:
+    try:
+        return "value", read(text)
+    except Exception as error:  # the same error, message included
+        return type(error).__name__, str(error)
+
+
+def same(a: object, b: object) -> bool:
+    """Equal, of the same types all the way down (1 and True and 1.0 are not the same), NaN
+    equal to NaN."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.mark.parametrize("text", PLAIN_CASES)
+def test_load_plain_reads_what_the_full_reader_reads(text: str) -> None:
+    assert same(outcome(lambda t: load_plain(t, MAX_DEPTH), text), outcome(full_reader, text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from(list("ab1.:-[]{},'\"&*!<>?#|\n ")), max_size=60)
+    | st.text(max_size=60)
+)
+def test_load_plain_agrees_with_the_full_reader_on_any_text(text: str) -> None:
+    assert same(outcome(lambda t: load_plain(t, MAX_DEPTH), text), outcome(full_reader, text))
+
+
+def test_load_plain_composes_no_nodes_for_a_plain_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain text is read in one pass of events: neither the depth check's pass nor the
+    composing reader's; a text with an anchor goes to the composing reader."""
+    passes: list[str] = []
+    for name in ("nests_deeper_than", "load_libyaml"):
+        real = getattr(yamldoc, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            passes.append(_name)
+            return _real(*args)
+
+        monkeypatch.setattr(yamldoc, name, counted)
+    assert load_plain("a: [1, {b: c}]\nd: 'e'\n", MAX_DEPTH) == {"a": [1, {"b": "c"}], "d": "e"}
+    assert passes == []
+    assert load_plain("a: &x 1\nb: *x\n", MAX_DEPTH) == {"a": 1, "b": 1}
+    assert passes == ["nests_deeper_than", "load_libyaml"]

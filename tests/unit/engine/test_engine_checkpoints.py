@@ -3,11 +3,14 @@ Running before and the outcome after each step, and resuming a run from its reco
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from reconciler.catalogue import Code
 from reconciler.engine import (
@@ -17,6 +20,7 @@ from reconciler.engine import (
     RunStatus,
     StepContext,
     StepStatus,
+    StoreCheckpointer,
     Write,
 )
 from reconciler.providers.base import DriverError
@@ -210,3 +214,66 @@ def test_deferred_writes_are_stored_with_the_succeeded_checkpoint_or_not_at_all(
         StepStatus.SUCCEEDED,
         2,
     )
+
+
+def _succeeded(step_id: str) -> StepRecord:
+    return StepRecord(
+        step_id=step_id, kind="test", target=step_id, action="apply", status="Succeeded"
+    )
+
+
+def test_checkpoints_saved_while_a_transaction_is_open_share_the_next_one(
+    any_store: Store,
+) -> None:
+    """Group commit: the checkpoints queued while one is being written go in one transaction
+    after it, each with its writes in a savepoint; one whose write raises gets the error back,
+    without its record or writes, and the others are committed."""
+    run_id = new_run(any_store)
+    checkpointer = StoreCheckpointer(any_store)
+    first_writing, release = threading.Event(), threading.Event()
+    transactions: list[str] = []
+    sqlalchemy.event.listen(any_store.engine, "begin", lambda conn: transactions.append("begin"))
+
+    def first_write() -> None:
+        first_writing.set()
+        assert release.wait(10)
+        any_store.set_last_commit("first", "1" * 40)
+
+    errors: dict[str, BaseException | None] = {}
+
+    def save(step_id: str, writes: Sequence[Write]) -> None:
+        try:
+            checkpointer.save(run_id, _succeeded(step_id), writes)
+            errors[step_id] = None
+        except BaseException as error:
+            errors[step_id] = error
+
+    threads = [threading.Thread(target=save, args=("first", [first_write]))]
+    threads[0].start()
+    assert first_writing.wait(10)
+    transactions.clear()  # the first one's is open: count from here
+    queued = {
+        f"q{i}": [lambda i=i: any_store.set_last_commit(f"q{i}", str(i) * 40)] for i in range(4)
+    }
+    queued["q2"].append(_raising(RuntimeError("the record cannot be written")))
+    for step_id, writes in queued.items():
+        threads.append(threading.Thread(target=save, args=(step_id, writes)))
+        threads[-1].start()
+    deadline = time.monotonic() + 10
+    while len(checkpointer._queue) < len(queued) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert transactions == ["begin"]  # the four queued ones: one transaction
+    assert {k: None if v is None else str(v) for k, v in errors.items()} == {
+        "first": None,
+        "q0": None,
+        "q1": None,
+        "q2": "the record cannot be written",
+        "q3": None,
+    }
+    saved = {r.step_id for r in checkpointer.load(run_id)}
+    assert saved == {"first", "q0", "q1", "q3"}
+    assert any_store.last_commit("q2") is None  # undone with its checkpoint
+    assert [any_store.last_commit(f"q{i}") for i in (0, 1, 3)] == ["0" * 40, "1" * 40, "3" * 40]

@@ -83,3 +83,12 @@ def test_tampered_audit_row_is_found(store: Store, tamper: str, broken: int) -> 
     with store.engine.begin() as conn:
         conn.execute(text(tamper))
     assert store.verify_audit() == broken
+
+
+def test_update_run_leaves_the_plan_out_when_asked(store: Store) -> None:
+    """A caller holding the plan already need not have it decoded again (a first apply of
+    1,000 workloads updates its run twice, each decoding its whole plan)."""
+    run = store.create_run("prod", "c" * 40, trigger="push", plan={"actions": [1, 2]})
+    running = store.update_run(run.id, status="Running", with_plan=False)
+    assert running == replace(run, status="Running", plan=None)
+    assert store.get_run(run.id) == replace(run, status="Running")  # the plan is still there

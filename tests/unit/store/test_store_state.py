@@ -426,3 +426,26 @@ def test_concurrent_writers_of_one_environment_never_deadlock(pg_url: str, build
     assert failures == []
     with Store.open(pg_url) as check:
         assert len(check.recorded("prod").resources) == 4 * 15 + 1
+
+
+def test_an_environment_never_written_keeps_its_empty_state_until_the_first_write(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """With no token yet (a first reconcile), the empty state the plan read is kept: the
+    provisioning steps read their resources from it, and it is carried over the first write;
+    another process's first write replaces the token, so it is seen."""
+    _, resource, _ = build
+    assert store.recorded("new").resources == {}
+    store.create_run("new", "c" * 40, trigger="test")  # the environment's row, still no token
+    with selects_from(store, "resources") as reads:
+        assert store.resources_of("new", ["redis.default#cache"]) == {}
+        assert reads == []
+        store.save_resource("new", resource("redis.default#cache"))
+        assert list(store.resources_of("new", ["redis.default#cache"])) == ["redis.default#cache"]
+        assert reads == []  # carried over the first write
+    assert store.recorded("other").resources == {}
+    with Store.open(store_url) as another:
+        another.save_resource("other", resource("dns.default#web"))
+    with selects_from(store, "resources") as reads:
+        assert list(store.resources_of("other", ["dns.default#web"])) == ["dns.default#web"]
+        assert reads != []

@@ -1,0 +1,90 @@
+"""The work of a first apply, counted, not timed: plans made and store transactions written.
+
+Real Git repository, real SQLite store; the counters wrap the real functions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import reconciler.runner as runner_module
+from reconciler.engine import Executor, StoreCheckpointer
+from reconciler.gitops.repository import Repository
+from reconciler.pipeline import EnvironmentPlan, open_source
+from reconciler.runner import RunOutcome, apply_environment
+from reconciler.services import services_for
+from reconciler.store.store import Store
+from tests.conftest import MakeRepo
+from tests.reliability.conftest import plain_workload
+from tests.support.gitrepos import GitRepo
+
+CONFIG = "environments:\n  staging:\n    branch: main\n"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open("sqlite:///" + str(tmp_path / "state.db")) as opened:
+        yield opened
+
+
+def apply(repo: GitRepo, store: Store) -> RunOutcome:
+    repository = Repository.open(repo.root)
+    source = open_source(repository, "HEAD")
+    env = source.config.environments["staging"]
+    services = services_for(store, repository, "staging", env)
+    executor = Executor(StoreCheckpointer(store))
+    return apply_environment(repository, services, source, "staging", env, executor=executor)
+
+
+def count_plans(monkeypatch: pytest.MonkeyPatch) -> list[EnvironmentPlan]:
+    """Every plan ``runner`` makes, in order (the real ``plan_environment`` makes them)."""
+    made: list[EnvironmentPlan] = []
+    real = runner_module.plan_environment
+
+    def counted(*args: object, **kwargs: object) -> EnvironmentPlan:
+        planned = real(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(planned)
+        return planned
+
+    monkeypatch.setattr(runner_module, "plan_environment", counted)
+    return made
+
+
+def test_the_first_wave_reuses_the_plan_made_before_the_run(
+    make_repo: MakeRepo, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One plan before the run (the first wave provisions from it: nothing was recorded in
+    between) and one once the resources' outputs are recorded, for the workloads; a third
+    plan of the same state as the first was made before."""
+    repo = make_repo()
+    repo.commit(
+        {"reconciler.yaml": CONFIG}
+        | {f"apps/{n}/score.yaml": plain_workload(n) for n in ("aa", "bb")}
+    )
+    plans = count_plans(monkeypatch)
+    outcome = apply(repo, store)
+    assert outcome.status == "Succeeded"
+    assert len(plans) == 2
+    assert set(store.recorded("staging").workloads) == {"aa", "bb"}
+
+
+def test_a_write_between_the_plan_and_the_run_is_planned_again(
+    make_repo: MakeRepo, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan made before the run is reused only while the store holds what it read: a
+    hook (or another replica) recording something in between makes the first wave plan anew."""
+    repo = make_repo()
+    repo.commit({"reconciler.yaml": CONFIG, "apps/aa/score.yaml": plain_workload("aa")})
+    plans = count_plans(monkeypatch)
+    real_create_run = Store.create_run
+
+    def create_run_then_write(self: Store, *args: object, **kwargs: object) -> object:
+        run = real_create_run(self, *args, **kwargs)  # type: ignore[arg-type]
+        self.set_workload_status("staging", ["nobody"], "Synced")  # replaces the token
+        return run
+
+    monkeypatch.setattr(Store, "create_run", create_run_then_write)
+    assert apply(repo, store).status == "Succeeded"
+    assert len(plans) == 3
