@@ -107,6 +107,16 @@ _TOKEN_AND_LAST_COMMIT: Final = select(environments.c.revision, environments.c.l
 _LAST_COMMIT: Final = select(environments.c.last_commit).where(
     environments.c.name == bindparam("environment")
 )
+_WORKLOADS: Final = (
+    select(workloads)
+    .where(workloads.c.environment == bindparam("environment"))
+    .order_by(workloads.c.name)
+)
+_RESOURCES: Final = (
+    select(resources)
+    .where(resources.c.environment == bindparam("environment"))
+    .order_by(resources.c.uid)
+)
 _PINS: Final = select(pins_table).where(pins_table.c.environment == bindparam("environment"))
 """The reads of every plan, built once (building a statement costs more than running it)."""
 
@@ -459,10 +469,13 @@ class Store:
         included."""
         with self._read() as conn:
             head = conn.execute(_TOKEN_AND_LAST_COMMIT, {"environment": environment}).first()
-            token, last_commit = (None, None) if head is None else (head[0], head[1])
             pins = self._pins_in(conn, environment)
-            recorded = self._recorded_in(conn, environment, token)
-        return PlanInputs(recorded, last_commit, pins)
+            if head is None:
+                # No row, so no workload or resource either (their foreign key names it): the
+                # first plan of an environment skips two queries and their compilation.
+                return PlanInputs(RecordedState(environment, {}, {}), None, pins)
+            recorded = self._recorded_in(conn, environment, head[0])
+        return PlanInputs(recorded, head[1], pins)
 
     def _recorded_in(self, conn: Connection, environment: str, token: str | None) -> RecordedState:
         """``recorded`` on an open connection, ``token`` read on it already."""
@@ -524,17 +537,9 @@ class Store:
     def _read_rows(
         conn: Connection, environment: str
     ) -> tuple[dict[str, WorkloadRecord], dict[str, ResourceRecord]]:
-        found_workloads = conn.execute(
-            select(workloads)
-            .where(workloads.c.environment == environment)
-            .order_by(workloads.c.name)
-        )
+        found_workloads = conn.execute(_WORKLOADS, {"environment": environment})
         by_name = {r.name: r for r in map(rows.workload_record, found_workloads)}
-        found_resources = conn.execute(
-            select(resources)
-            .where(resources.c.environment == environment)
-            .order_by(resources.c.uid)
-        )
+        found_resources = conn.execute(_RESOURCES, {"environment": environment})
         by_uid = {r.uid: r for r in map(rows.resource_record, found_resources)}
         return by_name, by_uid
 

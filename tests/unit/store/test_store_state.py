@@ -269,6 +269,27 @@ def test_plan_inputs_are_what_the_separate_reads_give(store: Store, build: Build
     assert found.pins == store.pins("prod") == {"web": pin}
 
 
+def test_plan_inputs_of_an_environment_without_a_row_read_no_records(
+    store: Store, build: Builders
+) -> None:
+    """An environment never written has no workload or resource (their foreign key names its
+    row): its first plan reads the row and the pins, not the two tables."""
+    workload, _, _ = build
+    store.save_workload("staging", workload("web"))  # another environment's rows stay unread
+    with (
+        selects_from(store, "workloads") as workload_reads,
+        selects_from(store, "resources") as resource_reads,
+    ):
+        found = store.plan_inputs("prod")
+    assert (workload_reads, resource_reads) == ([], [])
+    assert found.recorded == RecordedState("prod", {}, {})
+    assert found.last_commit is None
+    store.save_workload("prod", workload("web"))
+    with selects_from(store, "workloads") as workload_reads:
+        assert list(store.plan_inputs("prod").recorded.workloads) == ["web"]
+    assert len(workload_reads) == 1
+
+
 def test_set_workload_status_changes_only_the_status_and_keeps_the_state_carried(
     store: Store, store_url: str, build: Builders, clock: TickingClock
 ) -> None:
