@@ -103,9 +103,29 @@ def open_source(repo: Repository, ref: str) -> Source:
     """Resolve ``ref`` and read the configuration of that commit."""
     commit = repo.resolve(ref)
     tree = repo.tree(commit)
-    loaded: LoadedConfig = load_config(tree)
-    config = loaded.config or Config.default()
-    return Source(commit, tree, config, tuple(loaded.diagnostics))
+    config, diagnostics = _configuration(tree)
+    return Source(commit, tree, config, diagnostics)
+
+
+_CONFIGS: dict[str, tuple[Config, tuple[Diagnostic, ...]]] = {}
+_CONFIGS_LIMIT = 64
+
+
+def _configuration(tree: GitTree) -> tuple[Config, tuple[Diagnostic, ...]]:
+    """The configuration of ``tree`` and its problems, kept by the root tree's id: they depend
+    on the commit's files alone (``reconciler.yaml`` and the files it names), and every plan
+    opens its commit's configuration again (a resync, the daemon's three plans of a commit,
+    each commit that leaves every file alone), which read the file's blob each time. Both
+    values are frozen."""
+    key = tree.tree_id
+    found = _CONFIGS.get(key)
+    if found is None:
+        loaded: LoadedConfig = load_config(tree)
+        found = (loaded.config or Config.default(), tuple(loaded.diagnostics))
+        if len(_CONFIGS) >= _CONFIGS_LIMIT:
+            _CONFIGS.clear()
+        _CONFIGS[key] = found
+    return found
 
 
 def select_environments(config: Config, wanted: str | None) -> list[tuple[str, Environment]]:

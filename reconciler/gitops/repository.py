@@ -10,6 +10,7 @@ tree cache here is not guarded; open another ``Repository`` for another thread.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -177,9 +178,14 @@ class Repository:
 
 
 def common_dir_of(git_dir: Path) -> Path:
-    """A linked work tree's Git directory names the shared one in its ``commondir`` file."""
-    pointer = git_dir / "commondir"
+    """A linked work tree's Git directory names the shared one in its ``commondir`` file.
+
+    Looked for with a ``stat`` first: most repositories have none, and a failed ``open``
+    (an exception with its path formatted) cost a sixth of opening the repository."""
+    pointer = os.path.join(git_dir, "commondir")
+    if not os.path.isfile(pointer):
+        return git_dir
     try:
-        return (git_dir / pointer.read_text().strip()).resolve()
+        return (git_dir / Path(pointer).read_text().strip()).resolve()
     except OSError:
         return git_dir

@@ -61,6 +61,12 @@ class GitTree:
         self._files: tuple[str, ...] | None = None
         self._folders: dict[str, pygit2.Tree] = {}
 
+    @property
+    def tree_id(self) -> str:
+        """The id of the commit's root tree: equal ids, equal files (a cache key that commits
+        changing nothing under the root share)."""
+        return str(self._root.id)
+
     def files(self) -> Iterator[str]:
         if self._files is None:
             self._files = tuple(sorted(self._listed()))

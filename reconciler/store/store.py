@@ -23,7 +23,18 @@ from typing import Any, Final
 from alembic import command
 from alembic.migration import MigrationContext
 from alembic.util import CommandError
-from sqlalchemy import Engine, Insert, Table, bindparam, delete, func, select, update
+from sqlalchemy import (
+    Engine,
+    Insert,
+    Table,
+    bindparam,
+    delete,
+    func,
+    null,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -101,12 +112,40 @@ deadlocked."""
 _TOKEN: Final = select(environments.c.revision).where(
     environments.c.name == bindparam("environment")
 )
-_TOKEN_AND_LAST_COMMIT: Final = select(environments.c.revision, environments.c.last_commit).where(
-    environments.c.name == bindparam("environment")
-)
 _LAST_COMMIT: Final = select(environments.c.last_commit).where(
     environments.c.name == bindparam("environment")
 )
+_WORKLOADS: Final = (
+    select(workloads)
+    .where(workloads.c.environment == bindparam("environment"))
+    .order_by(workloads.c.name)
+)
+_RESOURCES: Final = (
+    select(resources)
+    .where(resources.c.environment == bindparam("environment"))
+    .order_by(resources.c.uid)
+)
+_HEAD_AND_PINS: Final = union_all(
+    select(
+        environments.c.revision,
+        environments.c.last_commit,
+        null().label("workload"),
+        null().label("file"),
+        null().label("commit"),
+        null().label("head"),
+    ).where(environments.c.name == bindparam("environment")),
+    select(
+        null(),
+        null(),
+        pins_table.c.workload,
+        pins_table.c.file,
+        pins_table.c.commit,
+        pins_table.c.head,
+    ).where(pins_table.c.environment == bindparam("environment")),
+)
+"""What every plan reads first, as one statement: the environment's row (its token and last
+commit; the row whose ``workload`` is NULL, absent when the environment has none) and its pins
+(a pin's workload is never NULL). One statement instead of two is a tenth of a no-op resync."""
 _PINS: Final = select(pins_table).where(pins_table.c.environment == bindparam("environment"))
 """The reads of every plan, built once (building a statement costs more than running it)."""
 
@@ -483,15 +522,23 @@ class Store:
             return self._recorded_in(conn, environment, self._token(conn, environment))
 
     def plan_inputs(self, environment: str) -> PlanInputs:
-        """``recorded``, ``last_commit`` and ``pins`` read on one connection, the token and the
-        last commit by one statement: what every plan reads, resyncs that find nothing
-        included."""
+        """``recorded``, ``last_commit`` and ``pins`` read on one connection, the token, the
+        last commit and the pins by one statement: what every plan reads, resyncs that find
+        nothing included."""
         with self._read() as conn:
-            head = conn.execute(_TOKEN_AND_LAST_COMMIT, {"environment": environment}).first()
-            token, last_commit = (None, None) if head is None else (head[0], head[1])
-            pins = self._pins_in(conn, environment)
-            recorded = self._recorded_in(conn, environment, token)
-        return PlanInputs(recorded, last_commit, pins)
+            head = None
+            pins: dict[str, PinRecord] = {}
+            for row in conn.execute(_HEAD_AND_PINS, {"environment": environment}):
+                if row.workload is None:
+                    head = row
+                else:
+                    pins[row.workload] = PinRecord(row.workload, row.file, row.commit, row.head)
+            if head is None:
+                # No row, so no workload or resource either (their foreign key names it): the
+                # first plan of an environment skips two queries and their compilation.
+                return PlanInputs(RecordedState(environment, {}, {}), None, pins)
+            recorded = self._recorded_in(conn, environment, head[0])
+        return PlanInputs(recorded, head[1], pins)
 
     def _recorded_in(self, conn: Connection, environment: str, token: str | None) -> RecordedState:
         """``recorded`` on an open connection, ``token`` read on it already."""
@@ -551,17 +598,9 @@ class Store:
     def _read_rows(
         conn: Connection, environment: str
     ) -> tuple[dict[str, WorkloadRecord], dict[str, ResourceRecord]]:
-        found_workloads = conn.execute(
-            select(workloads)
-            .where(workloads.c.environment == environment)
-            .order_by(workloads.c.name)
-        )
+        found_workloads = conn.execute(_WORKLOADS, {"environment": environment})
         by_name = {r.name: r for r in map(rows.workload_record, found_workloads)}
-        found_resources = conn.execute(
-            select(resources)
-            .where(resources.c.environment == environment)
-            .order_by(resources.c.uid)
-        )
+        found_resources = conn.execute(_RESOURCES, {"environment": environment})
         by_uid = {r.uid: r for r in map(rows.resource_record, found_resources)}
         return by_name, by_uid
 

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from reconciler import pipeline
 from reconciler.catalogue import Code
+from reconciler.config.loader import LoadedConfig, load_config
 from reconciler.desired.secrets import split_outputs
 from reconciler.gitops.repository import Repository
+from reconciler.gitops.tree import GitTree
 from reconciler.pipeline import (
     EnvironmentPlan,
     open_source,
@@ -292,3 +295,33 @@ def test_a_pinned_workload_reads_its_sourced_files_at_the_pinned_commit(
     assert result.pinned == ("web",)
     assert _content(result) == "one\n"
     assert actions(result) == {("update", "workload", "web")}
+
+
+def test_a_trees_configuration_is_read_once_and_follows_its_files(
+    make_repo: MakeRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``open_source`` keeps a tree's configuration: opening the same commit again (a resync,
+    a fresh repository handle) reads no ``reconciler.yaml``; a tree where the file it names is
+    gone, with the same ``reconciler.yaml``, is read again and says so."""
+    reads: list[str] = []
+
+    def counted(tree: GitTree) -> LoadedConfig:
+        reads.append(tree.commit)
+        return load_config(tree)
+
+    monkeypatch.setattr(pipeline, "load_config", counted)
+    repo = make_repo()
+    config = (
+        "apiVersion: reconciler.score.dev/v1alpha1\n"
+        "provisioners:\n  - provisioners/extra.yaml\n"
+        "environments:\n  staging:\n    branch: main\n"
+    )
+    first = repo.commit({"reconciler.yaml": config, "provisioners/extra.yaml": "[]\n"})
+    opened = [open_source(Repository.open(repo.root), first) for _ in range(3)]
+    assert reads == [first]
+    assert all(o.config == opened[0].config for o in opened)
+    assert opened[0].diagnostics == ()
+    second = repo.commit({"provisioners/extra.yaml": None})
+    missing = open_source(Repository.open(repo.root), second)
+    assert reads == [first, second]
+    assert [d.code for d in missing.diagnostics] == [Code.CONFIG_MISSING_FILE]

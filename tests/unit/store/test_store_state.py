@@ -269,6 +269,45 @@ def test_plan_inputs_are_what_the_separate_reads_give(store: Store, build: Build
     assert found.pins == store.pins("prod") == {"web": pin}
 
 
+def test_plan_inputs_of_a_kept_state_are_one_statement(store: Store, build: Builders) -> None:
+    """A resync that finds nothing reads the environment's row and its pins together: one
+    statement, whatever the pins, with the pins and the row told apart."""
+    workload, _, _ = build
+    store.save_workload("prod", workload("web"))
+    store.set_last_commit("prod", "c" * 40)
+    store.recorded("prod")
+    for pins in ((), ("web", "api")):
+        for name in pins:
+            store.set_pin("prod", PinRecord(name, f"apps/{name}/score.yaml", "a" * 40, "b" * 40))
+        with selects_from(store, "") as reads:
+            found = store.plan_inputs("prod")
+        assert len(reads) == 1
+        assert found.last_commit == "c" * 40
+        assert found.pins == store.pins("prod")
+        assert sorted(found.pins) == sorted(pins)
+
+
+def test_plan_inputs_of_an_environment_without_a_row_read_no_records(
+    store: Store, build: Builders
+) -> None:
+    """An environment never written has no workload or resource (their foreign key names its
+    row): its first plan reads the row and the pins, not the two tables."""
+    workload, _, _ = build
+    store.save_workload("staging", workload("web"))  # another environment's rows stay unread
+    with (
+        selects_from(store, "workloads") as workload_reads,
+        selects_from(store, "resources") as resource_reads,
+    ):
+        found = store.plan_inputs("prod")
+    assert (workload_reads, resource_reads) == ([], [])
+    assert found.recorded == RecordedState("prod", {}, {})
+    assert found.last_commit is None
+    store.save_workload("prod", workload("web"))
+    with selects_from(store, "workloads") as workload_reads:
+        assert list(store.plan_inputs("prod").recorded.workloads) == ["web"]
+    assert len(workload_reads) == 1
+
+
 def test_set_workload_status_changes_only_the_status_and_keeps_the_state_carried(
     store: Store, store_url: str, build: Builders, clock: TickingClock
 ) -> None:
