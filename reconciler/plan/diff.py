@@ -15,7 +15,7 @@ from operator import attrgetter, is_not
 from typing import Any, Protocol
 
 from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload
-from reconciler.desired.secrets import redact
+from reconciler.desired.secrets import SCHEME, redact
 from reconciler.diagnostics import Diagnostic
 from reconciler.plan.model import Action, ActionKind, Change, Plan, Subject
 from reconciler.schemacheck import PLAIN_KEY, format_path
@@ -67,7 +67,7 @@ def redacted_leaves(value: Any) -> dict[str, Any]:
     level, each path written once from its parent's. A plan that creates a thousand workloads
     calls it once per workload and resource, on every leaf of their specs."""
     out: dict[str, Any] = {}
-    if isinstance(value, Mapping | list | tuple):
+    if isinstance(value, _CONTAINERS):
         if value:
             _leaves_into(value, "", out)
         return out
@@ -80,27 +80,28 @@ def _leaves_into(
 ) -> None:
     """The leaves of a non-empty map or list under ``path`` (as ``format_path`` writes it)."""
     if isinstance(value, Mapping):
+        named: list[tuple[str, Any]] = []
         for key in sorted(value, key=str):
             name = str(key)
             if PLAIN_KEY.match(name):
-                _leaf(value[key], f"{path}.{name}" if path else name, out)
+                named.append((f"{path}.{name}" if path else name, value[key]))
             else:
-                _leaf(value[key], f"{path}[{json.dumps(name)}]", out)
+                named.append((f"{path}[{json.dumps(name)}]", value[key]))
     else:
-        for index, item in enumerate(value):
-            _leaf(item, f"{path}[{index}]", out)
+        named = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    for where, item in named:
+        if type(item) is str:  # most leaves; a secret's text is never in a plan
+            out[where] = item if SCHEME not in item else redact(item)
+        elif isinstance(item, _CONTAINERS):
+            if item:
+                _leaves_into(item, where, out)
+            else:  # an empty container is a leaf, as redact copies it
+                out[where] = {} if isinstance(item, Mapping) else []
+        else:
+            out[where] = redact(item)
 
 
-def _leaf(value: Any, path: str, out: dict[str, Any]) -> None:
-    if isinstance(value, str):
-        out[path] = redact(value)
-    elif isinstance(value, Mapping | list | tuple):
-        if value:
-            _leaves_into(value, path, out)
-        else:  # an empty container is a leaf, as redact copies it
-            out[path] = {} if isinstance(value, Mapping) else []
-    else:
-        out[path] = value
+_CONTAINERS = (Mapping, list, tuple)
 
 
 def field_changes(old: Any, new: Any) -> tuple[Change, ...]:
