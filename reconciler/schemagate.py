@@ -68,6 +68,8 @@ class _Compiler:
     def __init__(self, root: Mapping[str, Any]) -> None:
         self._root = root
         self._refs: dict[str, Gate] = {}
+        self._compiling: dict[str, list[Gate]] = {}
+        """Definitions being compiled: a reference met inside its own goes through a cell."""
 
     def compile(self, schema: Any) -> Gate:
         if schema is True:
@@ -130,20 +132,30 @@ class _Compiler:
         if not isinstance(target, str) or not target.startswith("#/$defs/"):
             raise _Unsupported(f"$ref {target!r}")
         found = self._refs.get(target)
-        if found is None:
-            cell: list[Gate] = []
+        if found is not None:
+            return found
+        pending = self._compiling.get(target)
+        if pending is not None:  # a recursive definition sees itself, through its cell
+            return _later(pending)
+        name = target.removeprefix("#/$defs/")
+        definitions = self._root.get("$defs", {})
+        if name not in definitions:
+            raise _Unsupported(f"$ref {target!r}")
+        cell = self._compiling[target] = []
+        gate = self.compile(definitions[name])
+        cell.append(gate)
+        del self._compiling[target]
+        self._refs[target] = gate  # the others call it directly
+        return gate
 
-            def later(value: Any) -> bool:  # a recursive definition sees itself
-                return cell[0](value)
 
-            self._refs[target] = later
-            name = target.removeprefix("#/$defs/")
-            definitions = self._root.get("$defs", {})
-            if name not in definitions:
-                raise _Unsupported(f"$ref {target!r}")
-            cell.append(self.compile(definitions[name]))
-            found = self._refs[target]
-        return found
+def _later(cell: list[Gate]) -> Gate:
+    """The gate that ``cell`` will hold once its definition is compiled."""
+
+    def later(value: Any) -> bool:  # cell[0] does not exist yet: looked up on each call
+        return cell[0](value)
+
+    return later
 
 
 _OBJECT_KEYWORDS = frozenset(
