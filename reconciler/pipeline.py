@@ -35,6 +35,7 @@ from reconciler.diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from reconciler.gitops.changes import ChangeSet
 from reconciler.gitops.repository import Repository
 from reconciler.gitops.tree import GitTree
+from reconciler.plan.collector import full_collections_held
 from reconciler.plan.diff import ActionMemo, diff
 from reconciler.plan.model import Plan
 from reconciler.score.loader import LoadedWorkload, load_workload
@@ -160,6 +161,18 @@ def plan_environment(
     """
     if has_errors(source.diagnostics):
         return EnvironmentPlan(name, None, None, source.diagnostics)
+    with full_collections_held():  # the plan's values live until it ends (plan/collector.py)
+        return _plan_environment(repo, store, source, name, env, parsed)
+
+
+def _plan_environment(
+    repo: Repository,
+    store: Store,
+    source: Source,
+    name: str,
+    env: Environment,
+    parsed: dict[str, LoadedWorkload] | None,
+) -> EnvironmentPlan:
     builder = _builder(store, name)
     stored = store.plan_inputs(name)
     recorded = builder.same_as_before(stored.recorded)

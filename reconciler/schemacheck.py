@@ -24,7 +24,8 @@ from reconciler.diagnostics import Diagnostic
 from reconciler.schemagate import Gate, compile_gate
 from reconciler.yamldoc import Path, YamlDocument
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+"""A key `format_path` writes after a dot; any other is quoted in brackets."""
 _RFC1123_LABEL = "^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$"
 _TYPE_NAMES = {
     "object": "a mapping",
@@ -76,7 +77,7 @@ def format_path(path: Sequence[str | int]) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _PLAIN_KEY.match(part):
+        elif PLAIN_KEY.match(part):
             out += f".{part}" if out else part
         else:
             out += f"[{json.dumps(part)}]"

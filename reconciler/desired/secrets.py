@@ -73,6 +73,8 @@ def redact(value: object) -> object:
     tells a reader of a plan what changed, and it holds nothing secret.
     """
     if isinstance(value, str):
+        if SCHEME not in value:  # most strings: neither a reference nor a marked one
+            return value
         return SENSITIVE if is_ref(value) else _MARKED.sub(SENSITIVE, value)
     if isinstance(value, Mapping):
         return {k: redact(v) for k, v in value.items()}

@@ -179,6 +179,8 @@ def placeholder_problems(
 
 def jsonable(value: object) -> Any:
     """Resolved values as JSON: a value known after apply becomes the text users see for it."""
+    if type(value) is str:  # most values: nothing to convert
+        return value
     if isinstance(value, KnownAfterApply):
         return str(value)
     if isinstance(value, Mapping):

@@ -7,6 +7,7 @@ state carries references and markers), and every value it puts in a change goes 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress, repeat
@@ -14,10 +15,10 @@ from operator import attrgetter, is_not
 from typing import Any, Protocol
 
 from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload
-from reconciler.desired.secrets import redact
+from reconciler.desired.secrets import SCHEME, redact
 from reconciler.diagnostics import Diagnostic
 from reconciler.plan.model import Action, ActionKind, Change, Plan, Subject
-from reconciler.schemacheck import format_path
+from reconciler.schemacheck import PLAIN_KEY, format_path
 
 
 class RecordedResource(Protocol):
@@ -61,9 +62,55 @@ def flatten(value: Any, prefix: tuple[str | int, ...] = ()) -> dict[str, Any]:
     return {format_path(prefix): value}
 
 
+def redacted_leaves(value: Any) -> dict[str, Any]:
+    """``flatten(redact(value))`` in one walk: no redacted copy of the tree, no dictionary per
+    level, each path written once from its parent's. A plan that creates a thousand workloads
+    calls it once per workload and resource, on every leaf of their specs."""
+    out: dict[str, Any] = {}
+    if isinstance(value, _CONTAINERS):
+        if value:
+            _leaves_into(value, "", out)
+        return out
+    out[format_path(())] = redact(value)
+    return out
+
+
+def _leaves_into(
+    value: Mapping[Any, Any] | list[Any] | tuple[Any, ...], path: str, out: dict[str, Any]
+) -> None:
+    """The leaves of a non-empty map or list under ``path`` (as ``format_path`` writes it)."""
+    if isinstance(value, Mapping):
+        named: list[tuple[str, Any]] = []
+        for key in sorted(value, key=str):
+            name = str(key)
+            if PLAIN_KEY.match(name):
+                named.append((f"{path}.{name}" if path else name, value[key]))
+            else:
+                named.append((f"{path}[{json.dumps(name)}]", value[key]))
+    else:
+        named = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    for where, item in named:
+        if type(item) is str:  # most leaves; a secret's text is never in a plan
+            out[where] = item if SCHEME not in item else redact(item)
+        elif isinstance(item, _CONTAINERS):
+            if item:
+                _leaves_into(item, where, out)
+            else:  # an empty container is a leaf, as redact copies it
+                out[where] = {} if isinstance(item, Mapping) else []
+        else:
+            out[where] = redact(item)
+
+
+_CONTAINERS = (Mapping, list, tuple)
+
+
 def field_changes(old: Any, new: Any) -> tuple[Change, ...]:
     """Attribute-level differences, redacted, sorted by path."""
-    before, after = flatten(redact(old)), flatten(redact(new))
+    before, after = redacted_leaves(old), redacted_leaves(new)
+    if not before:  # a creation: every leaf is new (most of a first plan)
+        return tuple([Change(path, None, after[path]) for path in sorted(after)])
+    if not after:  # a deletion: every leaf goes
+        return tuple([Change(path, before[path], None) for path in sorted(before)])
     changes = []
     for path in sorted(set(before) | set(after)):
         if before.get(path, _ABSENT) != after.get(path, _ABSENT):

@@ -20,6 +20,7 @@ import base64
 import datetime
 import difflib
 import enum
+import functools
 import json
 import math
 import re
@@ -116,6 +117,13 @@ def split_ref(ref: str) -> list[str]:
     return [part.replace(_NUL, ".") for part in hidden.split(".")]
 
 
+@functools.lru_cache(maxsize=4096)
+def _parts(ref: str) -> tuple[str, ...]:
+    """``split_ref``, once per distinct ref: a repository repeats a few refs in every workload
+    (``metadata.name``, ``resources.db.host``)."""
+    return tuple(split_ref(ref))
+
+
 def find_refs(text: str) -> list[str]:
     """The refs of the real placeholders in ``text``, in order; escaped ones are not refs."""
     return [m.group(2) for m in _PLACEHOLDER.finditer(text) if not m.group(1).startswith("$")]
@@ -140,7 +148,7 @@ def substitute_string(
             continue
         ref: str = match.group(2)
         try:
-            rendered = render_value(resolve(split_ref(ref)))
+            rendered = render_value(resolve(list(_parts(ref))))
         except LookupFailure as failure:
             problems.append(
                 PlaceholderProblem(

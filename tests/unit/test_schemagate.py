@@ -52,6 +52,39 @@ CORNERS: list[tuple[dict[str, Any], list[Any]]] = [
     ),
     (True, [1, None]),
     ({"properties": {"a": False}}, [{"a": 1}, {}]),
+    # typed objects and strings are compiled into one test each: the same answers
+    (
+        {
+            "type": "object",
+            "properties": {"a": {"type": "string"}, "n": False},
+            "required": ["a"],
+            "additionalProperties": False,
+            "minProperties": 1,
+        },
+        [{}, {"a": "x"}, {"a": 1}, {"a": "x", "b": 1}, {"a": "x", "n": 1}, [], "x", None, {1: "x"}],
+    ),
+    (
+        {
+            "type": "object",
+            "additionalProperties": {"type": "integer"},
+            "propertyNames": {"pattern": "^[a-z]+$"},
+        },
+        [{"ab": 1}, {"A": 1}, {"ab": "x"}, {}, "A", {1: 2}],
+    ),
+    (
+        {
+            "type": "object",
+            "properties": {"a": {}},
+            "oneOf": [{"required": ["a"]}, {"required": ["b"]}],
+        },
+        [{"a": 1}, {"b": 1}, {"a": 1, "b": 2}, {}, []],
+    ),
+    (
+        {"type": "string", "minLength": 2, "maxLength": 3, "pattern": "^a"},
+        ["a", "ab", "abcd", "ba", "é" * 3, 12, None],
+    ),
+    ({"type": "string", "enum": ["ab", "c"], "minLength": 2}, ["ab", "c", "x", 1]),
+    ({"type": "array", "items": {"type": "string", "pattern": "b"}}, [[], ["ab"], ["a"], "ab"]),
 ]
 
 

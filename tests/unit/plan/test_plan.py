@@ -9,8 +9,8 @@ from typing import Any
 from markdown_it import MarkdownIt
 
 from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload, digest
-from reconciler.desired.secrets import embed, secret_ref
-from reconciler.plan.diff import ActionMemo, diff
+from reconciler.desired.secrets import embed, redact, secret_ref
+from reconciler.plan.diff import ActionMemo, diff, field_changes, flatten, redacted_leaves
 from reconciler.plan.model import KNOWN_AFTER_APPLY, ActionKind, Subject
 from reconciler.plan.render import to_json, to_markdown, to_text
 
@@ -229,3 +229,34 @@ def test_a_memo_patches_the_last_actions_and_leaves_earlier_plans_alone() -> Non
     del fewer["legacy"]
     gone = diff(third, resources, fewer, commit="d" * 40, memo=memo)
     assert to_json(gone) == to_json(diff(third, resources, fewer, commit="d" * 40))
+
+
+def test_redacted_leaves_are_the_flattened_redaction() -> None:
+    """``field_changes`` walks a spec once (``redacted_leaves``); what it finds is what
+    flattening the redacted copy found: paths, quoting, empty containers, tuples, secrets."""
+    ref = secret_ref("prod", "postgres.default#db", "password")
+    values: list[Any] = [
+        {},
+        [],
+        (),
+        "x",
+        3,
+        None,
+        ref,
+        [1, {"a": ref}],
+        (ref, ()),
+        {
+            "a": (),
+            "b": [],
+            "c": {},
+            "d": (1, 2),
+            "x y": {"é": [embed(ref), f"a{embed(ref)}b", "plain"]},
+            "": 0,
+            "Z": [[], [[]], {"k": ()}],
+        },
+    ]
+    for value in values:
+        assert redacted_leaves(value) == flatten(redact(value)), value
+        changes = field_changes({}, value)
+        assert [c.path for c in changes] == sorted(flatten(redact(value)))
+        assert field_changes(value, {}) == tuple(type(c)(c.path, c.new, None) for c in changes)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from reconciler.catalogue import Code
+from reconciler.score import placeholders
 from reconciler.score.placeholders import (
     KNOWN_AFTER_APPLY,
     LookupFailure,
@@ -543,3 +544,13 @@ def test_resolver_is_called_once_per_found_ref(text: str) -> None:
 
     substitute_string(text, record)
     assert len(seen) == len(find_refs(text))
+
+
+def test_a_ref_met_again_is_not_split_again() -> None:
+    """Every workload repeats a few refs; each distinct one is split once per process."""
+    resolve = placeholders.workload_resolver({"name": "a"}, {})
+    placeholders._parts.cache_clear()
+    for _ in range(50):
+        assert placeholders.substitute_string("x-${metadata.name}", resolve) == ("x-a", [])
+    info = placeholders._parts.cache_info()
+    assert (info.misses, info.hits) == (1, 49)
