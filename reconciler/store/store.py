@@ -23,7 +23,18 @@ from typing import Any, Final
 from alembic import command
 from alembic.migration import MigrationContext
 from alembic.util import CommandError
-from sqlalchemy import Engine, Insert, Table, bindparam, delete, func, select, update
+from sqlalchemy import (
+    Engine,
+    Insert,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -115,6 +126,13 @@ _RESOURCES_OF: Final = select(resources).where(
     resources.c.uid.in_(bindparam("uids", expanding=True)),
 )
 """Built once: the statement every step runs to read its resources."""
+
+_WORKLOAD_COLUMNS: Final = [
+    type_coerce(c, Text).label(c.name) if c.name in rows.WORKLOAD_TEXT_COLUMNS else c
+    for c in workloads.columns
+]
+"""The workload columns a read of the recorded state selects: the large JSON ones as their
+text, which the record keeps undecoded (``rows.JsonText``)."""
 
 _NAMES_PER_STATEMENT: Final = 1000
 """Bound parameters per ``IN`` list, well under SQLite's limit (32,766)."""
@@ -525,7 +543,7 @@ class Store:
         conn: Connection, environment: str
     ) -> tuple[dict[str, WorkloadRecord], dict[str, ResourceRecord]]:
         found_workloads = conn.execute(
-            select(workloads)
+            select(*_WORKLOAD_COLUMNS)
             .where(workloads.c.environment == environment)
             .order_by(workloads.c.name)
         )

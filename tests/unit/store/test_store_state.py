@@ -18,6 +18,7 @@ from reconciler.catalogue import Code
 from reconciler.store import RecordedState, Store, StoreError, WorkloadRecord
 from reconciler.store.migrations import head
 from reconciler.store.records import PinRecord
+from reconciler.store.rows import JsonText, canonical_json
 from reconciler.store.tables import metadata
 
 if TYPE_CHECKING:
@@ -108,6 +109,38 @@ def test_recorded_round_trips_every_field(
     )
     assert state.workloads["web"].updated_at.tzinfo is UTC  # type: ignore[union-attr]
     assert list(state.workloads["web"].spec["metadata"]["annotations"]) == ["a", "z"]
+
+
+def test_kept_records_hold_spec_and_source_as_their_canonical_text(
+    store_url: str, store: Store, build: Builders
+) -> None:
+    """What the store keeps per workload is text, not decoded objects (a quarter of the memory),
+    whether the record was carried over this process's write or read from the database."""
+    workload, _, _ = build
+    saved = workload(source={"containers": {"main": {"image": "nginx"}}, "apiVersion": "v"})
+    store.save_workload("prod", saved)
+    carried = store.recorded("prod").workloads["web"]
+    with Store.open(store_url) as other:
+        read = other.recorded("prod").workloads["web"]
+    for record in (carried, read):
+        for kept, given in ((record.spec, saved.spec), (record.source, saved.source)):
+            assert type(kept) is JsonText
+            assert kept.text == canonical_json(given)
+            assert kept == given
+            assert dict(kept) == given
+    assert read == carried
+    assert read.source["containers"] == {"main": {"image": "nginx"}}
+    assert canonical_json({"spec": read.spec}) == canonical_json({"spec": saved.spec})
+
+
+def test_json_text_compares_by_value_whatever_its_spelling() -> None:
+    spaced = JsonText('{"b": [1, 2], "a": {}}')
+    assert spaced == JsonText('{"a":{},"b":[1,2]}') == {"a": {}, "b": [1, 2]}
+    assert spaced != JsonText('{"a":{},"b":[2,1]}')
+    assert spaced != {"a": {}}
+    assert not JsonText("{}")
+    assert spaced
+    assert list(spaced.items()) == [("b", [1, 2]), ("a", {})]
 
 
 def test_recorded_is_per_environment_and_sorted(store: Store, build: Builders) -> None:
