@@ -5,6 +5,13 @@ registry, so tests and several daemons in one process never see each other's sam
 composer hands the ``DaemonMetrics`` to the worker loop and to the HTTP server. Labels are
 bounded by configuration (environments, workloads, providers) and fixed words: never a SHA,
 a run id or a user.
+
+Per workload there are two series, a counter of reconciles by phase and an info gauge, as
+Argo CD has per application (``argocd_app_sync_total``, ``argocd_app_info``); the duration
+histogram is per environment, as Argo CD's ``argocd_app_reconcile`` is per cluster and not
+per application: a 13-bucket histogram per workload weighed about 3.7 KB in the daemon (37 MB
+at 10,000 workloads) and made 16 series per workload for Prometheus to store, while the
+durations of one environment's workloads are those of its runs (a run reconciles many).
 """
 
 from __future__ import annotations
@@ -67,8 +74,8 @@ def create_metrics(registry: CollectorRegistry | None = None) -> DaemonMetrics:
         registry=registry,
         reconcile_duration=Histogram(
             "reconciler_reconcile_duration_seconds",
-            "Time a reconcile of one workload in one environment took.",
-            ["environment", "workload"],
+            "Time a reconcile of a workload took, observed once per workload reconciled.",
+            ["environment"],
             buckets=RECONCILE_BUCKETS,
             registry=registry,
         ),

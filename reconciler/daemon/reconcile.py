@@ -399,9 +399,7 @@ class Reconciler:
         if retries:
             self.metrics.step_retries.inc(retries)
         for workload, state in status.workloads.items():
-            self.metrics.reconcile_duration.labels(environment=env, workload=workload).observe(
-                seconds
-            )
+            self.metrics.reconcile_duration.labels(environment=env).observe(seconds)
             self.metrics.sync.labels(
                 environment=env, workload=workload, phase=status.phase.value
             ).inc()
