@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +18,7 @@ from sqlalchemy import event, text
 
 from reconciler.catalogue import Code
 from reconciler.store import RecordedState, Store, StoreError, WorkloadRecord
-from reconciler.store.migrations import head
+from reconciler.store.migrations import head, scripts
 from reconciler.store.records import PinRecord
 from reconciler.store.rows import JsonText, canonical_json
 from reconciler.store.tables import metadata
@@ -50,6 +52,25 @@ def test_open_twice_migrates_once_and_keeps_data(store_url: str, build: Builders
     with Store.open(store_url) as second:
         assert second.revision() == head()
         assert list(second.recorded("prod").workloads) == ["web"]
+
+
+def test_the_head_spelled_in_the_package_is_the_scripts_head() -> None:
+    assert scripts().get_current_head() == head()
+
+
+def test_opening_a_store_at_head_does_not_import_alembic(store_url: str) -> None:
+    """Alembic (about 8 MiB) is for migrating: a daemon opening a current store never needs it."""
+    Store.open(store_url).close()
+    program = (
+        "import sys\n"
+        "from reconciler.store import Store\n"
+        f"Store.open({store_url!r}).close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_migrations_build_exactly_the_tables_the_code_uses(store: Store) -> None:
