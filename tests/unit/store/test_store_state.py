@@ -164,6 +164,15 @@ def test_json_text_compares_by_value_whatever_its_spelling() -> None:
     assert list(spaced.items()) == [("b", [1, 2]), ("a", {})]
 
 
+def test_json_text_keeps_a_long_text_deflated_and_gives_it_back() -> None:
+    value = {"containers": {f"c{i}": {"image": "registry.example/app:1.2.3"} for i in range(30)}}
+    long = JsonText(canonical_json(value))
+    assert long.text == canonical_json(value)
+    assert long == value == JsonText(canonical_json(value))
+    assert long != JsonText(canonical_json({**value, "x": 1}))
+    assert sys.getsizeof(long._packed) < len(long.text) / 4
+
+
 def test_recorded_is_per_environment_and_sorted(store: Store, build: Builders) -> None:
     workload, resource, _ = build
     for name in ["zeta", "alpha", "mid"]:
