@@ -283,15 +283,23 @@ def resource_row(environment: str, record: ResourceRecord, now: datetime) -> dic
 
 
 def resource_record(row: Row[Any]) -> ResourceRecord:
-    return _resource(_m(row), _as_is)
+    """A resource as read; ``state`` stays text (see ``JsonText``): it holds the manifests a
+    provisioner rendered, read only when the resource or its workload is applied again."""
+    return _resource(_m(row), _as_is, json_text)
 
 
 def resource_as_read(values: Mapping[str, Any]) -> ResourceRecord:
     """As ``workload_as_read``, for a row from ``resource_row``."""
-    return _resource(values, _as_stored)
+    return _resource(values, _as_stored, _stored_text)
 
 
-def _resource(r: Mapping[str, Any], json_value: Callable[[Any], Any]) -> ResourceRecord:
+RESOURCE_TEXT_COLUMNS = ("state",)
+"""The resource columns a record keeps as ``JsonText``."""
+
+
+def _resource(
+    r: Mapping[str, Any], json_value: Callable[[Any], Any], text_value: Callable[[Any], JsonText]
+) -> ResourceRecord:
     return ResourceRecord(
         uid=r["uid"],
         type=r["type"],
@@ -301,7 +309,7 @@ def _resource(r: Mapping[str, Any], json_value: Callable[[Any], Any]) -> Resourc
         provisioner=r["provisioner"],
         params_hash=r["params_hash"],
         params=json_value(r["params"]),
-        state=json_value(r["state"]),
+        state=text_value(r["state"]),
         outputs=json_value(r["outputs"]),
         secret_refs=json_value(r["secret_refs"]),
         status=r["status"],

@@ -122,18 +122,24 @@ _LAST_COMMIT: Final = select(environments.c.last_commit).where(
 _PINS: Final = select(pins_table).where(pins_table.c.environment == bindparam("environment"))
 """The reads of every plan, built once (building a statement costs more than running it)."""
 
-_RESOURCES_OF: Final = select(resources).where(
-    resources.c.environment == bindparam("environment"),
-    resources.c.uid.in_(bindparam("uids", expanding=True)),
-)
-"""Built once: the statement every step runs to read its resources."""
-
 _WORKLOAD_COLUMNS: Final = [
     type_coerce(c, Text).label(c.name) if c.name in rows.WORKLOAD_TEXT_COLUMNS else c
     for c in workloads.columns
 ]
 """The workload columns a read of the recorded state selects: the large JSON ones as their
 text, which the record keeps undecoded (``rows.JsonText``)."""
+
+_RESOURCE_COLUMNS: Final = [
+    type_coerce(c, Text).label(c.name) if c.name in rows.RESOURCE_TEXT_COLUMNS else c
+    for c in resources.columns
+]
+"""As ``_WORKLOAD_COLUMNS``, for resources (their ``state``)."""
+
+_RESOURCES_OF: Final = select(*_RESOURCE_COLUMNS).where(
+    resources.c.environment == bindparam("environment"),
+    resources.c.uid.in_(bindparam("uids", expanding=True)),
+)
+"""Built once: the statement every step runs to read its resources."""
 
 _NAMES_PER_STATEMENT: Final = 1000
 """Bound parameters per ``IN`` list, well under SQLite's limit (32,766)."""
@@ -557,7 +563,7 @@ class Store:
         )
         by_name = {r.name: r for r in map(rows.workload_record, found_workloads)}
         found_resources = conn.execute(
-            select(resources)
+            select(*_RESOURCE_COLUMNS)
             .where(resources.c.environment == environment)
             .order_by(resources.c.uid)
         )

@@ -154,6 +154,26 @@ def test_kept_records_hold_spec_and_source_as_their_canonical_text(
     assert canonical_json({"spec": read.spec}) == canonical_json({"spec": saved.spec})
 
 
+def test_kept_resources_hold_their_state_as_text(
+    store_url: str, store: Store, build: Builders
+) -> None:
+    """A resource's state holds the manifests its provisioner rendered (about 2 KB of text,
+    several times that decoded) and is read only to apply it again: kept as text."""
+    _, resource, _ = build
+    saved = resource(state={"_manifests": [{"kind": "Secret", "metadata": {"name": "db"}}]})
+    store.save_resource("prod", saved)
+    carried = store.recorded("prod").resources[saved.uid]
+    stepped = store.resources_of("prod", [saved.uid])[saved.uid]
+    with Store.open(store_url) as other:
+        read = other.recorded("prod").resources[saved.uid]
+        read_by_step = other.resources_of("prod", [saved.uid])[saved.uid]
+    for record in (carried, stepped, read, read_by_step):
+        assert type(record.state) is JsonText
+        assert record.state == saved.state
+        assert record.state.text == canonical_json(saved.state)
+    assert dict(read.state)["_manifests"][0]["kind"] == "Secret"
+
+
 def test_json_text_compares_by_value_whatever_its_spelling() -> None:
     spaced = JsonText('{"b": [1, 2], "a": {}}')
     assert spaced == JsonText('{"a":{},"b":[1,2]}') == {"a": {}, "b": [1, 2]}
