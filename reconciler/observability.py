@@ -18,7 +18,6 @@ from typing import Any
 
 import structlog
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -62,6 +61,12 @@ def configure(*, json: bool | None = None, level: str = "INFO") -> None:
 def _configure_tracing() -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        # Imported only when spans are exported: the exporter and protobuf are about 4 MiB
+        # and 115 modules that a process without an endpoint would keep for nothing.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
 

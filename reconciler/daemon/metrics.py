@@ -5,13 +5,25 @@ registry, so tests and several daemons in one process never see each other's sam
 composer hands the ``DaemonMetrics`` to the worker loop and to the HTTP server. Labels are
 bounded by configuration (environments, workloads, providers) and fixed words: never a SHA,
 a run id or a user.
+
+Per workload there are two series, a counter of reconciles by phase and an info gauge, as
+Argo CD has per application (``argocd_app_sync_total``, ``argocd_app_info``); the duration
+histogram is per environment, as Argo CD's ``argocd_app_reconcile`` is per cluster and not
+per application: a 13-bucket histogram per workload weighed about 3.7 KB in the daemon (37 MB
+at 10,000 workloads) and made 16 series per workload for Prometheus to store, while the
+durations of one environment's workloads are those of its runs (a run reconciles many).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 RECONCILE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 """From a no-op plan (tens of milliseconds) to a database being created (minutes)."""
@@ -29,12 +41,70 @@ WEBHOOK_RESULTS = (
 """The values of ``result`` on ``reconciler_webhook_deliveries_total``."""
 
 
+class WorkloadSeries(Collector):
+    """``reconciler_sync_total`` and ``reconciler_workload_info``, the two series per workload,
+    kept as plain values and turned into samples when scraped. A ``Counter`` or ``Gauge``
+    child per workload is an object with its own lock and value objects: about 1.6 KB a
+    workload for the two (16 MB at 10,000), against a few hundred bytes here. The samples are
+    those the client's ``Counter`` (with its ``_created``) and ``Gauge`` gave."""
+
+    SYNC = (
+        "reconciler_sync_total",
+        "Reconciles that reached a phase (Succeeded, Failed, WaitingApproval, ...).",
+    )
+    INFO = (
+        "reconciler_workload_info",
+        "Always 1; the labels carry the workload's sync and health status.",
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._syncs: dict[tuple[str, str, str], list[float]] = {}
+        """(environment, workload, phase) -> [count, created (Unix time)]."""
+        self._statuses: dict[tuple[str, str], tuple[str, str]] = {}
+        """(environment, workload) -> (sync status, health status): the one info series."""
+
+    def count_sync(self, environment: str, workload: str, phase: str) -> None:
+        key = (environment, workload, phase)
+        with self._lock:
+            found = self._syncs.get(key)
+            if found is None:
+                self._syncs[key] = [1.0, time.time()]
+            else:
+                found[0] += 1.0
+
+    def set_status(self, environment: str, workload: str, sync: str, health: str) -> None:
+        """The workload's one info series carries these statuses from now on."""
+        with self._lock:
+            self._statuses[(environment, workload)] = (sync, health)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            syncs = [(key, value[0], value[1]) for key, value in self._syncs.items()]
+            statuses = [(*key, *value) for key, value in self._statuses.items()]
+        counter = CounterMetricFamily(*self.SYNC, labels=("environment", "workload", "phase"))
+        for labels, count, created in syncs:
+            counter.add_metric(labels, count, created=created)
+        yield counter
+        info = GaugeMetricFamily(
+            *self.INFO, labels=("environment", "workload", "sync_status", "health_status")
+        )
+        for status in statuses:
+            info.add_metric(status, 1.0)
+        yield info
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(*self.SYNC, labels=("environment", "workload", "phase"))
+        yield GaugeMetricFamily(
+            *self.INFO, labels=("environment", "workload", "sync_status", "health_status")
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class DaemonMetrics:
     registry: CollectorRegistry
     reconcile_duration: Histogram
-    sync: Counter
-    workload_info: Gauge
+    workloads: WorkloadSeries
     last_reconcile: Gauge
     queue_depth: Gauge
     runs: Counter
@@ -42,22 +112,16 @@ class DaemonMetrics:
     step_retries: Counter
     webhook_deliveries: Counter
 
-    _statuses: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
-    """The statuses each workload's info series carries now, so that changing them costs
-    one removal instead of a scan of every series (which made a reconcile quadratic)."""
+    def count_sync(self, environment: str, workload: str, phase: str) -> None:
+        """One more reconcile of the workload that reached ``phase``."""
+        self.workloads.count_sync(environment, workload, phase)
 
     def set_workload_status(
         self, environment: str, workload: str, sync_status: str, health_status: str
     ) -> None:
-        """Point the info gauge at the workload's current statuses, removing its old series so
-        that one workload never shows as both Synced and OutOfSync. The queue serialises calls
-        for one workload, so the read-then-remove below does not race."""
-        key = (environment, workload)
-        previous = self._statuses.get(key)
-        if previous is not None and previous != (sync_status, health_status):
-            self.workload_info.remove(environment, workload, *previous)
-        self._statuses[key] = (sync_status, health_status)
-        self.workload_info.labels(environment, workload, sync_status, health_status).set(1)
+        """Point the workload's info series at its current statuses: one series per workload,
+        never both Synced and OutOfSync."""
+        self.workloads.set_status(environment, workload, sync_status, health_status)
 
 
 def create_metrics(registry: CollectorRegistry | None = None) -> DaemonMetrics:
@@ -67,23 +131,12 @@ def create_metrics(registry: CollectorRegistry | None = None) -> DaemonMetrics:
         registry=registry,
         reconcile_duration=Histogram(
             "reconciler_reconcile_duration_seconds",
-            "Time a reconcile of one workload in one environment took.",
-            ["environment", "workload"],
+            "Time a reconcile of a workload took, observed once per workload reconciled.",
+            ["environment"],
             buckets=RECONCILE_BUCKETS,
             registry=registry,
         ),
-        sync=Counter(
-            "reconciler_sync_total",
-            "Reconciles that reached a phase (Succeeded, Failed, WaitingApproval, ...).",
-            ["environment", "workload", "phase"],
-            registry=registry,
-        ),
-        workload_info=Gauge(
-            "reconciler_workload_info",
-            "Always 1; the labels carry the workload's sync and health status.",
-            ["environment", "workload", "sync_status", "health_status"],
-            registry=registry,
-        ),
+        workloads=_registered(WorkloadSeries(), registry),
         last_reconcile=Gauge(
             "reconciler_last_reconcile_timestamp_seconds",
             "Unix time at which the last reconcile of an environment finished.",
@@ -119,3 +172,8 @@ def create_metrics(registry: CollectorRegistry | None = None) -> DaemonMetrics:
             registry=registry,
         ),
     )
+
+
+def _registered(collector: WorkloadSeries, registry: CollectorRegistry) -> WorkloadSeries:
+    registry.register(collector)
+    return collector

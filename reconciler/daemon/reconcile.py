@@ -417,12 +417,8 @@ class Reconciler:
         if retries:
             self.metrics.step_retries.inc(retries)
         for workload, state in status.workloads.items():
-            self.metrics.reconcile_duration.labels(environment=env, workload=workload).observe(
-                seconds
-            )
-            self.metrics.sync.labels(
-                environment=env, workload=workload, phase=status.phase.value
-            ).inc()
+            self.metrics.reconcile_duration.labels(environment=env).observe(seconds)
+            self.metrics.count_sync(env, workload, status.phase.value)
             self.metrics.set_workload_status(env, workload, state.sync.value, state.health.value)
 
 

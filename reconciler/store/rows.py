@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+import threading
+import zlib
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,9 +34,18 @@ def canonical_json(value: object) -> str:
     """The one JSON spelling used for storage and hashing: sorted keys, no spaces, UTF-8.
 
     The engine's JSON serializer too: a ``Canonical`` value is written as the text it holds."""
-    if type(value) is Canonical:
+    if type(value) is Canonical or type(value) is JsonText:
         return value.text
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
+    )
+
+
+def _plain(value: object) -> Any:
+    """A ``JsonText`` nested in a value being serialised, as the object it spells."""
+    if type(value) is JsonText:
+        return value.decoded()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +92,120 @@ def decode_json(text: str | bytes) -> Any:
     return json.loads(bytes(text), object_pairs_hook=_shared_pairs)  # psycopg hands bytes
 
 
+class JsonText(Mapping[str, Any]):
+    """A JSON object kept as its canonical text (``canonical_json``) and decoded when read.
+
+    The store keeps every workload record of an environment (``Store.recorded``), and two of
+    its fields are large and rarely read: ``spec`` (read only to diff an update or a deletion)
+    and ``source`` (read only to type the workload again). Decoded, they were most of what a
+    kept record weighs (about 8 KB a workload, against about 3 KB of text, 1.2 KB once
+    compressed: a text past ``_PACK_FROM`` characters is kept deflated, which costs about
+    30 microseconds a kilobyte once, and 10 to inflate it on read). Reads decode the text each
+    time, through a small cache of the last few decoded, so that a loop over one value
+    (``dict(x)``, ``x[k]`` per key) decodes it once; the decoded object is shared by those
+    readers and must not be changed, as the decoded records the store kept before.
+
+    Two values compare equal when their texts are (canonical text is one spelling per value),
+    else by their decoded objects; equal to a plain mapping of the same content."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self, text: str) -> None:
+        self._packed: str | bytes = (
+            zlib.compress(text.encode("utf-8"), 1) if len(text) >= _PACK_FROM else text
+        )
+
+    @property
+    def text(self) -> str:
+        """The canonical text (inflated when kept deflated)."""
+        packed = self._packed
+        if isinstance(packed, str):
+            return packed
+        return zlib.decompress(packed).decode("utf-8")
+
+    @classmethod
+    def of(cls, value: object) -> JsonText:
+        """The value as canonical text (a ``JsonText`` is kept as it is)."""
+        return value if type(value) is JsonText else cls(canonical_json(value))
+
+    def decoded(self) -> dict[str, Any]:
+        """The object the text spells (shared with other readers: do not change it)."""
+        recent = _RECENT.entries
+        for held, value in recent:
+            if held is self:
+                return value
+        value = decode_json(self.text)
+        recent.insert(0, (self, value))
+        del recent[_RECENT_SIZE:]
+        return value  # type: ignore[no-any-return]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.decoded())
+
+    def __len__(self) -> int:
+        return len(self.decoded())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.decoded()
+
+    def keys(self) -> KeysView[str]:
+        return self.decoded().keys()
+
+    def items(self) -> ItemsView[str, Any]:
+        return self.decoded().items()
+
+    def values(self) -> ValuesView[Any]:
+        return self.decoded().values()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.decoded().get(key, default)
+
+    def __bool__(self) -> bool:
+        return self._packed != "{}"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is JsonText and other._packed == self._packed:  # the same text
+            return True
+        if isinstance(other, Mapping):
+            mine = self.decoded()
+            return mine == (other.decoded() if type(other) is JsonText else dict(other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # as a dict: equal values, different texts
+
+    def __repr__(self) -> str:
+        return repr(self.decoded())
+
+
+_PACK_FROM = 256
+"""Texts this long or longer are kept deflated (shorter ones gain too little)."""
+
+
+class _Recent(threading.local):
+    """Per thread, the last few ``JsonText`` values decoded, newest first (``decoded``)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[JsonText, dict[str, Any]]] = []
+
+
+_RECENT = _Recent()
+_RECENT_SIZE = 4
+
+
+def json_text(value: object) -> JsonText:
+    """A JSON column's value as read back, kept as text: the text itself when the driver hands
+    it over undecoded (SQLite, and PostgreSQL's ``json`` keeps the text written), else the
+    decoded value spelled again."""
+    if isinstance(value, str):
+        return JsonText(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return JsonText(bytes(value).decode("utf-8"))
+    return JsonText.of(value)
+
+
 def _m(row: Row[Any]) -> Mapping[Any, Any]:
     return row._mapping
 
@@ -106,24 +231,32 @@ def workload_row(environment: str, record: WorkloadRecord, now: datetime) -> dic
 
 
 def workload_record(row: Row[Any]) -> WorkloadRecord:
-    return _workload(_m(row), _as_is)
+    """A workload as read; ``spec`` and ``source`` stay text (see ``JsonText``), read as text
+    when the query asked for them so (``WORKLOAD_TEXT_COLUMNS``)."""
+    return _workload(_m(row), _as_is, json_text)
 
 
 def workload_as_read(values: Mapping[str, Any]) -> WorkloadRecord:
     """The record a read of the row ``values`` (from ``workload_row``) would give back: its JSON
     values as decoded from their stored text, not the caller's objects."""
-    return _workload(values, _as_stored)
+    return _workload(values, _as_stored, _stored_text)
 
 
-def _workload(r: Mapping[str, Any], json_value: Callable[[Any], Any]) -> WorkloadRecord:
+WORKLOAD_TEXT_COLUMNS = ("spec", "source")
+"""The workload columns a record keeps as ``JsonText``: a query may read them as plain text."""
+
+
+def _workload(
+    r: Mapping[str, Any], json_value: Callable[[Any], Any], text_value: Callable[[Any], JsonText]
+) -> WorkloadRecord:
     return WorkloadRecord(
         name=r["name"],
         commit=r["commit"],
         file=r["file"],
         spec_hash=r["spec_hash"],
-        spec=json_value(r["spec"]),
+        spec=text_value(r["spec"]),
         sources=json_value(r["sources"]),
-        source=json_value(r["source"]),
+        source=text_value(r["source"]),
         status=r["status"],
         updated_at=r["updated_at"],
     )
@@ -150,15 +283,23 @@ def resource_row(environment: str, record: ResourceRecord, now: datetime) -> dic
 
 
 def resource_record(row: Row[Any]) -> ResourceRecord:
-    return _resource(_m(row), _as_is)
+    """A resource as read; ``state`` stays text (see ``JsonText``): it holds the manifests a
+    provisioner rendered, read only when the resource or its workload is applied again."""
+    return _resource(_m(row), _as_is, json_text)
 
 
 def resource_as_read(values: Mapping[str, Any]) -> ResourceRecord:
     """As ``workload_as_read``, for a row from ``resource_row``."""
-    return _resource(values, _as_stored)
+    return _resource(values, _as_stored, _stored_text)
 
 
-def _resource(r: Mapping[str, Any], json_value: Callable[[Any], Any]) -> ResourceRecord:
+RESOURCE_TEXT_COLUMNS = ("state",)
+"""The resource columns a record keeps as ``JsonText``."""
+
+
+def _resource(
+    r: Mapping[str, Any], json_value: Callable[[Any], Any], text_value: Callable[[Any], JsonText]
+) -> ResourceRecord:
     return ResourceRecord(
         uid=r["uid"],
         type=r["type"],
@@ -168,7 +309,7 @@ def _resource(r: Mapping[str, Any], json_value: Callable[[Any], Any]) -> Resourc
         provisioner=r["provisioner"],
         params_hash=r["params_hash"],
         params=json_value(r["params"]),
-        state=json_value(r["state"]),
+        state=text_value(r["state"]),
         outputs=json_value(r["outputs"]),
         secret_refs=json_value(r["secret_refs"]),
         status=r["status"],
@@ -268,3 +409,7 @@ def _as_is(value: Any) -> Any:
 
 def _as_stored(value: Canonical) -> Any:
     return decode_json(value.text)
+
+
+def _stored_text(value: Canonical) -> JsonText:
+    return JsonText(value.text)

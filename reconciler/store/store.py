@@ -20,18 +20,21 @@ from functools import lru_cache
 from types import TracebackType
 from typing import Any, Final
 
-from alembic import command
-from alembic.migration import MigrationContext
-from alembic.util import CommandError
 from sqlalchemy import (
     Engine,
     Insert,
+    String,
     Table,
+    Text,
     bindparam,
+    column,
     delete,
     func,
+    inspect,
     null,
     select,
+    table,
+    type_coerce,
     union_all,
     update,
 )
@@ -115,16 +118,6 @@ _TOKEN: Final = select(environments.c.revision).where(
 _LAST_COMMIT: Final = select(environments.c.last_commit).where(
     environments.c.name == bindparam("environment")
 )
-_WORKLOADS: Final = (
-    select(workloads)
-    .where(workloads.c.environment == bindparam("environment"))
-    .order_by(workloads.c.name)
-)
-_RESOURCES: Final = (
-    select(resources)
-    .where(resources.c.environment == bindparam("environment"))
-    .order_by(resources.c.uid)
-)
 _HEAD_AND_PINS: Final = union_all(
     select(
         environments.c.revision,
@@ -149,7 +142,31 @@ commit; the row whose ``workload`` is NULL, absent when the environment has none
 _PINS: Final = select(pins_table).where(pins_table.c.environment == bindparam("environment"))
 """The reads of every plan, built once (building a statement costs more than running it)."""
 
-_RESOURCES_OF: Final = select(resources).where(
+_WORKLOAD_COLUMNS: Final = [
+    type_coerce(c, Text).label(c.name) if c.name in rows.WORKLOAD_TEXT_COLUMNS else c
+    for c in workloads.columns
+]
+"""The workload columns a read of the recorded state selects: the large JSON ones as their
+text, which the record keeps undecoded (``rows.JsonText``)."""
+
+_RESOURCE_COLUMNS: Final = [
+    type_coerce(c, Text).label(c.name) if c.name in rows.RESOURCE_TEXT_COLUMNS else c
+    for c in resources.columns
+]
+"""As ``_WORKLOAD_COLUMNS``, for resources (their ``state``)."""
+
+_WORKLOADS: Final = (
+    select(*_WORKLOAD_COLUMNS)
+    .where(workloads.c.environment == bindparam("environment"))
+    .order_by(workloads.c.name)
+)
+_RESOURCES: Final = (
+    select(*_RESOURCE_COLUMNS)
+    .where(resources.c.environment == bindparam("environment"))
+    .order_by(resources.c.uid)
+)
+
+_RESOURCES_OF: Final = select(*_RESOURCE_COLUMNS).where(
     resources.c.environment == bindparam("environment"),
     resources.c.uid.in_(bindparam("uids", expanding=True)),
 )
@@ -243,7 +260,7 @@ class Store:
     def revision(self) -> str | None:
         """The schema revision recorded in the database (None for an empty database)."""
         with self._read() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return _schema_revision(conn)
 
     def migrate(self) -> None:
         """Bring the schema to head; ``open`` does this already, ``restore`` needs it again."""
@@ -254,28 +271,35 @@ class Store:
         with self._engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, so one process at a time
             if conn.dialect.name == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
-            current = MigrationContext.configure(conn).get_current_revision()
+            current = _schema_revision(conn)
+            if current == migrations.HEAD:
+                return
             if current is not None and not migrations.known(current):
                 raise StoreError(
                     Code.STORE_NEWER_SCHEMA,
                     f"{self._url.display}: schema revision {current} is newer than this "
                     f"reconciler knows (its newest is {migrations.head()})",
                 )
-            if current == migrations.head():
-                return
-            cfg = migrations.config()
-            cfg.attributes["connection"] = conn
-            try:
-                command.upgrade(cfg, "head")
-            except (DBAPIError, CommandError) as error:
-                mapped = translate(error, self._url.display, self._url.password)
-                if mapped is not None:
-                    raise mapped from error
-                raise StoreError(
-                    Code.STORE_MIGRATION_FAILED,
-                    f"{self._url.display}: upgrading from {current or 'an empty database'} "
-                    f"failed: {str(error).splitlines()[0]}",
-                ) from error
+            self._upgrade(conn, current)
+
+    def _upgrade(self, conn: Connection, current: str | None) -> None:
+        """Run the migrations from ``current`` to head, on ``conn``: the one use of Alembic."""
+        from alembic import command  # noqa: PLC0415 - see migrations.HEAD
+        from alembic.util import CommandError  # noqa: PLC0415
+
+        cfg = migrations.config()
+        cfg.attributes["connection"] = conn
+        try:
+            command.upgrade(cfg, "head")
+        except (DBAPIError, CommandError) as error:
+            mapped = translate(error, self._url.display, self._url.password)
+            if mapped is not None:
+                raise mapped from error
+            raise StoreError(
+                Code.STORE_MIGRATION_FAILED,
+                f"{self._url.display}: upgrading from {current or 'an empty database'} "
+                f"failed: {str(error).splitlines()[0]}",
+            ) from error
 
     def _probe_write(self) -> None:
         """Fail at start, not at the first checkpoint, when the database takes no writes."""
@@ -874,6 +898,20 @@ class Store:
                     return int(entry["id"])
                 prev = entry["hash"]
         return None
+
+
+def _schema_revision(conn: Connection) -> str | None:
+    """The revision in ``alembic_version`` (None for an empty database), read as Alembic's
+    ``MigrationContext.get_current_revision`` reads it, without importing Alembic."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    version = column("version_num", String)
+    versions = list(conn.execute(select(version).select_from(table("alembic_version"))).scalars())
+    if len(versions) > 1:
+        raise StoreError(
+            Code.STORE_MIGRATION_FAILED, f"the database has several schema heads: {versions}"
+        )
+    return versions[0] if versions else None
 
 
 @dataclass(slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +18,9 @@ from sqlalchemy import event, text
 
 from reconciler.catalogue import Code
 from reconciler.store import RecordedState, Store, StoreError, WorkloadRecord
-from reconciler.store.migrations import head
+from reconciler.store.migrations import head, scripts
 from reconciler.store.records import PinRecord
+from reconciler.store.rows import JsonText, canonical_json
 from reconciler.store.tables import metadata
 
 if TYPE_CHECKING:
@@ -49,6 +52,25 @@ def test_open_twice_migrates_once_and_keeps_data(store_url: str, build: Builders
     with Store.open(store_url) as second:
         assert second.revision() == head()
         assert list(second.recorded("prod").workloads) == ["web"]
+
+
+def test_the_head_spelled_in_the_package_is_the_scripts_head() -> None:
+    assert scripts().get_current_head() == head()
+
+
+def test_opening_a_store_at_head_does_not_import_alembic(store_url: str) -> None:
+    """Alembic (about 8 MiB) is for migrating: a daemon opening a current store never needs it."""
+    Store.open(store_url).close()
+    program = (
+        "import sys\n"
+        "from reconciler.store import Store\n"
+        f"Store.open({store_url!r}).close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_migrations_build_exactly_the_tables_the_code_uses(store: Store) -> None:
@@ -108,6 +130,67 @@ def test_recorded_round_trips_every_field(
     )
     assert state.workloads["web"].updated_at.tzinfo is UTC  # type: ignore[union-attr]
     assert list(state.workloads["web"].spec["metadata"]["annotations"]) == ["a", "z"]
+
+
+def test_kept_records_hold_spec_and_source_as_their_canonical_text(
+    store_url: str, store: Store, build: Builders
+) -> None:
+    """What the store keeps per workload is text, not decoded objects (a quarter of the memory),
+    whether the record was carried over this process's write or read from the database."""
+    workload, _, _ = build
+    saved = workload(source={"containers": {"main": {"image": "nginx"}}, "apiVersion": "v"})
+    store.save_workload("prod", saved)
+    carried = store.recorded("prod").workloads["web"]
+    with Store.open(store_url) as other:
+        read = other.recorded("prod").workloads["web"]
+    for record in (carried, read):
+        for kept, given in ((record.spec, saved.spec), (record.source, saved.source)):
+            assert type(kept) is JsonText
+            assert kept.text == canonical_json(given)
+            assert kept == given
+            assert dict(kept) == given
+    assert read == carried
+    assert read.source["containers"] == {"main": {"image": "nginx"}}
+    assert canonical_json({"spec": read.spec}) == canonical_json({"spec": saved.spec})
+
+
+def test_kept_resources_hold_their_state_as_text(
+    store_url: str, store: Store, build: Builders
+) -> None:
+    """A resource's state holds the manifests its provisioner rendered (about 2 KB of text,
+    several times that decoded) and is read only to apply it again: kept as text."""
+    _, resource, _ = build
+    saved = resource(state={"_manifests": [{"kind": "Secret", "metadata": {"name": "db"}}]})
+    store.save_resource("prod", saved)
+    carried = store.recorded("prod").resources[saved.uid]
+    stepped = store.resources_of("prod", [saved.uid])[saved.uid]
+    with Store.open(store_url) as other:
+        read = other.recorded("prod").resources[saved.uid]
+        read_by_step = other.resources_of("prod", [saved.uid])[saved.uid]
+    for record in (carried, stepped, read, read_by_step):
+        assert type(record.state) is JsonText
+        assert record.state == saved.state
+        assert record.state.text == canonical_json(saved.state)
+    assert dict(read.state)["_manifests"][0]["kind"] == "Secret"
+
+
+def test_json_text_compares_by_value_whatever_its_spelling() -> None:
+    spaced = JsonText('{"b": [1, 2], "a": {}}')
+    assert spaced == JsonText('{"a":{},"b":[1,2]}') == {"a": {}, "b": [1, 2]}
+    assert spaced != JsonText('{"a":{},"b":[2,1]}')
+    assert spaced != {"a": {}}
+    assert not JsonText("{}")
+    assert spaced
+    assert list(spaced.items()) == [("b", [1, 2]), ("a", {})]
+
+
+def test_json_text_keeps_a_long_text_deflated_and_gives_it_back() -> None:
+    value = {"containers": {f"c{i}": {"image": "registry.example/app:1.2.3"} for i in range(30)}}
+    long = JsonText(canonical_json(value))
+    assert long.text == canonical_json(value)
+    assert long == value == JsonText(canonical_json(value))
+    assert long != JsonText(canonical_json({**value, "x": 1}))
+    assert sys.getsizeof(long._packed) < len(long.text) / 4
 
 
 def test_recorded_is_per_environment_and_sorted(store: Store, build: Builders) -> None:
