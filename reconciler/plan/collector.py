@@ -11,37 +11,48 @@ the daemon, whose heap also holds its imports and the store's decoded state, eac
 So while any plan runs, the third generation's threshold is out of reach; when the last plan
 ends, the threshold it had comes back, and the next automatic collection makes the one full
 collection the plan's growth calls for. Process-wide (the collector is), counted across threads
-so that overlapping plans keep the pause until the last one ends.
+so that overlapping plans keep the pause until the last one ends; but the daemon's workers can
+plan back to back for a long time, so a plan that ends while others still hold makes the full
+collection itself once ``MAX_HOLD`` seconds have passed without one.
 """
 
 from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _OUT_OF_REACH = 2**31 - 1
 """A threshold no count of young collections reaches (the collector keeps it as a C int)."""
 
+MAX_HOLD = 60.0
+"""Seconds overlapping plans may keep full collections off before one is made anyway."""
+
 
 class _Hold:
     """How many blocks hold full collections off, and the threshold to give back."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.lock = threading.Lock()
         self.holders = 0
         self.saved: int | None = None
+        self.clock = clock
+        self.since = 0.0
+        """When the hold began, or its last full collection was made."""
 
     def enter(self) -> None:
         with self.lock:
             if self.holders == 0:
                 first, second, third = gc.get_threshold()
                 self.saved = third
+                self.since = self.clock()
                 gc.set_threshold(first, second, _OUT_OF_REACH)
             self.holders += 1
 
     def leave(self) -> None:
+        overdue = False
         with self.lock:
             self.holders -= 1
             if self.holders == 0:
@@ -49,6 +60,11 @@ class _Hold:
                 if third == _OUT_OF_REACH and self.saved is not None:  # unless set since
                     gc.set_threshold(first, second, self.saved)
                 self.saved = None
+            elif self.clock() - self.since >= MAX_HOLD:
+                self.since = self.clock()
+                overdue = True
+        if overdue:  # outside the lock: other plans may enter and leave meanwhile
+            gc.collect()
 
 
 _HOLD = _Hold()

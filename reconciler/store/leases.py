@@ -278,7 +278,8 @@ class LeaseManager:
                     leases.c.holder != self.holder,
                 )
             ).all()
-        return {key: holder for key, holder in rows if not dead_here(holder)}
+        ended = {holder for holder in {holder for _, holder in rows} if dead_here(holder)}
+        return {key: holder for key, holder in rows if holder not in ended}
 
     def held(self) -> frozenset[str]:
         """The keys this holder may work on now: acquired or renewed less than ``ttl`` ago."""

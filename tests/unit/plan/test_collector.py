@@ -17,7 +17,7 @@ import pytest
 
 from reconciler.gitops.repository import Repository
 from reconciler.pipeline import open_source, plan_environment, select_environments
-from reconciler.plan.collector import full_collections_held
+from reconciler.plan.collector import MAX_HOLD, _Hold, full_collections_held
 from reconciler.store.store import Store
 from tests.conftest import MakeRepo
 
@@ -60,6 +60,38 @@ def test_overlapping_holders_on_two_threads_keep_it_until_the_last_leaves() -> N
     release.set()
     thread.join(5)
     assert gc.get_threshold() == (700, 10, 10)
+
+
+@pytest.mark.usefixtures("thresholds")
+def test_plans_overlapping_for_long_still_get_a_full_collection_now_and_then() -> None:
+    """The daemon's workers may plan back to back: the hold never reaches zero holders, so
+    without a bound no full collection would ever run."""
+    now = [0.0]
+    hold = _Hold(clock=lambda: now[0])
+    full: list[int] = []
+
+    def count(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+
+    gc.callbacks.append(count)
+    try:
+        hold.enter()  # a plan that stays on
+        hold.enter()
+        hold.leave()  # another ends at once: no full collection
+        assert full == []
+        now[0] += MAX_HOLD
+        hold.enter()
+        hold.leave()  # one ends after MAX_HOLD of holding: it makes one
+        assert len(full) == 1
+        hold.enter()
+        hold.leave()  # and the next only after MAX_HOLD more
+        assert len(full) == 1
+        assert gc.get_threshold()[2] > 10**9  # still held for the plan that stays on
+        hold.leave()
+    finally:
+        gc.callbacks.remove(count)
+    assert gc.get_threshold()[2] < 10**9
 
 
 @pytest.mark.usefixtures("thresholds")
