@@ -56,6 +56,13 @@ app.add_typer(workflow_cmd.app, name="workflow")
 DAEMON_COMMANDS = frozenset({"run", "demo"})
 
 
+def _print_version(value: bool) -> None:
+    """``--version`` as well as ``version``: scripts and users try the flag first."""
+    if value:
+        typer.echo(f"reconciler {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
@@ -67,6 +74,15 @@ def main_options(
             help="debug, info, warning or error (default: info for the daemon, warning else).",
         ),
     ] = None,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
 ) -> None:
     """A GitOps reconciler for Score workloads."""
     default = "INFO" if ctx.invoked_subcommand in DAEMON_COMMANDS else "WARNING"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler import __version__
 from tests.conftest import PROJECT, WriteRepo
 
 pytestmark = pytest.mark.slow
@@ -149,3 +150,11 @@ def test_explain_prints_the_catalogue_entry() -> None:
     assert result.returncode == 0
     assert result.stdout.startswith("RCN-1101: unknown field")
     assert "docs/errors.md#rcn-1101" in result.stdout
+
+
+def test_version_flag_and_command_print_the_package_version(tmp_path: Path) -> None:
+    flag = reconciler("--version", cwd=tmp_path)
+    command = reconciler("version", cwd=tmp_path)
+
+    assert (flag.returncode, command.returncode) == (0, 0)
+    assert flag.stdout == command.stdout == f"reconciler {__version__}\n"
