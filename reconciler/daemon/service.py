@@ -33,6 +33,8 @@ from reconciler.daemon.reconcile import MAX_BATCH, Key, Reconciler, workload_of
 from reconciler.daemon.status import (
     reporters_for,
 )
+from reconciler.daemon.storewatch import POLL_SECONDS as STORE_POLL_SECONDS
+from reconciler.daemon.storewatch import Mark, moved_under
 from reconciler.daemon.webhooks import (
     DeliveryCache,
     ForgeEvent,
@@ -53,6 +55,7 @@ from reconciler.preview import preview
 from reconciler.preview.daemon import PreviewTarget, preview_pull_request
 from reconciler.preview.markdown import to_markdown
 from reconciler.providers.base import DriverError
+from reconciler.store.envlock import environment_key, workload_prefix
 from reconciler.store.errors import StoreError
 from reconciler.store.leases import LeaseManager, default_holder
 from reconciler.store.store import Store
@@ -137,6 +140,7 @@ class Daemon:
         self._workers: list[threading.Thread] = []
         self._busy: Counter[str] = Counter()  # environments workers are on
         self._busy_lock = threading.Lock()
+        self._marks: dict[str, Mark] = {}  # per environment, the store's marks after our work
         self._heads: dict[str, str | None] = {}
         self._previewed: dict[str, str] = {}
         self._scheduler = BackgroundScheduler(timezone=UTC)
@@ -169,6 +173,7 @@ class Daemon:
 
     def start(self) -> None:
         config = self.config()
+        self._marks = self.store.marks()
         self.work.reporters = FanOut(
             reporters_for(self.repo, config, self.settings.target_url, remote=self.remote)
         )
@@ -191,6 +196,9 @@ class Daemon:
             )
             self._poller.start()
         threading.Thread(target=self._renew, name="reconciler-leases", daemon=True).start()
+        threading.Thread(
+            target=self._watch_store, name="reconciler-store-watch", daemon=True
+        ).start()
         log.info(
             "daemon started",
             listen=f"{self.settings.listen[0]}:{self.server.port}",
@@ -348,10 +356,50 @@ class Daemon:
                     batch += self.queue.take_ready(partial(workload_of, key[0]), MAX_BATCH - 1)
                 self.work.process(key[0], batch)
             finally:
+                mark = self._mark_of(key[0])
                 with self._busy_lock:
+                    if mark is not None:
+                        self._marks[key[0]] = mark
                     self._busy[key[0]] -= 1
                     if not self._busy[key[0]]:
                         del self._busy[key[0]]
+
+    def _mark_of(self, environment: str) -> Mark | None:
+        """The store's marks of ``environment`` now (None when the store cannot say: the
+        watch then sees a move and queues the environment again, which is what it needs)."""
+        try:
+            return self.store.marks().get(environment, (None, None))
+        except StoreError:
+            return None
+
+    def _watch_store(self) -> None:
+        """Queue an environment that another process (``reconciler approve``, ``apply``...)
+        wrote to, once that process is done, so that its verdict follows within seconds."""
+        while not self._stopping.wait(STORE_POLL_SECONDS):
+            try:
+                current = self.store.marks()
+                with self._busy_lock:
+                    moved = moved_under(self._marks, current, self._busy)
+                for name in moved:
+                    if self._claimed(name):
+                        continue  # its run goes on; look again at the next poll
+                    with self._busy_lock:
+                        if name in self._busy:
+                            continue
+                        self._marks[name] = current[name]
+                    log.info("store changed by another process", environment=name)
+                    self.queue.add((name, ""))
+            except StoreError as exc:
+                log.warning("store watch failed", code=exc.code.id, error=exc.message)
+            except Exception:  # the watch must go on; a resync still catches up
+                log.exception("store watch crashed")
+
+    def _claimed(self, environment: str) -> bool:
+        """Whether another process leases the environment or one of its workloads."""
+        key = environment_key(environment)
+        if key in self.leases.others(key):
+            return True
+        return bool(self.leases.others(workload_prefix(environment)))
 
     def _busy_environment(self, key: Key) -> bool:
         """Whether another worker is on ``key``'s environment (called under the queue's lock)."""

@@ -118,6 +118,7 @@ _TOKEN: Final = select(environments.c.revision).where(
 _LAST_COMMIT: Final = select(environments.c.last_commit).where(
     environments.c.name == bindparam("environment")
 )
+_MARKS: Final = select(environments.c.name, environments.c.revision, environments.c.last_commit)
 _HEAD_AND_PINS: Final = union_all(
     select(
         environments.c.revision,
@@ -520,6 +521,13 @@ class Store:
                 [{**row, "last_reconciled_at": now, "updated_at": now}],
                 keep=frozenset({"revision"}),
             )
+
+    def marks(self) -> dict[str, tuple[str | None, str | None]]:
+        """Per environment, what changes whenever any process writes its records or settles a
+        commit: the revision token and the last commit. The daemon compares them with what its
+        own work left, to notice a command run beside it (``docs/daemon.md``)."""
+        with self._read() as conn:
+            return {name: (token, commit) for name, token, commit in conn.execute(_MARKS)}
 
     # -- workloads and resources ------------------------------------------------------------
 

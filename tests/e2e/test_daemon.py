@@ -359,6 +359,38 @@ def test_approval_holds_the_commit_once_and_reconciler_approve_carries_it_out(
         assert daemon.stop() == 0
 
 
+def test_the_verdict_follows_an_approval_without_waiting_for_a_resync(
+    make_repo: MakeRepo, forge: FakeForge
+) -> None:
+    """The resync is an hour away: the daemon notices the approved run's writes in the store."""
+    repo = make_repo()
+    gated = config(forge).replace("    resync: 1h\n", "    resync: 1h\n    approval: required\n")
+    first = repo.commit({"reconciler.yaml": gated, "apps/aa/score.yaml": workload("aa")})
+    daemon = Daemon(repo, forge)
+    try:
+        note = eventually(lambda: final_note(repo, first), "the commit's verdict")
+        assert note["phase"] == "WaitingApproval"
+        approved = subprocess.run(
+            [RECONCILER, "approve", note["run_id"]],
+            cwd=repo.root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        settled = eventually(
+            lambda: phase_other_than(repo, first, "WaitingApproval"),
+            "the verdict after approval, an hour before the next resync",
+        )
+        assert settled["phase"] == "Succeeded"
+        assert eventually(
+            lambda: {r.body["state"] for r in forge.requests if r.sha == first} >= {"success"},
+            "the forge's status after approval",
+        )
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_a_command_holding_the_environment_holds_the_daemon_back(
     make_repo: MakeRepo, forge: FakeForge
 ) -> None:

@@ -571,3 +571,25 @@ def test_an_environment_never_written_keeps_its_empty_state_until_the_first_writ
     with selects_from(store, "resources") as reads:
         assert list(store.resources_of("other", ["dns.default#web"])) == ["dns.default#web"]
         assert reads != []
+
+
+def test_marks_move_with_every_write_and_settle_from_any_process(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """What the daemon's store watch compares: another process's write shows in them."""
+    workload, resource, _ = build
+    assert store.marks() == {}
+    store.save_workload("staging", workload("web"))
+    first = store.marks()
+    assert set(first) == {"staging"}
+    assert first["staging"][0] is not None
+
+    other = Store.open(store_url)
+    try:
+        other.save_resource("staging", resource())
+        second = store.marks()
+        assert second["staging"][0] != first["staging"][0]
+        other.set_last_commit("staging", "c" * 40)
+    finally:
+        other.close()
+    assert store.marks()["staging"] == (second["staging"][0], "c" * 40)
