@@ -156,8 +156,11 @@ def plan_environment(
 ) -> EnvironmentPlan:
     """Plan one environment for the commit in ``source``; never raises for bad input.
 
-    ``parsed`` keeps the files parsed for this commit across the plans of one run (a run
-    re-plans after each wave of resources): a file is parsed once per run, not once per plan.
+    ``parsed`` keeps the files parsed for this commit across plans of it (a run re-plans
+    after each wave of resources; the daemon plans a commit before, during and after its runs):
+    a file is parsed once, not once per plan, and the builder, given the same parsed file
+    again, keeps what it built from it. After the plan it holds only the files this plan took
+    from it or parsed: those a run recorded meanwhile come from their records from then on.
     """
     if has_errors(source.diagnostics):
         return EnvironmentPlan(name, None, None, source.diagnostics)
@@ -504,6 +507,7 @@ def _load_workloads(
         paths = _reuse_applied_here(source, index, paths, pins, out)
     else:
         paths = _reuse_unchanged(source, env, index, changes, pins, out)
+    used: set[str] = set()
     for path in paths:
         tree, key = source.tree, path
         pin = pins.for_file(path) if pins is not None else None
@@ -513,6 +517,7 @@ def _load_workloads(
                 out.pinned.append(pin.workload)
             else:
                 out.expired.append(pin.workload)
+        used.add(key)
         loaded = cache.get(key) if cache is not None else None
         if loaded is None:
             loaded = load_workload(tree, path)
@@ -524,7 +529,17 @@ def _load_workloads(
         out.workloads.append(loaded)
         out.diagnostics.extend(loaded.diagnostics)
     out.diagnostics.extend(_unique_names(out, index))
+    if cache is not None:
+        _keep_only(cache, used)
     return out
+
+
+def _keep_only(cache: dict[str, LoadedWorkload], used: set[str]) -> None:
+    """Drop from ``cache`` the files this plan did not use (another plan sharing the cache may
+    insert meanwhile: ``list`` copies the keys at once, and a file dropped is parsed again)."""
+    for key in list(cache):
+        if key not in used:
+            cache.pop(key, None)
 
 
 def _reuse_unchanged(

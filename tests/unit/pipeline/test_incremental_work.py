@@ -223,3 +223,37 @@ def test_workloads_applied_at_the_commit_are_not_parsed_again(
         ("create", "svc-0999"),
     ]
     assert to_json(reused.plan) == to_json(parsed.plan)
+
+
+def test_shared_parsed_files_go_once_their_workloads_are_recorded(
+    make_repo: MakeRepo, store: Store, tmp_path: Path
+) -> None:
+    """The daemon's plans of one commit share its parsed files: a plan after a run recorded
+    some workloads at that commit parses nothing, takes those workloads from their records,
+    and keeps only the files it still used, so that the files go as the runs progress."""
+    repo = make_repo()
+    repo.commit(files())
+    repository = Repository.open(repo.root)
+    source = open_source(repository, "HEAD")
+    ((name, environment),) = select_environments(source.config, None)
+    parsed: dict[str, LoadedWorkload] = {}
+    first = plan_environment(repository, store, source, name, environment, parsed=parsed)
+    assert first.desired is not None
+    assert len(parsed) == SIZE
+    for wl in first.desired.workloads[: SIZE // 2]:
+        store.save_workload(
+            "default",
+            WorkloadRecord(
+                name=wl.name,
+                commit=source.commit,
+                file=wl.file,
+                spec_hash=wl.spec_hash,
+                spec=wl.spec,
+                sources=dict.fromkeys(wl.sources, ""),
+                source=first.sources[wl.name],
+            ),
+        )
+    later = plan_environment(repository, store, source, name, environment, parsed=parsed)
+    assert later.parsed == ()
+    assert sorted(parsed) == [f"apps/svc-{i:04d}/score.yaml" for i in range(SIZE // 2, SIZE)]
+    assert to_json(later.plan) == from_nothing(repo, tmp_path, store, "half")  # type: ignore[arg-type]
