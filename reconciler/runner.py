@@ -52,6 +52,7 @@ from reconciler.gitops.repository import Repository
 from reconciler.observability import logger, span
 from reconciler.pipeline import (
     EnvironmentPlan,
+    ParsedFiles,
     Source,
     known_outputs,
     plan_environment,
@@ -144,7 +145,7 @@ class _Run:
     executor: Executor
     checkpointer: Checkpointer
     results: list[RunResult] = field(default_factory=list)
-    parsed: dict[str, LoadedWorkload] = field(default_factory=dict)
+    parsed: dict[str, LoadedWorkload] | ParsedFiles = field(default_factory=dict)
     scope: frozenset[str] | None = None
     staged: set[str] = field(default_factory=set)
     """Workloads this run's steps put on the target in this process (set.add is atomic)."""
@@ -326,7 +327,7 @@ def apply_environment(
     partial: bool = False,
     checkpointer: Checkpointer | None = None,
     scope: Collection[str] | None = None,
-    parsed: dict[str, LoadedWorkload] | None = None,
+    parsed: dict[str, LoadedWorkload] | ParsedFiles | None = None,
 ) -> RunOutcome:
     """Plan and apply ``source``'s commit to environment ``name``; never raises for bad input.
 

@@ -34,7 +34,7 @@ from reconciler.gitops.errors import GitError
 from reconciler.gitops.repository import Repository
 from reconciler.gitops.status import FanOut, Phase
 from reconciler.observability import logger, span
-from reconciler.pipeline import EnvironmentPlan, open_source, plan_environment
+from reconciler.pipeline import EnvironmentPlan, ParsedFiles, open_source, plan_environment
 from reconciler.plan.scope import changed_workloads
 from reconciler.providers.base import DriverError
 from reconciler.runner import (
@@ -44,7 +44,6 @@ from reconciler.runner import (
     new_run_id,
     republish_environment,
 )
-from reconciler.score.loader import LoadedWorkload
 from reconciler.services import services_for
 from reconciler.store.envlock import environment_key
 from reconciler.store.errors import StoreError
@@ -106,7 +105,7 @@ class Reconciler:
         self._executors: set[Executor] = set()
         self._dispatched: dict[str, str] = {}  # environment -> the commit its keys were queued for
         self._verdicts: dict[str, tuple[str, Phase]] = {}  # environment -> last verdict reported
-        self._parsed: dict[str, tuple[str, dict[str, LoadedWorkload]]] = {}
+        self._parsed: dict[str, tuple[str, ParsedFiles]] = {}
 
     @property
     def repo(self) -> Repository:
@@ -173,7 +172,7 @@ class Reconciler:
             return True
         return self._settle(name, env, commit, planned)
 
-    def _parsed_files(self, name: str, commit: str) -> dict[str, LoadedWorkload]:
+    def _parsed_files(self, name: str, commit: str) -> ParsedFiles:
         """The Score files parsed at ``commit`` for environment ``name``, shared by the plans
         of that commit (the dispatch's, each run's, the settling one): until a first commit
         is settled, every plan of it is a full one, and without them the first run would parse
@@ -183,7 +182,7 @@ class Reconciler:
         with self._lock:
             found = self._parsed.get(name)
             if found is None or found[0] != commit:
-                found = self._parsed[name] = (commit, {})
+                found = self._parsed[name] = (commit, ParsedFiles())
             return found[1]
 
     def _pending(self, name: str, planned: EnvironmentPlan) -> frozenset[str]:
@@ -360,6 +359,9 @@ class Reconciler:
                 self.store, self.repo, name, env, actor="daemon", remote=self.remote
             )
             executor = Executor(StoreCheckpointer(self.store), parallelism=self.parallelism)
+            parsed = self._parsed_files(name, source.commit)
+            if scope is not None:
+                parsed.keep(scope)
             with self._lock:
                 self._executors.add(executor)
             try:
@@ -373,7 +375,7 @@ class Reconciler:
                     trigger="daemon",
                     partial=True,
                     scope=scope,
-                    parsed=self._parsed_files(name, source.commit),
+                    parsed=parsed,
                 )
             finally:
                 with self._lock:
