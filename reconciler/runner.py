@@ -52,6 +52,7 @@ from reconciler.gitops.repository import Repository
 from reconciler.observability import logger, span
 from reconciler.pipeline import (
     EnvironmentPlan,
+    ParsedFiles,
     Source,
     known_outputs,
     plan_environment,
@@ -144,7 +145,7 @@ class _Run:
     executor: Executor
     checkpointer: Checkpointer
     results: list[RunResult] = field(default_factory=list)
-    parsed: dict[str, LoadedWorkload] = field(default_factory=dict)
+    parsed: dict[str, LoadedWorkload] | ParsedFiles = field(default_factory=dict)
     scope: frozenset[str] | None = None
     staged: set[str] = field(default_factory=set)
     """Workloads this run's steps put on the target in this process (set.add is atomic)."""
@@ -326,6 +327,7 @@ def apply_environment(
     partial: bool = False,
     checkpointer: Checkpointer | None = None,
     scope: Collection[str] | None = None,
+    parsed: dict[str, LoadedWorkload] | ParsedFiles | None = None,
 ) -> RunOutcome:
     """Plan and apply ``source``'s commit to environment ``name``; never raises for bad input.
 
@@ -333,10 +335,11 @@ def apply_environment(
     With ``partial`` (the daemon), Score files with errors are reported and left alone while the
     rest of the commit is applied; the commit is then not recorded as reconciled, so the next
     plan reads the broken files again. With ``scope``, only those workloads' part of the plan
-    is applied (see the module's docstring).
+    is applied (see the module's docstring). ``parsed`` holds files already parsed at this
+    commit (``plan_environment``): the daemon's plans and runs of one commit share them.
     """
     store = services.store
-    parsed: dict[str, LoadedWorkload] = {}
+    parsed = {} if parsed is None else parsed
     key = plan_key(store, name)
     whole = plan_environment(repo, store, source, name, env, parsed=parsed)
     config_broken = any(d.file == "reconciler.yaml" for d in whole.diagnostics) or (

@@ -108,6 +108,11 @@ class DeferredPositions:
         self._raw = raw
         self._file = file
 
+    @property
+    def raw(self) -> bytes:
+        """The bytes the document was read from."""
+        return self._raw
+
     def _derived(self) -> Positions:
         _, positions, _ = load_yaml_value(self._raw, self._file)
         return positions

@@ -34,7 +34,7 @@ from reconciler.gitops.errors import GitError
 from reconciler.gitops.repository import Repository
 from reconciler.gitops.status import FanOut, Phase
 from reconciler.observability import logger, span
-from reconciler.pipeline import EnvironmentPlan, open_source, plan_environment
+from reconciler.pipeline import EnvironmentPlan, ParsedFiles, open_source, plan_environment
 from reconciler.plan.scope import changed_workloads
 from reconciler.providers.base import DriverError
 from reconciler.runner import (
@@ -105,6 +105,7 @@ class Reconciler:
         self._executors: set[Executor] = set()
         self._dispatched: dict[str, str] = {}  # environment -> the commit its keys were queued for
         self._verdicts: dict[str, tuple[str, Phase]] = {}  # environment -> last verdict reported
+        self._parsed: dict[str, tuple[str, ParsedFiles]] = {}
 
     @property
     def repo(self) -> Repository:
@@ -146,7 +147,8 @@ class Reconciler:
             log.warning("followed ref not found", environment=name, ref=env.follows)
             return True
         source = open_source(self.repo, commit)
-        planned = plan_environment(self.repo, self.store, source, name, env)
+        parsed = self._parsed_files(name, source.commit)
+        planned = plan_environment(self.repo, self.store, source, name, env, parsed=parsed)
         if planned.plan is None or any(d.file == "reconciler.yaml" for d in planned.diagnostics):
             self._verdict(planned, commit, run_id=new_run_id())
             return True
@@ -169,6 +171,19 @@ class Reconciler:
                 self._verdict(planned, commit, run_id=stuck[0].id, failed=stuck)
             return True
         return self._settle(name, env, commit, planned)
+
+    def _parsed_files(self, name: str, commit: str) -> ParsedFiles:
+        """The Score files parsed at ``commit`` for environment ``name``, shared by the plans
+        of that commit (the dispatch's, each run's, the settling one): until a first commit
+        is settled, every plan of it is a full one, and without them the first run would parse
+        and resolve every file again while the dispatch's builder state and actions were
+        still alive, which is the daemon's peak of memory. A plan keeps only the files it
+        used (``plan_environment``), so they go as the runs record their workloads."""
+        with self._lock:
+            found = self._parsed.get(name)
+            if found is None or found[0] != commit:
+                found = self._parsed[name] = (commit, ParsedFiles())
+            return found[1]
 
     def _pending(self, name: str, planned: EnvironmentPlan) -> frozenset[str]:
         assert planned.plan is not None
@@ -344,6 +359,9 @@ class Reconciler:
                 self.store, self.repo, name, env, actor="daemon", remote=self.remote
             )
             executor = Executor(StoreCheckpointer(self.store), parallelism=self.parallelism)
+            parsed = self._parsed_files(name, source.commit)
+            if scope is not None:
+                parsed.keep(scope)
             with self._lock:
                 self._executors.add(executor)
             try:
@@ -357,6 +375,7 @@ class Reconciler:
                     trigger="daemon",
                     partial=True,
                     scope=scope,
+                    parsed=parsed,
                 )
             finally:
                 with self._lock:

@@ -168,14 +168,19 @@ class Incremental(Generic[K, R]):
         view_of: Callable[[R], View],
         same: Callable[[K, K], bool] | None = None,
         transient: Callable[[K], bool] | None = None,
+        retype: Callable[[K], bool] | None = None,
     ) -> None:
         """``same(old, new)``: whether two distinct keys type to the same workload (a record
         read again after the store changed, say); then its resolution is kept too, while the
         source files it read are unchanged. ``transient(key)``: whether to remember ``key``
-        by weak reference only (it must accept one)."""
+        by weak reference only (it must accept one). ``retype(key)``: whether ``load(key)``
+        types the workload anew each time (a stand-in for a parsed file): its typed model is
+        then let go as soon as its declarations are read, and typed again to resolve it, so
+        that a build of thousands of them does not hold every model at once."""
         self._view_of = view_of
         self._same = same
         self._transient = transient
+        self._retype = retype
         self._lock = threading.Lock()
         self._last: _Snapshot | None = None
         self.work = Work()
@@ -414,9 +419,10 @@ class Incremental(Generic[K, R]):
             kept = self._hold(key)
             if i < own:
                 held[i] = kept
+            retyped = self._retype is not None and self._retype(key)
             last.workloads[name] = _Workload(
                 kept,
-                typed,
+                None if retyped else typed,
                 uids,
                 _declared(typed),
                 _metadata(typed.workload),

@@ -17,6 +17,8 @@ import pytest
 from reconciler.gitops.repository import Repository
 from reconciler.pipeline import (
     EnvironmentPlan,
+    ParsedFile,
+    ParsedFiles,
     _builder,
     open_source,
     plan_environment,
@@ -26,6 +28,7 @@ from reconciler.pipeline import (
 )
 from reconciler.plan.render import to_json
 from reconciler.score.loader import LoadedWorkload, load_workload
+from reconciler.score.models import Workload
 from reconciler.store.records import WorkloadRecord
 from reconciler.store.store import Store
 from tests.conftest import MakeRepo
@@ -223,3 +226,84 @@ def test_workloads_applied_at_the_commit_are_not_parsed_again(
         ("create", "svc-0999"),
     ]
     assert to_json(reused.plan) == to_json(parsed.plan)
+
+
+def test_shared_parsed_files_go_once_their_workloads_are_recorded(
+    make_repo: MakeRepo, store: Store, tmp_path: Path
+) -> None:
+    """The daemon's plans of one commit share its parsed files: a plan after a run recorded
+    some workloads at that commit parses nothing, takes those workloads from their records,
+    and keeps only the files it still used, so that the files go as the runs progress."""
+    repo = make_repo()
+    repo.commit(files())
+    repository = Repository.open(repo.root)
+    source = open_source(repository, "HEAD")
+    ((name, environment),) = select_environments(source.config, None)
+    parsed: dict[str, LoadedWorkload] = {}
+    first = plan_environment(repository, store, source, name, environment, parsed=parsed)
+    assert first.desired is not None
+    assert len(parsed) == SIZE
+    for wl in first.desired.workloads[: SIZE // 2]:
+        store.save_workload(
+            "default",
+            WorkloadRecord(
+                name=wl.name,
+                commit=source.commit,
+                file=wl.file,
+                spec_hash=wl.spec_hash,
+                spec=wl.spec,
+                sources=dict.fromkeys(wl.sources, ""),
+                source=first.sources[wl.name],
+            ),
+        )
+    later = plan_environment(repository, store, source, name, environment, parsed=parsed)
+    assert later.parsed == ()
+    assert sorted(parsed) == [f"apps/svc-{i:04d}/score.yaml" for i in range(SIZE // 2, SIZE)]
+    assert to_json(later.plan) == from_nothing(repo, tmp_path, store, "half")  # type: ignore[arg-type]
+
+
+def test_parsed_files_kept_as_stand_ins_plan_alike(
+    make_repo: MakeRepo, store: Store, tmp_path: Path
+) -> None:
+    """``ParsedFiles`` (the daemon's) keeps each typed file as a ``ParsedFile``, without its
+    model: a plan through it equals one that kept the files whole, its documents are the same,
+    a later plan of the commit parses nothing, and no typed model outlives the plans."""
+    repo = make_repo()
+    repo.commit(
+        {
+            **files(),
+            "apps/broken/score.yaml": "apiVersion: score.dev/v1b1\nmetadata: {name: 7}\n",
+        }
+    )
+    repository = Repository.open(repo.root)
+    source = open_source(repository, "HEAD")
+    ((name, environment),) = select_environments(source.config, None)
+    kept = ParsedFiles()
+    first = plan_environment(repository, store, source, name, environment, parsed=kept)
+    assert len(kept) == SIZE + 1
+    assert isinstance(kept["apps/broken/score.yaml"], LoadedWorkload)  # failed: kept whole
+    assert sum(isinstance(p, ParsedFile) for p in kept.values()) == SIZE
+    assert first.failed
+    again = plan_environment(repository, store, source, name, environment, parsed=kept)
+    assert again.parsed == ()
+    assert again.resolved == ()
+    whole = from_nothing(repo, tmp_path, store, "whole")
+    assert to_json(first.plan) == whole  # type: ignore[arg-type]
+    assert to_json(again.plan) == whole  # type: ignore[arg-type]
+    assert first.diagnostics == again.diagnostics
+    tree = open_source(repository, "HEAD").tree
+    for workload_name in ("svc-0000", "svc-0999"):
+        path = f"apps/{workload_name}/score.yaml"
+        model = load_workload(tree, path).workload
+        assert model is not None
+        assert again.sources[workload_name] == model.to_data()
+    del first, again, model
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, Workload)] == []
+    # a run keeps the models of the workloads it applies, typed once
+    kept.keep({"svc-0001"})
+    stand_in = kept["apps/svc-0001/score.yaml"]
+    assert isinstance(stand_in, ParsedFile)
+    assert stand_in.kept is not None
+    assert stand_in.loaded() is stand_in.kept
+    assert [o.metadata.name for o in gc.get_objects() if isinstance(o, Workload)] == ["svc-0001"]
