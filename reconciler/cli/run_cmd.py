@@ -75,19 +75,20 @@ def run(
         parallelism=parallelism,
         target_url=target_url,
     )
+    def stop(signum: int, frame: object) -> None:
+        daemon.request_stop()  # the handler only flags; the main thread stops
+
     try:
         daemon = Daemon(settings)
+        # Before ``start`` logs "daemon started": a SIGTERM sent as soon as that line is seen
+        # must stop the daemon cleanly, not kill it by the default handler.
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         daemon.start()
     except (GitError, StoreError) as exc:
         fail(exc.code, exc.message)
     except OSError as exc:  # the listen address is taken or not ours
         fail(Code.PATH_NOT_FOUND, f"cannot listen on {listen}: {exc.strerror or exc}")
-
-    def stop(signum: int, frame: object) -> None:
-        daemon.request_stop()  # the handler only flags; the main thread stops
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     daemon.wait()
     daemon.stop()
     raise typer.Exit(0)
