@@ -377,7 +377,7 @@ def _check_container(
 ) -> list[PlaceholderProblem]:
     problems: list[PlaceholderProblem] = []
     for key, value in _sorted_items(_as_mapping(container.get("variables"))):
-        if isinstance(value, str):
+        if isinstance(value, str) and "$" in value:  # no placeholder, no problem: no path
             path = (*where, "variables", _path_element(key))
             problems.extend(substitute_string(value, resolve, path)[1])
     for key, file in _entries(container.get("files")):
