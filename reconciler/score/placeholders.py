@@ -224,6 +224,8 @@ def render_value(value: object) -> Substituted:
     """
     if isinstance(value, str):
         return value
+    if value is KNOWN_AFTER_APPLY:  # every resource output in a first plan: no exception
+        return value
     try:
         return _go_json(value)
     except _Pending:
