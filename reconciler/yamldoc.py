@@ -148,7 +148,10 @@ class YamlDocument:
 
     def placer(self) -> YamlDocument:
         """This document without its data: what places diagnostics in it, for what outlives
-        the workload it was loaded for (the planner's declarations, over thousands of them)."""
+        the workload it was loaded for (the planner's declarations, over thousands of them).
+        A document without data is its own placer (a loaded workload keeps one)."""
+        if not self.data:
+            return self
         return YamlDocument(self.file, {}, self.positions)
 
     def diagnostic(

@@ -35,6 +35,7 @@ from reconciler.desired.workloads import (
     jsonable,
     placeholder_problems,
     resolve_workload,
+    workload_metadata,
     workload_services,
 )
 from reconciler.diagnostics import Diagnostic, Severity
@@ -224,7 +225,7 @@ def _resource_metadata(resource: Resource) -> dict[str, Any] | None:
 
 
 def _metadata(workload: Workload) -> dict[str, Any]:
-    return workload.metadata.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return workload_metadata(workload)
 
 
 # -- 2. provisioners ------------------------------------------------------------------------------

@@ -336,7 +336,7 @@ class Incremental(Generic[K, R]):
                 assert key is not None
                 typed = _typed(name, load(key))  # type: ignore[arg-type]
             wl.desired = resolve_workload(
-                typed.loaded, wl.uids, outputs_of(name), file_contents, found
+                typed.loaded, wl.uids, outputs_of(name), file_contents, found, metadata=wl.metadata
             )
             wl.problems = tuple(found)
             wl.contents = tuple((p, file_contents[p]) for p in wl.desired.sources[1:])

@@ -23,6 +23,7 @@ from reconciler.score.placeholders import (
     PlaceholderProblem,
     Resolver,
     substitute,
+    substitute_string,
     workload_resolver,
 )
 from reconciler.yamldoc import Path, YamlDocument
@@ -77,15 +78,20 @@ def resolve_workload(
     outputs: Mapping[str, Mapping[str, object] | None],
     file_contents: Mapping[str, str],
     problems: list[Diagnostic],
+    *,
+    metadata: Mapping[str, object] | None = None,
 ) -> DesiredWorkload:
     """The workload with placeholders resolved; problems are appended to ``problems``.
 
     ``uids`` maps its resource names to uids; ``outputs`` maps them to outputs (None: not known).
+    ``metadata`` is the workload's metadata as placeholders read it, when the caller has it
+    already (the incremental builder keeps it per workload); else it is dumped from the model.
     """
     assert loaded.workload is not None
     assert loaded.document is not None
     workload, document = loaded.workload, loaded.document
-    metadata = workload.metadata.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if metadata is None:
+        metadata = workload_metadata(workload)
     resolve = workload_resolver(metadata, outputs)
     resolve_source = workload_resolver(metadata, outputs, uids=dict(uids))
     spec = workload.to_data()
@@ -113,14 +119,33 @@ def resolve_workload(
     )
 
 
+def workload_metadata(workload: Workload) -> dict[str, Any]:
+    """The workload's metadata as ``${metadata.*}`` placeholders read it: the keys given."""
+    return workload.metadata.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
 def _variables(
     container: dict[str, Any], where: Path, resolve: Resolver
 ) -> list[PlaceholderProblem]:
     variables = container.get("variables")
     if not variables:
         return []
-    resolved, found = substitute(variables, resolve, (*where, "variables"))
-    container["variables"] = jsonable(resolved)
+    if not all(type(k) is str and type(v) is str for k, v in variables.items()):
+        resolved, found = substitute(variables, resolve, (*where, "variables"))
+        container["variables"] = jsonable(resolved)
+        return found
+    # What the model gives (names and values are text): ``substitute`` then ``jsonable`` in
+    # one pass, in name order, with a path made only for a value holding a placeholder.
+    out: dict[str, Any] = {}
+    found = []
+    for name in sorted(variables):
+        value = variables[name]
+        if "$" in value:
+            text, problems = substitute_string(value, resolve, (*where, "variables", name))
+            value = jsonable(text)
+            found.extend(problems)
+        out[name] = value
+    container["variables"] = out
     return found
 
 

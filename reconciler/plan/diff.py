@@ -80,13 +80,9 @@ def _leaves_into(
 ) -> None:
     """The leaves of a non-empty map or list under ``path`` (as ``format_path`` writes it)."""
     if isinstance(value, Mapping):
-        named: list[tuple[str, Any]] = []
-        for key in sorted(value, key=str):
-            name = str(key)
-            if PLAIN_KEY.match(name):
-                named.append((f"{path}.{name}" if path else name, value[key]))
-            else:
-                named.append((f"{path}[{json.dumps(name)}]", value[key]))
+        named: Iterable[tuple[str, Any]] = (
+            (_key_path(path, str(key)), value[key]) for key in sorted(value, key=str)
+        )
     else:
         named = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
     for where, item in named:
@@ -102,6 +98,25 @@ def _leaves_into(
 
 
 _CONTAINERS = (Mapping, list, tuple)
+
+_KEY_SUFFIXES: dict[str, str] = {}
+"""A key as ``format_path`` writes it after a parent, ``.name`` or ``["x.y"]``, by key: the
+same few keys (``containers``, ``variables``, ``image``) recur in every spec of a plan."""
+
+
+def _key_path(path: str, name: str) -> str:
+    """``path`` and then the key ``name``, as ``format_path`` writes them."""
+    suffix = _KEY_SUFFIXES.get(name)
+    if suffix is None:
+        suffix = f".{name}" if PLAIN_KEY.match(name) else f"[{json.dumps(name)}]"
+        if len(_KEY_SUFFIXES) < _KEY_SUFFIXES_KEPT:
+            _KEY_SUFFIXES[name] = suffix
+    if path:
+        return path + suffix
+    return name if suffix[0] == "." else suffix
+
+
+_KEY_SUFFIXES_KEPT = 4096
 
 
 def field_changes(old: Any, new: Any) -> tuple[Change, ...]:

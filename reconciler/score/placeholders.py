@@ -138,31 +138,59 @@ def substitute_string(
     pieces: list[str] = []
     problems: list[PlaceholderProblem] = []
     pending = False
-    end = 0
-    for match in _PLACEHOLDER.finditer(text):
-        pieces.append(text[end : match.start()])
-        end = match.end()
-        if match.group(1).startswith("$"):
-            # `$$` -> `$` and `$${x}` -> `${x}`: both drop the first dollar.
-            pieces.append(match.group(0)[1:])
+    for piece in _pieces(text) if len(text) <= _CUT_KEPT else _cut(text):
+        if isinstance(piece, str):
+            pieces.append(piece)
             continue
-        ref: str = match.group(2)
+        written, ref, parts = piece
         try:
-            rendered = render_value(resolve(list(_parts(ref))))
+            rendered = render_value(resolve(list(parts)))
         except LookupFailure as failure:
             problems.append(
                 PlaceholderProblem(
                     path, failure.code, f"invalid ref '{ref}': {failure.message}", failure.hint
                 )
             )
-            pieces.append(match.group(0))
+            pieces.append(written)
             continue
         if rendered is KNOWN_AFTER_APPLY:
             pending = True
         else:
             pieces.append(rendered)
-    pieces.append(text[end:])
     return (KNOWN_AFTER_APPLY if pending else "".join(pieces)), problems
+
+
+_Piece: TypeAlias = str | tuple[str, str, tuple[str, ...]]
+"""Literal text, or a placeholder: as written, its ref, and the ref's parts."""
+
+_CUT_KEPT: Final = 256
+"""Texts up to this length are cut once (``_pieces``): variables, mostly, which repeat from
+workload to workload; a file's content is cut each time rather than kept."""
+
+
+def _cut(text: str) -> tuple[_Piece, ...]:
+    """``text`` as literal pieces and placeholders, in order; ``$$`` and ``$${x}`` become the
+    literal text they stand for (both drop the first dollar)."""
+    pieces: list[_Piece] = []
+    end = 0
+    for match in _PLACEHOLDER.finditer(text):
+        pieces.append(text[end : match.start()])
+        end = match.end()
+        if match.group(1).startswith("$"):
+            pieces.append(match.group(0)[1:])
+        else:
+            ref: str = match.group(2)
+            pieces.append((match.group(0), ref, _parts(ref)))
+    pieces.append(text[end:])
+    return tuple(p for p in pieces if p != "")
+
+
+@functools.lru_cache(maxsize=4096)
+def _pieces(text: str) -> tuple[_Piece, ...]:
+    """``_cut``, once per distinct short text: a repository repeats the same variables
+    (``${metadata.name}``, ``postgres://${resources.db.host}``) in every workload, and the
+    placeholders of each are checked when it is loaded and resolved when it is built."""
+    return _cut(text)
 
 
 def substitute(
@@ -195,6 +223,8 @@ def render_value(value: object) -> Substituted:
     spaces, ``<``, ``>`` and ``&`` escaped, integral floats without a fraction.
     """
     if isinstance(value, str):
+        return value
+    if value is KNOWN_AFTER_APPLY:  # every resource output in a first plan: no exception
         return value
     try:
         return _go_json(value)
@@ -349,7 +379,7 @@ def _check_container(
 ) -> list[PlaceholderProblem]:
     problems: list[PlaceholderProblem] = []
     for key, value in _sorted_items(_as_mapping(container.get("variables"))):
-        if isinstance(value, str):
+        if isinstance(value, str) and "$" in value:  # no placeholder, no problem: no path
             path = (*where, "variables", _path_element(key))
             problems.extend(substitute_string(value, resolve, path)[1])
     for key, file in _entries(container.get("files")):

@@ -557,6 +557,10 @@ class Store:
         """``recorded``, ``last_commit`` and ``pins`` read on one connection, the token, the
         last commit and the pins by one statement: what every plan reads, resyncs that find
         nothing included."""
+        if self._current.get() is None:
+            quick = self._quick_plan_inputs(environment)
+            if quick is not None:
+                return quick
         with self._read() as conn:
             head = None
             pins: dict[str, PinRecord] = {}
@@ -571,6 +575,45 @@ class Store:
                 return PlanInputs(RecordedState(environment, {}, {}), None, pins)
             recorded = self._recorded_in(conn, environment, head[0])
         return PlanInputs(recorded, head[1], pins)
+
+    def _quick_plan_inputs(self, environment: str) -> PlanInputs | None:
+        """``plan_inputs`` by one statement on SQLite's own connection, when that is all a plan
+        needs: the environment has no row yet (a first plan), or its token is the one of the
+        state kept decoded (a resync, a plan after this process's own writes). None otherwise,
+        and on PostgreSQL: the caller reads the rows as usual.
+
+        One statement is one read transaction in SQLite (the store's connections are in
+        autocommit mode until ``BEGIN``), so the token and the pins come from one snapshot, as
+        they do in ``plan_inputs``' transaction. What is skipped is SQLAlchemy's execution around
+        it (``BEGIN``, the events, the result's processing, the rollback, and on a new engine the
+        statement's compilation): about three quarters of a resync's read."""
+        if self._url.dialect != "sqlite":
+            return None
+        sql, count = _raw_sqlite(_HEAD_AND_PINS)
+        with self._translated():
+            dbapi = self._engine.raw_connection()
+            try:
+                cursor = dbapi.cursor()
+                try:
+                    found = cursor.execute(sql, (environment,) * count).fetchall()
+                finally:
+                    cursor.close()
+            finally:
+                dbapi.close()
+        head = None
+        pins: dict[str, PinRecord] = {}
+        for revision, last_commit, workload, file, commit, pinned_head in found:
+            if workload is None:
+                head = (revision, last_commit)
+            else:
+                pins[workload] = PinRecord(workload, file, commit, pinned_head)
+        if head is None:  # no row, so nothing recorded (as in ``plan_inputs``)
+            return PlanInputs(RecordedState(environment, {}, {}), None, pins)
+        with self._recorded_lock:
+            kept = self._recorded.get(environment)
+            if kept is not None and kept.token == head[0]:
+                return PlanInputs(kept.shared(environment), head[1], pins)
+        return None
 
     def _recorded_in(self, conn: Connection, environment: str, token: str | None) -> RecordedState:
         """``recorded`` on an open connection, ``token`` read on it already."""
@@ -920,6 +963,17 @@ def _schema_revision(conn: Connection) -> str | None:
             Code.STORE_MIGRATION_FAILED, f"the database has several schema heads: {versions}"
         )
     return versions[0] if versions else None
+
+
+@lru_cache(maxsize=8)
+def _raw_sqlite(statement: Any) -> tuple[str, int]:
+    """A statement whose parameters all take one value, as SQLite's driver runs it: its text
+    and how many times the value is bound. Compiled once per process, not once per engine (an
+    engine's compiled cache starts empty)."""
+    compiled = statement.compile(dialect=sqlite.dialect())
+    names = compiled.positiontup or []
+    assert len(set(names)) <= 1, names
+    return str(compiled), len(names)
 
 
 @dataclass(slots=True)

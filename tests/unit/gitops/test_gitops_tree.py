@@ -191,3 +191,15 @@ def test_a_committed_score_repository_validates_without_diagnostics(git_repo: Gi
         "payments",
         "storefront",
     ]
+
+
+def test_a_blob_missing_from_the_object_database_is_a_read_failure(git_repo: GitRepo) -> None:
+    tree = committed(git_repo, {"kept.txt": "kept\n", "lost.txt": "lost\n"})
+    oid = tree.blob_id("lost.txt")
+    assert oid is not None
+    (git_repo.root / ".git" / "objects" / oid[:2] / oid[2:]).unlink()
+    assert tree.read("kept.txt") == b"kept\n"
+    with pytest.raises(GitError) as raised:
+        tree.read("lost.txt")
+    assert raised.value.code is Code.GIT_READ_FAILED
+    assert "lost.txt" in raised.value.message

@@ -547,10 +547,26 @@ def test_resolver_is_called_once_per_found_ref(text: str) -> None:
 
 
 def test_a_ref_met_again_is_not_split_again() -> None:
-    """Every workload repeats a few refs; each distinct one is split once per process."""
+    """Every workload repeats a few refs and texts; each distinct one is split once per
+    process, a short text cut once."""
     resolve = placeholders.workload_resolver({"name": "a"}, {})
     placeholders._parts.cache_clear()
+    placeholders._pieces.cache_clear()
     for _ in range(50):
         assert placeholders.substitute_string("x-${metadata.name}", resolve) == ("x-a", [])
-    info = placeholders._parts.cache_info()
-    assert (info.misses, info.hits) == (1, 49)
+    assert placeholders.substitute_string("y-${metadata.name}", resolve) == ("y-a", [])
+    pieces, parts = placeholders._pieces.cache_info(), placeholders._parts.cache_info()
+    assert (pieces.misses, pieces.hits) == (2, 49)
+    assert (parts.misses, parts.hits) == (1, 1)
+
+
+def test_a_long_text_is_cut_each_time_not_kept() -> None:
+    """A file's content can be long and is met once: cut, substituted, not kept."""
+    resolve = placeholders.workload_resolver({"name": "a"}, {})
+    text = "line ${metadata.name} $$ $${metadata.name}\n" * 20
+    placeholders._pieces.cache_clear()
+    assert placeholders.substitute_string(text, resolve) == (
+        "line a $ ${metadata.name}\n" * 20,
+        [],
+    )
+    assert placeholders._pieces.cache_info().currsize == 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -28,20 +28,54 @@ if TYPE_CHECKING:
 
 
 @contextmanager
+def statements_run(store: Store, wanted: Callable[[str], bool] = bool) -> Iterator[list[str]]:
+    """The ``wanted`` statements the database driver runs inside the block, as it runs them.
+    On SQLite, as the driver traces them, ``BEGIN`` and ``ROLLBACK`` included, so that a read
+    made on the driver's own connection (``plan_inputs``) counts too; on PostgreSQL,
+    SQLAlchemy's executions."""
+    ran: list[str] = []
+
+    def count(statement: str) -> None:
+        if wanted(statement):
+            ran.append(statement)
+
+    if store.url.dialect != "sqlite":
+
+        def executed(conn: object, cursor: object, statement: str, *args: object) -> None:
+            count(statement)
+
+        event.listen(store.engine, "before_cursor_execute", executed)
+        try:
+            yield ran
+        finally:
+            event.remove(store.engine, "before_cursor_execute", executed)
+        return
+
+    def traced(dbapi_connection: Any, *args: object) -> None:
+        dbapi_connection.set_trace_callback(count)
+
+    def untraced(dbapi_connection: Any, *args: object) -> None:
+        dbapi_connection.set_trace_callback(None)
+
+    event.listen(store.engine, "checkout", traced)
+    event.listen(store.engine, "checkin", untraced)
+    try:
+        yield ran
+    finally:
+        event.remove(store.engine, "checkout", traced)
+        event.remove(store.engine, "checkin", untraced)
+
+
+@contextmanager
 def selects_from(store: Store, table: str) -> Iterator[list[str]]:
     """The SELECT statements on ``table`` the store runs inside the block: what tells a state
     carried over from one read again."""
-    reads: list[str] = []
 
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and f"FROM {table}" in statement:
-            reads.append(statement)
+    def select_from(statement: str) -> bool:
+        return statement.lstrip().upper().startswith("SELECT") and f"FROM {table}" in statement
 
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
+    with statements_run(store, select_from) as reads:
         yield reads
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
 
 
 def test_open_twice_migrates_once_and_keeps_data(store_url: str, build: Builders) -> None:
@@ -368,6 +402,47 @@ def test_plan_inputs_of_a_kept_state_are_one_statement(store: Store, build: Buil
         assert found.last_commit == "c" * 40
         assert found.pins == store.pins("prod")
         assert sorted(found.pins) == sorted(pins)
+
+
+def test_plan_inputs_of_a_kept_state_on_sqlite_are_one_statement_and_no_transaction(
+    store: Store, build: Builders
+) -> None:
+    """One statement is one snapshot in SQLite: a resync that finds the kept state's token
+    needs no ``BEGIN`` and no ``ROLLBACK`` around it (nor does a first plan, finding no row)."""
+    if store.url.dialect != "sqlite":
+        pytest.skip("PostgreSQL reads through SQLAlchemy's transaction")
+    workload, _, _ = build
+    with statements_run(store) as ran:
+        assert store.plan_inputs("prod").recorded == RecordedState("prod", {}, {})
+    assert len(ran) == 1
+    store.save_workload("prod", workload("web"))
+    kept = store.recorded("prod")
+    with statements_run(store) as ran:
+        assert store.plan_inputs("prod").recorded is kept
+    assert len(ran) == 1
+    assert ran[0].lstrip().upper().startswith("SELECT")
+
+
+def test_plan_inputs_see_another_process_write(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """The kept state is handed back only while the database's token is its own: a write by
+    another process (another store on the same database) is read at the next plan, and so are
+    its pins and last commit."""
+    workload, _, _ = build
+    store.save_workload("prod", workload("web"))
+    before = store.plan_inputs("prod")
+    assert store.plan_inputs("prod").recorded is before.recorded
+    with Store.open(store_url) as other:
+        other.save_workload("prod", workload("api"))
+        other.set_last_commit("prod", "c" * 40)
+        other.set_pin("prod", PinRecord("web", "apps/web/score.yaml", "a" * 40, "b" * 40))
+    after = store.plan_inputs("prod")
+    assert after.recorded is not before.recorded
+    assert list(after.recorded.workloads) == ["api", "web"]
+    assert after.last_commit == "c" * 40
+    assert list(after.pins) == ["web"]
+    assert store.plan_inputs("prod").recorded is after.recorded
 
 
 def test_plan_inputs_of_an_environment_without_a_row_read_no_records(
