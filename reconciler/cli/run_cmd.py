@@ -75,6 +75,7 @@ def run(
         parallelism=parallelism,
         target_url=target_url,
     )
+
     def stop(signum: int, frame: object) -> None:
         daemon.request_stop()  # the handler only flags; the main thread stops
 
