@@ -197,6 +197,10 @@ class Store:
         self._advances: ContextVar[list[Callable[[], None]] | None] = ContextVar(
             f"store-advances-{id(self)}", default=None
         )
+        # The tokens the open ``transaction()`` set, by environment (see ``_bump``).
+        self._bumped: ContextVar[dict[str, tuple[str | None, str]] | None] = ContextVar(
+            f"store-bumped-{id(self)}", default=None
+        )
         # environment -> what ``recorded`` decoded last, reused while the environment's revision
         # token in the database is the same, and carried over this process's writes.
         self._recorded: dict[str, _Kept] = {}
@@ -322,9 +326,11 @@ class Store:
         with self._begin() as conn:
             token = self._current.set(conn)
             pending = self._advances.set(advances)
+            bumped = self._bumped.set({})
             try:
                 yield
             finally:
+                self._bumped.reset(bumped)
                 self._advances.reset(pending)
                 self._current.reset(token)
         for advance in advances:
@@ -338,9 +344,11 @@ class Store:
         way (``StoreCheckpointer``), each standing or falling with its own writes."""
         conn = self._current.get()
         advances = self._advances.get()
-        if conn is None or advances is None:
+        bumped = self._bumped.get()
+        if conn is None or advances is None or bumped is None:
             raise RuntimeError("Store.savepoint() is for use inside Store.transaction()")
         mark = len(advances)
+        tokens = dict(bumped)
         with self._translated():
             nested = conn.begin_nested()
         try:
@@ -351,6 +359,8 @@ class Store:
             # Without its carry-overs, the kept state is read afresh if the rows stayed after
             # all; with them, it could hold rows that were not written.
             del advances[mark:]
+            bumped.clear()  # a token set inside the savepoint is undone with it: set it again
+            bumped.update(tokens)
             if nested.is_active:
                 with self._translated():
                     nested.rollback()
@@ -414,14 +424,38 @@ class Store:
         stmt = _ensure_environment_statement(conn.dialect.name)
         conn.execute(stmt, {"name": environment, "updated_at": now})
 
-    def _bump(self, conn: Connection, environment: str) -> tuple[str | None, str]:
+    def _bump(
+        self, conn: Connection, environment: str, *, ensure_at: datetime | None = None
+    ) -> tuple[str | None, str]:
         """A new revision token: the environment's recorded state changed (see ``recorded``).
         Called before the write's rows (see ``_TOKEN_FOR_UPDATE``); returns the token replaced
-        and the new one."""
-        previous = conn.execute(_TOKEN_FOR_UPDATE, {"environment": environment}).scalar()
+        and the new one. With ``ensure_at``, the environment's row is made first when missing
+        (every record refers to it).
+
+        One token per environment and transaction: a token is new to every reader however many
+        writes of one transaction follow it, so the group-committed steps of a run share one
+        (``StoreCheckpointer``), two statements a step fewer. A savepoint rolled back undoes
+        its token and forgets it (``savepoint``), so the next write sets one again."""
+        bumped = self._bumped.get()
+        if bumped is not None and environment in bumped:
+            return bumped[environment]
+        previous = self._lock_token(conn, environment, ensure_at)
         token = uuid.uuid4().hex
         conn.execute(_BUMP, {"environment": environment, "revision": token})
+        if bumped is not None:
+            bumped[environment] = (previous, token)
         return previous, token
+
+    def _lock_token(
+        self, conn: Connection, environment: str, ensure_at: datetime | None
+    ) -> str | None:
+        """The token, its row locked; the row is made first (and locked then) only when it is
+        missing, so that a write to an environment that has one costs no insert attempt."""
+        row = conn.execute(_TOKEN_FOR_UPDATE, {"environment": environment}).first()
+        if row is None and ensure_at is not None:
+            self._ensure_environment(conn, environment, ensure_at)
+            row = conn.execute(_TOKEN_FOR_UPDATE, {"environment": environment}).first()
+        return None if row is None else row[0]
 
     def _advance(
         self,
@@ -470,7 +504,9 @@ class Store:
         previous, token = tokens
         with self._recorded_lock:
             kept = self._recorded.get(environment)
-            if kept is None or kept.token != previous:
+            # ``token`` too: writes of one transaction share it (``_bump``), and the first
+            # one's carry-over has set it.
+            if kept is None or kept.token not in (previous, token):
                 self._recorded.pop(environment, None)
                 return
             kept.unshare()
@@ -560,9 +596,21 @@ class Store:
             if head is None:
                 # No row, so no workload or resource either (their foreign key names it): the
                 # first plan of an environment skips two queries and their compilation.
-                return PlanInputs(RecordedState(environment, {}, {}), None, pins)
+                return PlanInputs(self._kept_empty(environment), None, pins)
             recorded = self._recorded_in(conn, environment, head[0])
         return PlanInputs(recorded, head[1], pins)
+
+    def _kept_empty(self, environment: str) -> RecordedState:
+        """The state of an environment without a row, kept at the token None as a state read
+        is: a first reconcile's steps then find their resources missing in memory, and the
+        carry-overs of their writes keep it current, instead of a query per step."""
+        if self._current.get() is not None:
+            return RecordedState(environment, {}, {})
+        with self._recorded_lock:
+            kept = self._recorded.get(environment)
+            if kept is None or kept.token is not None or kept.workloads or kept.resources:
+                kept = self._recorded[environment] = _Kept(None, {}, {})
+            return kept.shared(environment)
 
     def _recorded_in(self, conn: Connection, environment: str, token: str | None) -> RecordedState:
         """``recorded`` on an open connection, ``token`` read on it already."""
@@ -638,8 +686,7 @@ class Store:
         now = self.now()
         values = [rows.workload_row(environment, r, now) for r in records]
         with self._write() as conn:
-            self._ensure_environment(conn, environment, now)
-            tokens = self._bump(conn, environment)
+            tokens = self._bump(conn, environment, ensure_at=now)
             self._upsert(conn, workloads, values)
         self._advance(
             environment, tokens, saved_workloads=[rows.workload_as_read(v) for v in values]
@@ -688,8 +735,7 @@ class Store:
         now = self.now()
         values = [rows.resource_row(environment, r, now) for r in records]
         with self._write() as conn:
-            self._ensure_environment(conn, environment, now)
-            tokens = self._bump(conn, environment)
+            tokens = self._bump(conn, environment, ensure_at=now)
             self._upsert(conn, resources, values, keep=frozenset({"created_at"}))
         self._advance(
             environment, tokens, saved_resources=[rows.resource_as_read(v) for v in values]
