@@ -586,19 +586,33 @@ class Store:
         last commit and the pins by one statement: what every plan reads, resyncs that find
         nothing included."""
         with self._read() as conn:
-            head = None
-            pins: dict[str, PinRecord] = {}
-            for row in conn.execute(_HEAD_AND_PINS, {"environment": environment}):
-                if row.workload is None:
-                    head = row
-                else:
-                    pins[row.workload] = PinRecord(row.workload, row.file, row.commit, row.head)
+            head, pins = self._head_and_pins(conn, environment)
             if head is None:
                 # No row, so no workload or resource either (their foreign key names it): the
                 # first plan of an environment skips two queries and their compilation.
                 return PlanInputs(self._kept_empty(environment), None, pins)
             recorded = self._recorded_in(conn, environment, head[0])
         return PlanInputs(recorded, head[1], pins)
+
+    def plan_key(self, environment: str) -> tuple[str | None, str | None, dict[str, PinRecord]]:
+        """The revision token, the last commit and the pins, by the one statement
+        ``plan_inputs`` starts with: what a plan read from the store, to tell whether a plan
+        made earlier is still the plan of the state (``runner.plan_key``)."""
+        with self._read() as conn:
+            head, pins = self._head_and_pins(conn, environment)
+        return (None, None, pins) if head is None else (head[0], head[1], pins)
+
+    @staticmethod
+    def _head_and_pins(conn: Connection, environment: str) -> tuple[Any, dict[str, PinRecord]]:
+        """The environment's row (its token and last commit; None without one) and its pins."""
+        head = None
+        pins: dict[str, PinRecord] = {}
+        for row in conn.execute(_HEAD_AND_PINS, {"environment": environment}):
+            if row.workload is None:
+                head = row
+            else:
+                pins[row.workload] = PinRecord(row.workload, row.file, row.commit, row.head)
+        return head, pins
 
     def _kept_empty(self, environment: str) -> RecordedState:
         """The state of an environment without a row, kept at the token None as a state read
