@@ -142,6 +142,9 @@ commit; the row whose ``workload`` is NULL, absent when the environment has none
 _PINS: Final = select(pins_table).where(pins_table.c.environment == bindparam("environment"))
 """The reads of every plan, built once (building a statement costs more than running it)."""
 
+_STEPS: Final = select(steps).where(steps.c.run_id == bindparam("run_id")).order_by(steps.c.step_id)
+"""A run's steps: read by every executor run (to resume), built once."""
+
 _WORKLOAD_COLUMNS: Final = [
     type_coerce(c, Text).label(c.name) if c.name in rows.WORKLOAD_TEXT_COLUMNS else c
     for c in workloads.columns
@@ -896,9 +899,8 @@ class Store:
 
     def steps(self, run_id: str) -> list[StepRecord]:
         """A run's steps by ``step_id``."""
-        query = select(steps).where(steps.c.run_id == run_id).order_by(steps.c.step_id)
         with self._read() as conn:
-            return [rows.step_record(row) for row in conn.execute(query)]
+            return [rows.step_record(row) for row in conn.execute(_STEPS, {"run_id": run_id})]
 
     # -- audit ------------------------------------------------------------------------------
 
