@@ -447,23 +447,24 @@ class Store:
         bumped = self._bumped.get()
         if bumped is not None and environment in bumped:
             return bumped[environment]
-        previous = self._lock_token(conn, environment, ensure_at)
+        found, previous = self._lock_token(conn, environment, ensure_at)
         token = uuid.uuid4().hex
         conn.execute(_BUMP, {"environment": environment, "revision": token})
-        if bumped is not None:
+        if bumped is not None and found:  # without a row, the token was set nowhere
             bumped[environment] = (previous, token)
         return previous, token
 
     def _lock_token(
         self, conn: Connection, environment: str, ensure_at: datetime | None
-    ) -> str | None:
-        """The token, its row locked; the row is made first (and locked then) only when it is
-        missing, so that a write to an environment that has one costs no insert attempt."""
+    ) -> tuple[bool, str | None]:
+        """Whether the environment has a row, and its token, the row locked; the row is made
+        first (and locked then) only when it is missing, so that a write to an environment
+        that has one costs no insert attempt."""
         row = conn.execute(_TOKEN_FOR_UPDATE, {"environment": environment}).first()
         if row is None and ensure_at is not None:
             self._ensure_environment(conn, environment, ensure_at)
             row = conn.execute(_TOKEN_FOR_UPDATE, {"environment": environment}).first()
-        return None if row is None else row[0]
+        return (False, None) if row is None else (True, row[0])
 
     def _advance(
         self,

@@ -507,6 +507,20 @@ def test_the_writes_of_one_transaction_set_one_token(
         assert store.recorded("prod") == other.recorded("prod")
 
 
+def test_a_write_after_a_delete_in_an_environment_without_a_row_makes_the_row(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """A delete finds no row to set a token on; the next write of the transaction still makes
+    the row and sets the token (a token set nowhere is not shared)."""
+    workload, _, _ = build
+    with store.transaction():
+        store.delete_workload("new", "gone")
+        store.save_workload("new", workload("web"))
+    assert store.revision_of("new") is not None
+    with Store.open(store_url) as other:
+        assert list(other.recorded("new").workloads) == ["web"]
+
+
 def test_resources_of_comes_from_the_kept_state_while_its_token_is_current(
     store: Store, store_url: str, build: Builders
 ) -> None:
