@@ -723,7 +723,7 @@ class _ManifestDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: i
     they are remembered (``_resolve``), instead of a pass over PyYAML's patterns each time."""
 
     def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
-        if kind is yaml.ScalarNode:
+        if kind is yaml.ScalarNode and len(value) <= _REMEMBERED:
             return _resolve(value, implicit[0], implicit[1])
         return str(super().resolve(kind, value, implicit))
 
@@ -746,6 +746,9 @@ _SCALARS: Final[dict[type, tuple[str, Any]]] = {
 
 
 _RESOLVER: Final = yaml.resolver.Resolver()
+_REMEMBERED: Final = 100
+"""The longest text whose tag and style are remembered: keys, kinds, names and short values
+come back in every workload; a file's content would only fill the caches."""
 
 
 @functools.lru_cache(maxsize=8192)
@@ -775,8 +778,17 @@ def _node(dumper: Any, value: object, *, top: bool = False) -> yaml.Node:
     return node
 
 
-@functools.lru_cache(maxsize=8192)
 def _style(text: str) -> str | None:
+    """``_style_of``, remembered for short texts (see ``_REMEMBERED``)."""
+    return _short_style(text) if len(text) <= _REMEMBERED else _style_of(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _short_style(text: str) -> str | None:
+    return _style_of(text)
+
+
+def _style_of(text: str) -> str | None:
     """Double quotes for what a reader could take for something else, and for multi-line text
     a block literal cannot carry; a block literal for other multi-line text; else plain, where
     the emitter finds plain safe."""
