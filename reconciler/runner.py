@@ -198,12 +198,12 @@ class _Run:
 
 
 def plan_key(store: Store, environment: str) -> tuple[object, ...]:
-    """What a plan read from the store, in three small reads: while they are the same, so is
-    the plan. Read before planning, so that a write during the plan makes the key stale rather
-    than the plan. A revision token of None (an environment never written since migration
-    0004) identifies a state too: every write of workloads or resources replaces it with a
-    token, and nothing sets it back to None."""
-    return (store.revision_of(environment), store.last_commit(environment), store.pins(environment))
+    """What a plan read from the store (token, last commit, pins), in one small read: while
+    it is the same, so is the plan. Read before planning, so that a write during the plan
+    makes the key stale rather than the plan. A revision token of None (an environment never
+    written since migration 0004) identifies a state too: every write of workloads or
+    resources replaces it with a token, and nothing sets it back to None."""
+    return store.plan_key(environment)
 
 
 def was_approved(store: Store, run: RunRecord) -> bool:
@@ -251,15 +251,21 @@ def _overlaps(run: RunRecord, scope: frozenset[str] | None) -> bool:
 
 
 def _supersede(
-    store: Store, environment: str, commit: str, scope: frozenset[str] | None = None
+    store: Store,
+    environment: str,
+    commit: str,
+    scope: frozenset[str] | None = None,
+    *,
+    recent: Sequence[RunRecord] | None = None,
 ) -> None:
     """A newer commit replaces runs left on older ones: only the latest can apply.
 
     That includes a run still marked Running: the environment's lease (or, for a scoped run,
     the leases of its workloads) means no live process owns it, so its process died and it
     would otherwise stay Running for ever. Runs of other workloads are left alone.
+    ``recent`` is the environment's last runs when the caller has read them already.
     """
-    for run in store.list_runs(environment, limit=20):
+    for run in store.list_runs(environment, limit=20) if recent is None else recent:
         if (
             run.commit != commit
             and run.status in ("WaitingApproval", "Pending", "Running")
@@ -298,14 +304,20 @@ def traced(step: Step) -> Callable[[StepContext], Mapping[str, Any]]:
 
 
 def find_open_run(
-    store: Store, environment: str, commit: str, scope: frozenset[str] | None = None
+    store: Store,
+    environment: str,
+    commit: str,
+    scope: frozenset[str] | None = None,
+    *,
+    recent: Sequence[RunRecord] | None = None,
 ) -> RunRecord | None:
     """The unfinished run of this commit, to resume rather than start afresh.
 
     A scoped run resumes an open run whose workloads it covers (a killed replica's): holding
-    the leases of all of them, it owns that run's work now.
+    the leases of all of them, it owns that run's work now. ``recent`` is the environment's
+    last runs when the caller has read them already.
     """
-    for run in store.list_runs(environment, limit=20):
+    for run in store.list_runs(environment, limit=20) if recent is None else recent:
         if run.commit != commit or run.status not in (*OPEN_RUN_STATUSES, "WaitingApproval"):
             continue
         if scope is None or (run.scope is not None and scope.issuperset(run.scope)):
@@ -349,28 +361,35 @@ def apply_environment(
     planned = scoped(whole, store, workloads)
     if planned.plan is None or (planned.failed and (not partial or config_broken)):
         return RunOutcome(name, None, planned.plan, planned, message="the commit has errors")
-    run = find_open_run(store, name, source.commit, workloads)
+    recent = store.list_runs(name, limit=20)
+    run = find_open_run(store, name, source.commit, workloads, recent=recent)
     if run is None and not planned.plan.summary.has_changes:
         if not planned.failed and workloads is None:
             store.set_last_commit(name, source.commit)
         return RunOutcome(name, None, planned.plan, planned, message="no changes")
+    # A new run that nothing stands before (no approval to wait for, no one to confirm) is
+    # created Running: the same record, one write fewer.
+    starts = on_plan is None and (env.approval != "required" or approved)
+    created_running = run is None and starts
     if run is None:
-        _supersede(store, name, source.commit, workloads)
-        run = store.create_run(
-            name,
-            source.commit,
-            trigger=trigger,
-            plan=planned.plan.to_dict(),
-            status="Pending",
-            scope=workloads,
-        )
-        store.audit(
-            actor=services.actor,
-            action="run.created",
-            environment=name,
-            subject=run.id,
-            detail={"commit": source.commit, "summary": planned.plan.summary.to_dict()},
-        )
+        with store.transaction():
+            _supersede(store, name, source.commit, workloads, recent=recent)
+            run = store.create_run(
+                name,
+                source.commit,
+                trigger=trigger,
+                plan=planned.plan.to_dict(),
+                status="Running" if starts else "Pending",
+                scope=workloads,
+            )
+            store.audit(
+                actor=services.actor,
+                action="run.created",
+                environment=name,
+                subject=run.id,
+                detail={"commit": source.commit, "summary": planned.plan.summary.to_dict()},
+            )
+        run = replace(run, plan=None)  # as update_run returns it: the plan is held already
     if env.approval == "required" and not approved and not was_approved(store, run):
         if run.status != "WaitingApproval":
             run = store.update_run(run.id, status="WaitingApproval", with_plan=False)
@@ -380,7 +399,8 @@ def apply_environment(
             run.id, status="Failed", message="declined", finished=True, with_plan=False
         )
         return RunOutcome(name, run, planned.plan, planned, message="declined")
-    run = store.update_run(run.id, status="Running", scope=workloads, with_plan=False)
+    if not created_running:
+        run = store.update_run(run.id, status="Running", scope=workloads, with_plan=False)
     checkpointer = checkpointer or StoreCheckpointer(store)
     state = _Run(
         repo,
@@ -425,40 +445,20 @@ def _hooks(state: _Run, stage: Stage, names: Sequence[str]) -> tuple[Code, str] 
 def _finish(state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | None) -> RunOutcome:
     store = state.store
     interrupted = any(r.status is RunStatus.INTERRUPTED for r in state.results)
-    if failure is None:
-        if state.scope is None:
-            store.set_last_commit(state.name, state.source.commit)
-        for workload in planned.expired_pins:  # a newer commit changed it: the rollback ends
-            store.delete_pin(state.name, workload)
-        run = store.update_run(state.run_id, status="Succeeded", finished=True, with_plan=False)
-        action = "run.succeeded"
-    elif interrupted:
-        code, message = Code.RUN_INTERRUPTED, "interrupted; apply again to resume"
-        run = store.update_run(
-            state.run_id, status="Pending", error_code=code.id, message=message, with_plan=False
-        )
-        action = "run.interrupted"
-    else:
+    if failure is not None and not interrupted:
         code, message = failure
         # Input errors stop nothing that ran: only a failed step calls for undoing the run.
         if state.env.on_failure == "rollback" and code.value.number >= 3000:
-            message += "; " + _rollback(state)
-        run = store.update_run(
-            state.run_id,
-            status="Failed",
-            error_code=code.id,
-            message=message,
-            finished=True,
-            with_plan=False,
+            failure = code, message + "; " + _rollback(state)
+    with store.transaction():  # the run's end, its commit and its audit entry: one write
+        run, action = _record_end(state, planned, failure, interrupted)
+        store.audit(
+            actor=state.services.actor,
+            action=action,
+            environment=state.name,
+            subject=state.run_id,
+            detail={"commit": state.source.commit, "message": run.message or ""},
         )
-        action = "run.failed"
-    store.audit(
-        actor=state.services.actor,
-        action=action,
-        environment=state.name,
-        subject=state.run_id,
-        detail={"commit": state.source.commit, "message": run.message or ""},
-    )
     return RunOutcome(
         state.name,
         run,
@@ -468,6 +468,36 @@ def _finish(state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | N
         run.message or "",
         None if failure is None else failure[0],
     )
+
+
+def _record_end(
+    state: _Run, planned: EnvironmentPlan, failure: tuple[Code, str] | None, interrupted: bool
+) -> tuple[RunRecord, str]:
+    """Record how the run ended; the run as stored and the audit action that says so."""
+    store = state.store
+    if failure is None:
+        if state.scope is None:
+            store.set_last_commit(state.name, state.source.commit)
+        for workload in planned.expired_pins:  # a newer commit changed it: the rollback ends
+            store.delete_pin(state.name, workload)
+        run = store.update_run(state.run_id, status="Succeeded", finished=True, with_plan=False)
+        return run, "run.succeeded"
+    if interrupted:
+        code, message = Code.RUN_INTERRUPTED, "interrupted; apply again to resume"
+        run = store.update_run(
+            state.run_id, status="Pending", error_code=code.id, message=message, with_plan=False
+        )
+        return run, "run.interrupted"
+    code, message = failure
+    run = store.update_run(
+        state.run_id,
+        status="Failed",
+        error_code=code.id,
+        message=message,
+        finished=True,
+        with_plan=False,
+    )
+    return run, "run.failed"
 
 
 def _execute(state: _Run, *, partial: bool = False) -> tuple[Code, str] | None:

@@ -171,6 +171,7 @@ class _Run:
         self.stop = threading.Event()  # set by the coordinator only
         self.deadline: float | None = None
         self.fatal: BaseException | None = None
+        self.unsaved: dict[str, StepRecord] = {}  # Pending, written with the first Running
 
     # -- coordinator ------------------------------------------------------------------------
 
@@ -221,9 +222,9 @@ class _Run:
             self.logs[record.step_id] = record.log.splitlines()
             self.completed.append(record.step_id)
         pending = [sid for sid in sorted(self.steps) if sid not in done]
-        self.ex._checkpointer.save_many(
-            self.run_id, [self._record(sid, StepOutcome(StepStatus.PENDING)) for sid in pending]
-        )
+        # Written by the first dispatch, with the Running states of the steps it starts: one
+        # transaction, still committed before any step runs.
+        self.unsaved = {sid: self._record(sid, StepOutcome(StepStatus.PENDING)) for sid in pending}
         for sid in pending:
             self.waiting[sid] = sum(dep not in done for dep in self.steps[sid].depends_on)
             if self.waiting[sid] == 0:
@@ -263,18 +264,17 @@ class _Run:
         ):
             sid = heapq.heappop(self.ready)
             started.append(_Slot(self.steps[sid], self.logs.setdefault(sid, []), self.ex._now()))
-        if not started:
+        if not started and not self.unsaved:
             return
-        running = [
-            self._record(
+        records, self.unsaved = self.unsaved, {}
+        for slot in started:
+            records[slot.step.id] = self._record(
                 slot.step.id,
                 StepOutcome(StepStatus.RUNNING, 1, started_at=slot.started),
                 slot.lines,
             )
-            for slot in started
-        ]
         try:
-            self.ex._checkpointer.save_many(self.run_id, running)
+            self.ex._checkpointer.save_many(self.run_id, list(records.values()))
         except Exception as error:  # as a worker's checkpoint failing: none of them runs
             self.fatal = self.fatal or error
             for slot in started:

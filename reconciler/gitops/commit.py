@@ -6,7 +6,7 @@ watches, even a work tree someone is editing, because nothing here touches HEAD,
 the files on disk. Trees are edited folder by folder from the branch's current tree, so a
 commit costs in proportion to what changes, not to the size of the branch; the new blobs and
 trees are built in memory and stored together once the tree is known to have changed, as one
-pack when there are many (``objects.ObjectBuffer``).
+pack when there are many or when the commit creates the branch (``objects.ObjectBuffer``).
 
 The branch moves by compare-and-swap: the ref is locked, re-read and only updated if it still
 points at the commit the new one was built on; otherwise the change is rebuilt on the newer
@@ -101,7 +101,8 @@ def _attempt(
         return None  # nothing to write on a branch that does not exist
     if tree is None:
         tree = objects.tree(())
-    objects.store(repo)
+    # A branch's first commit holds every folder (a first deploy): one pack, once per branch.
+    objects.store(repo, pack=head is None)
     parents = [] if head is None else [head.id]
     commit = _new_commit(repo, signature, message, tree, parents)
     _swap(repo, ref_name, None if head is None else head.id, commit, message)

@@ -5,8 +5,9 @@ loose file costs a file creation per object, so the first deploy of a thousand w
 (two files and a folder each) spent more in the file system than in rendering the files;
 one pack file and its index cost two. Like ``git fetch`` (``fetch.unpackLimit``), fewer than
 ``PACK_THRESHOLD`` objects are written loose, so that small commits, the daemon's usual ones,
-do not leave a pack each behind. Nothing is written before ``store``: a tree found unchanged
-costs no write at all.
+do not leave a pack each behind; the caller may ask for a pack anyway (a branch's first commit,
+once per branch: a loose object costs about 16 system calls, a pack two files whatever its
+size). Nothing is written before ``store``: a tree found unchanged costs no write at all.
 
 Formats: gitformat-pack(5), version 2 packs and indexes, objects stored whole (no deltas).
 """
@@ -55,10 +56,11 @@ class ObjectBuffer:
         data = b"".join(b"%o %s\0%s" % (mode, name, oid.raw) for name, oid, mode in ordered)
         return self._add(ObjectType.TREE, data)
 
-    def store(self, repo: pygit2.Repository) -> None:
-        """Write every object into ``repo``: one pack from ``PACK_THRESHOLD`` objects on,
-        loose files below. Objects the repository has already may be written again."""
-        if len(self._objects) >= PACK_THRESHOLD:
+    def store(self, repo: pygit2.Repository, *, pack: bool = False) -> None:
+        """Write every object into ``repo``: one pack from ``PACK_THRESHOLD`` objects on (or
+        with ``pack``, when there are any), loose files below. Objects the repository has
+        already may be written again."""
+        if self._objects and (pack or len(self._objects) >= PACK_THRESHOLD):
             write_pack(_objects_dir(repo) / "pack", self._objects)
         else:
             for kind, data in self._objects.values():

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import io
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -631,13 +633,30 @@ def _secret_as_external(
 
 
 def _refuse_markers(objects: Sequence[Mapping[str, Any]], what: str) -> None:
-    """The last guard: a marker or reference left anywhere means a secret would be written."""
+    """The last guard: a marker or reference left anywhere means a secret would be written.
+
+    An object whose JSON text holds neither marker nor ``"secret://`` holds none in any key or
+    string: JSON writes the markers' characters as they are (it escapes only quotes,
+    backslashes and control characters), and a string starting with a reference starts so in
+    it. Only an object that may hold one (or that is not plain JSON) is walked string by
+    string, so the guard costs one C-encoded text per object instead of a generator per value.
+    """
     for obj in objects:
+        if not _may_hold_marker(obj):
+            continue
         for text in _strings(obj):
             if MARK_OPEN in text or MARK_CLOSE in text or text.startswith("secret://"):
                 if obj.get("kind") == "ExternalSecret":
                     continue
                 raise render_error(f"{what}: a secret would be written in {obj.get('kind')}")
+
+
+def _may_hold_marker(obj: Mapping[str, Any]) -> bool:
+    try:
+        text = json.dumps(obj, ensure_ascii=False, check_circular=False)
+    except (TypeError, ValueError):  # not plain JSON: walk it
+        return True
+    return MARK_OPEN in text or MARK_CLOSE in text or '"secret://' in text
 
 
 def _strings(value: object) -> Iterable[str]:
@@ -697,7 +716,16 @@ def render_documents(objects: Iterable[Mapping[str, Any]]) -> str:
 
 
 class _ManifestDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    """The safe dumper (libyaml's where PyYAML has it), with the string styles below."""
+    """The safe dumper (libyaml's where PyYAML has it), with the string styles below.
+
+    libyaml's emitter asks the resolver twice about every scalar whether it reads back as
+    written; the answers depend on the text alone (the safe dumper has no path resolvers), so
+    they are remembered (``_resolve``), instead of a pass over PyYAML's patterns each time."""
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode and len(value) <= _REMEMBERED:
+            return _resolve(value, implicit[0], implicit[1])
+        return str(super().resolve(kind, value, implicit))
 
 
 def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
@@ -715,6 +743,19 @@ _SCALARS: Final[dict[type, tuple[str, Any]]] = {
     int: ("tag:yaml.org,2002:int", str),
     type(None): ("tag:yaml.org,2002:null", lambda v: "null"),
 }
+
+
+_RESOLVER: Final = yaml.resolver.Resolver()
+_REMEMBERED: Final = 100
+"""The longest text whose tag and style are remembered: keys, kinds, names and short values
+come back in every workload; a file's content would only fill the caches."""
+
+
+@functools.lru_cache(maxsize=8192)
+def _resolve(value: str, plain: bool, quoted: bool) -> str:
+    """PyYAML's tag for a scalar ``value`` (see ``_ManifestDumper``): keys, kinds and names
+    come back in every workload, so most answers are found here."""
+    return str(_RESOLVER.resolve(yaml.ScalarNode, value, (plain, quoted)))  # type: ignore[no-untyped-call]
 
 
 def _node(dumper: Any, value: object, *, top: bool = False) -> yaml.Node:
@@ -738,6 +779,16 @@ def _node(dumper: Any, value: object, *, top: bool = False) -> yaml.Node:
 
 
 def _style(text: str) -> str | None:
+    """``_style_of``, remembered for short texts (see ``_REMEMBERED``)."""
+    return _short_style(text) if len(text) <= _REMEMBERED else _style_of(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _short_style(text: str) -> str | None:
+    return _style_of(text)
+
+
+def _style_of(text: str) -> str | None:
     """Double quotes for what a reader could take for something else, and for multi-line text
     a block literal cannot carry; a block literal for other multi-line text; else plain, where
     the emitter finds plain safe."""

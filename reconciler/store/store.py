@@ -143,6 +143,9 @@ commit; the row whose ``workload`` is NULL, absent when the environment has none
 _PINS: Final = select(pins_table).where(pins_table.c.environment == bindparam("environment"))
 """The reads of every plan, built once (building a statement costs more than running it)."""
 
+_STEPS: Final = select(steps).where(steps.c.run_id == bindparam("run_id")).order_by(steps.c.step_id)
+"""A run's steps: read by every executor run (to resume), built once."""
+
 _WORKLOAD_COLUMNS: Final = [
     type_coerce(c, Text).label(c.name) if c.name in rows.WORKLOAD_TEXT_COLUMNS else c
     for c in workloads.columns
@@ -197,6 +200,10 @@ class Store:
         # The ``_advance`` calls of the open ``transaction()``, made once it has committed.
         self._advances: ContextVar[list[Callable[[], None]] | None] = ContextVar(
             f"store-advances-{id(self)}", default=None
+        )
+        # The tokens the open ``transaction()`` set, by environment (see ``_bump``).
+        self._bumped: ContextVar[dict[str, tuple[str | None, str]] | None] = ContextVar(
+            f"store-bumped-{id(self)}", default=None
         )
         # environment -> what ``recorded`` decoded last, reused while the environment's revision
         # token in the database is the same, and carried over this process's writes.
@@ -323,9 +330,11 @@ class Store:
         with self._begin() as conn:
             token = self._current.set(conn)
             pending = self._advances.set(advances)
+            bumped = self._bumped.set({})
             try:
                 yield
             finally:
+                self._bumped.reset(bumped)
                 self._advances.reset(pending)
                 self._current.reset(token)
         for advance in advances:
@@ -339,9 +348,11 @@ class Store:
         way (``StoreCheckpointer``), each standing or falling with its own writes."""
         conn = self._current.get()
         advances = self._advances.get()
-        if conn is None or advances is None:
+        bumped = self._bumped.get()
+        if conn is None or advances is None or bumped is None:
             raise RuntimeError("Store.savepoint() is for use inside Store.transaction()")
         mark = len(advances)
+        tokens = dict(bumped)
         with self._translated():
             nested = conn.begin_nested()
         try:
@@ -352,6 +363,8 @@ class Store:
             # Without its carry-overs, the kept state is read afresh if the rows stayed after
             # all; with them, it could hold rows that were not written.
             del advances[mark:]
+            bumped.clear()  # a token set inside the savepoint is undone with it: set it again
+            bumped.update(tokens)
             if nested.is_active:
                 with self._translated():
                     nested.rollback()
@@ -415,14 +428,39 @@ class Store:
         stmt = _ensure_environment_statement(conn.dialect.name)
         conn.execute(stmt, {"name": environment, "updated_at": now})
 
-    def _bump(self, conn: Connection, environment: str) -> tuple[str | None, str]:
+    def _bump(
+        self, conn: Connection, environment: str, *, ensure_at: datetime | None = None
+    ) -> tuple[str | None, str]:
         """A new revision token: the environment's recorded state changed (see ``recorded``).
         Called before the write's rows (see ``_TOKEN_FOR_UPDATE``); returns the token replaced
-        and the new one."""
-        previous = conn.execute(_TOKEN_FOR_UPDATE, {"environment": environment}).scalar()
+        and the new one. With ``ensure_at``, the environment's row is made first when missing
+        (every record refers to it).
+
+        One token per environment and transaction: a token is new to every reader however many
+        writes of one transaction follow it, so the group-committed steps of a run share one
+        (``StoreCheckpointer``), two statements a step fewer. A savepoint rolled back undoes
+        its token and forgets it (``savepoint``), so the next write sets one again."""
+        bumped = self._bumped.get()
+        if bumped is not None and environment in bumped:
+            return bumped[environment]
+        found, previous = self._lock_token(conn, environment, ensure_at)
         token = uuid.uuid4().hex
         conn.execute(_BUMP, {"environment": environment, "revision": token})
+        if bumped is not None and found:  # without a row, the token was set nowhere
+            bumped[environment] = (previous, token)
         return previous, token
+
+    def _lock_token(
+        self, conn: Connection, environment: str, ensure_at: datetime | None
+    ) -> tuple[bool, str | None]:
+        """Whether the environment has a row, and its token, the row locked; the row is made
+        first (and locked then) only when it is missing, so that a write to an environment
+        that has one costs no insert attempt."""
+        row = conn.execute(_TOKEN_FOR_UPDATE, {"environment": environment}).first()
+        if row is None and ensure_at is not None:
+            self._ensure_environment(conn, environment, ensure_at)
+            row = conn.execute(_TOKEN_FOR_UPDATE, {"environment": environment}).first()
+        return (False, None) if row is None else (True, row[0])
 
     def _advance(
         self,
@@ -471,7 +509,9 @@ class Store:
         previous, token = tokens
         with self._recorded_lock:
             kept = self._recorded.get(environment)
-            if kept is None or kept.token != previous:
+            # ``token`` too: writes of one transaction share it (``_bump``), and the first
+            # one's carry-over has set it.
+            if kept is None or kept.token not in (previous, token):
                 self._recorded.pop(environment, None)
                 return
             kept.unshare()
@@ -562,17 +602,11 @@ class Store:
             if quick is not None:
                 return quick
         with self._read() as conn:
-            head = None
-            pins: dict[str, PinRecord] = {}
-            for row in conn.execute(_HEAD_AND_PINS, {"environment": environment}):
-                if row.workload is None:
-                    head = row
-                else:
-                    pins[row.workload] = PinRecord(row.workload, row.file, row.commit, row.head)
+            head, pins = self._head_and_pins(conn, environment)
             if head is None:
                 # No row, so no workload or resource either (their foreign key names it): the
                 # first plan of an environment skips two queries and their compilation.
-                return PlanInputs(RecordedState(environment, {}, {}), None, pins)
+                return PlanInputs(self._kept_empty(environment), None, pins)
             recorded = self._recorded_in(conn, environment, head[0])
         return PlanInputs(recorded, head[1], pins)
 
@@ -587,19 +621,9 @@ class Store:
         they do in ``plan_inputs``' transaction. What is skipped is SQLAlchemy's execution around
         it (``BEGIN``, the events, the result's processing, the rollback, and on a new engine the
         statement's compilation): about three quarters of a resync's read."""
-        if self._url.dialect != "sqlite":
+        if self._writer is None:  # PostgreSQL
             return None
-        sql, count = _raw_sqlite(_HEAD_AND_PINS)
-        with self._translated():
-            dbapi = self._engine.raw_connection()
-            try:
-                cursor = dbapi.cursor()
-                try:
-                    found = cursor.execute(sql, (environment,) * count).fetchall()
-                finally:
-                    cursor.close()
-            finally:
-                dbapi.close()
+        found = self._autocommit_rows(_HEAD_AND_PINS, environment)
         head = None
         pins: dict[str, PinRecord] = {}
         for revision, last_commit, workload, file, commit, pinned_head in found:
@@ -608,12 +632,44 @@ class Store:
             else:
                 pins[workload] = PinRecord(workload, file, commit, pinned_head)
         if head is None:  # no row, so nothing recorded (as in ``plan_inputs``)
-            return PlanInputs(RecordedState(environment, {}, {}), None, pins)
+            return PlanInputs(self._kept_empty(environment), None, pins)
         with self._recorded_lock:
             kept = self._recorded.get(environment)
             if kept is not None and kept.token == head[0]:
                 return PlanInputs(kept.shared(environment), head[1], pins)
         return None
+
+    def plan_key(self, environment: str) -> tuple[str | None, str | None, dict[str, PinRecord]]:
+        """The revision token, the last commit and the pins, by the one statement
+        ``plan_inputs`` starts with: what a plan read from the store, to tell whether a plan
+        made earlier is still the plan of the state (``runner.plan_key``)."""
+        with self._read() as conn:
+            head, pins = self._head_and_pins(conn, environment)
+        return (None, None, pins) if head is None else (head[0], head[1], pins)
+
+    @staticmethod
+    def _head_and_pins(conn: Connection, environment: str) -> tuple[Any, dict[str, PinRecord]]:
+        """The environment's row (its token and last commit; None without one) and its pins."""
+        head = None
+        pins: dict[str, PinRecord] = {}
+        for row in conn.execute(_HEAD_AND_PINS, {"environment": environment}):
+            if row.workload is None:
+                head = row
+            else:
+                pins[row.workload] = PinRecord(row.workload, row.file, row.commit, row.head)
+        return head, pins
+
+    def _kept_empty(self, environment: str) -> RecordedState:
+        """The state of an environment without a row, kept at the token None as a state read
+        is: a first reconcile's steps then find their resources missing in memory, and the
+        carry-overs of their writes keep it current, instead of a query per step."""
+        if self._current.get() is not None:
+            return RecordedState(environment, {}, {})
+        with self._recorded_lock:
+            kept = self._recorded.get(environment)
+            if kept is None or kept.token is not None or kept.workloads or kept.resources:
+                kept = self._recorded[environment] = _Kept(None, {}, {})
+            return kept.shared(environment)
 
     def _recorded_in(self, conn: Connection, environment: str, token: str | None) -> RecordedState:
         """``recorded`` on an open connection, ``token`` read on it already."""
@@ -638,13 +694,44 @@ class Store:
         wanted = sorted(set(uids))
         if not wanted:
             return {}
+        if self._current.get() is None:
+            kept = self._kept_resources(environment, self._token_now(environment), wanted)
+            if kept is not None:
+                return kept
         with self._read() as conn:
-            if self._current.get() is None:
-                kept = self._kept_resources(environment, self._token(conn, environment), wanted)
-                if kept is not None:
-                    return kept
             found = conn.execute(_RESOURCES_OF, {"environment": environment, "uids": wanted})
             return {r.uid: r for r in map(rows.resource_record, found)}
+
+    def _token_now(self, environment: str) -> str | None:
+        """The environment's token as the database has it now, read alone. On SQLite that is
+        one statement in autocommit on a pooled driver connection: no BEGIN, no rollback, no
+        result machinery, one call that lets go of the GIL instead of three; every step of a
+        run reads its resources from the kept state with this read alone."""
+        if self._writer is None:  # PostgreSQL
+            with self._read() as conn:
+                return self._token(conn, environment)
+        found = self._autocommit_rows(_TOKEN, environment)
+        token: str | None = found[0][0] if found else None
+        return token
+
+    def _autocommit_rows(self, statement: Any, environment: str) -> list[Any]:
+        """``statement``'s rows on SQLite, as one statement in autocommit on a pooled driver
+        connection (the store's connections are in autocommit until ``BEGIN``): one statement
+        is one snapshot, and SQLAlchemy's execution around it (``BEGIN``, events, result
+        processing, the rollback, a new engine's compilation) is skipped. For the hottest
+        reads only: a resync's plan inputs and each step's token check."""
+        sql, count = _raw_sqlite(statement)
+        with self._translated():
+            raw = self._engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                try:
+                    rows: list[Any] = cursor.execute(sql, (environment,) * count).fetchall()
+                finally:
+                    cursor.close()
+            finally:
+                raw.close()
+        return rows
 
     def _kept_resources(
         self, environment: str, token: str | None, wanted: Sequence[str]
@@ -689,8 +776,7 @@ class Store:
         now = self.now()
         values = [rows.workload_row(environment, r, now) for r in records]
         with self._write() as conn:
-            self._ensure_environment(conn, environment, now)
-            tokens = self._bump(conn, environment)
+            tokens = self._bump(conn, environment, ensure_at=now)
             self._upsert(conn, workloads, values)
         self._advance(
             environment, tokens, saved_workloads=[rows.workload_as_read(v) for v in values]
@@ -739,8 +825,7 @@ class Store:
         now = self.now()
         values = [rows.resource_row(environment, r, now) for r in records]
         with self._write() as conn:
-            self._ensure_environment(conn, environment, now)
-            tokens = self._bump(conn, environment)
+            tokens = self._bump(conn, environment, ensure_at=now)
             self._upsert(conn, resources, values, keep=frozenset({"created_at"}))
         self._advance(
             environment, tokens, saved_resources=[rows.resource_as_read(v) for v in values]
@@ -887,9 +972,8 @@ class Store:
 
     def steps(self, run_id: str) -> list[StepRecord]:
         """A run's steps by ``step_id``."""
-        query = select(steps).where(steps.c.run_id == run_id).order_by(steps.c.step_id)
         with self._read() as conn:
-            return [rows.step_record(row) for row in conn.execute(query)]
+            return [rows.step_record(row) for row in conn.execute(_STEPS, {"run_id": run_id})]
 
     # -- audit ------------------------------------------------------------------------------
 

@@ -49,7 +49,8 @@ def test_retryable_driver_errors_are_retried_with_backoff(
         {"attempt": 3},
     )
     assert fake_sleep.waits == [1.0, 2.0]  # uniform() == 0.5: no jitter offset
-    assert recorder.statuses("a") == ["Pending", *["Running"] * 5, "Succeeded"]
+    # Started at once: its first state is Running, in the run's first transaction.
+    assert recorder.statuses("a") == [*["Running"] * 5, "Succeeded"]
     record = recorder.store_steps(run_id)["a"]
     assert "attempt 1 failed: RCN-3013 server busy; retrying in 1.0 s" in record.log
 

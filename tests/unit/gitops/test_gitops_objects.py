@@ -60,10 +60,22 @@ def test_a_large_commit_is_one_pack_that_git_reads_and_verifies(bare: GitRepo) -
 
 
 def test_a_small_commit_stays_loose(bare: GitRepo) -> None:
-    packs_before = _packs(bare)
-    assert _deploy(bare, {"web/manifests.yaml": b"a: 1\n"}) is not None
+    assert _deploy(bare, {"api/manifests.yaml": b"a: 1\n"}) is not None
+    packs_before, loose_before = _packs(bare), _loose(bare)
+    assert _deploy(bare, {"web/manifests.yaml": b"b: 2\n"}) is not None
     assert _packs(bare) == packs_before
+    assert _loose(bare) == loose_before + 4  # the file, its folder, the root, the commit
     bare.git("fsck", "--strict", "--no-dangling")
+
+
+def test_the_commit_that_creates_the_branch_is_one_pack_however_small(bare: GitRepo) -> None:
+    """A first deploy writes every folder at once, once per branch: a pack costs two files."""
+    packs_before, loose_before = _packs(bare), _loose(bare)
+    assert _deploy(bare, {"web/manifests.yaml": b"a: 1\n"}) is not None
+    assert len(set(_packs(bare)) - set(packs_before)) == 1
+    assert _loose(bare) == loose_before + 1  # the commit only, written by libgit2
+    bare.git("fsck", "--strict", "--no-dangling")
+    assert bare.git("show", f"{BRANCH}:web/manifests.yaml") == "a: 1"
 
 
 def test_an_unchanged_tree_writes_no_object(bare: GitRepo) -> None:

@@ -463,7 +463,26 @@ def test_plan_inputs_of_an_environment_without_a_row_read_no_records(
     store.save_workload("prod", workload("web"))
     with selects_from(store, "workloads") as workload_reads:
         assert list(store.plan_inputs("prod").recorded.workloads) == ["web"]
-    assert len(workload_reads) == 1
+    assert workload_reads == []  # the empty state was kept, and carried over the write
+
+
+def test_the_empty_state_kept_for_an_environment_without_a_row_sees_other_writers(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """A first reconcile's steps read their resources from the empty state its plan kept;
+    another process's write replaces the token, so the state is read afresh."""
+    workload, resource, _ = build
+    assert store.plan_inputs("prod").recorded == RecordedState("prod", {}, {})
+    with selects_from(store, "resources") as resource_reads:
+        assert store.resources_of("prod", ["redis.default#web.cache"]) == {}
+    assert resource_reads == []
+    with Store.open(store_url) as other:
+        other.save_resource("prod", resource("redis.default#web.cache"))
+        other.save_workload("prod", workload("web"))
+    assert list(store.resources_of("prod", ["redis.default#web.cache"])) == [
+        "redis.default#web.cache"
+    ]
+    assert list(store.plan_inputs("prod").recorded.workloads) == ["web"]
 
 
 def test_set_workload_status_changes_only_the_status_and_keeps_the_state_carried(
@@ -498,6 +517,12 @@ def _doomed(store: Store, record: WorkloadRecord) -> None:
         raise RuntimeError("roll back")
 
 
+def _doomed_savepoint(store: Store, record: WorkloadRecord) -> None:
+    with store.savepoint():
+        store.save_workload("prod", record)
+        raise RuntimeError("the step's write failed")
+
+
 def test_a_transaction_carries_the_kept_state_once_committed(
     store: Store, store_url: str, build: Builders
 ) -> None:
@@ -519,6 +544,56 @@ def test_a_transaction_carries_the_kept_state_once_committed(
     assert list(kept.workloads) == ["api"]
     with Store.open(store_url) as other:
         assert kept == other.recorded("prod")
+
+
+def test_the_writes_of_one_transaction_set_one_token(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """Group-committed steps share a transaction, and one new token (one lock, one update)
+    tells readers of all their writes; a savepoint rolled back undoes its token with its
+    writes, so the next write sets one again."""
+    workload, resource, _ = build
+    store.save_workload("prod", workload("web"))
+    store.recorded("prod")
+    before = store.revision_of("prod")
+    bumps: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith(("UPDATE ENVIRONMENTS", "INSERT INTO ENVIRON")):
+            bumps.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        with store.transaction():
+            store.save_resource("prod", resource("redis.default#cache"))
+            store.save_workload("prod", workload("api"))
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    assert len(bumps) == 1
+    after = store.revision_of("prod")
+    assert after not in (before, None)
+    with store.transaction():
+        with pytest.raises(RuntimeError):
+            _doomed_savepoint(store, workload("doomed"))
+        store.save_workload("prod", workload("db"))
+    assert store.revision_of("prod") not in (after, None)
+    with Store.open(store_url) as other:
+        assert list(other.recorded("prod").workloads) == ["api", "db", "web"]
+        assert store.recorded("prod") == other.recorded("prod")
+
+
+def test_a_write_after_a_delete_in_an_environment_without_a_row_makes_the_row(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """A delete finds no row to set a token on; the next write of the transaction still makes
+    the row and sets the token (a token set nowhere is not shared)."""
+    workload, _, _ = build
+    with store.transaction():
+        store.delete_workload("new", "gone")
+        store.save_workload("new", workload("web"))
+    assert store.revision_of("new") is not None
+    with Store.open(store_url) as other:
+        assert list(other.recorded("new").workloads) == ["web"]
 
 
 def test_resources_of_comes_from_the_kept_state_while_its_token_is_current(
