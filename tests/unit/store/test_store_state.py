@@ -556,20 +556,21 @@ def test_the_writes_of_one_transaction_set_one_token(
     store.save_workload("prod", workload("web"))
     store.recorded("prod")
     before = store.revision_of("prod")
-    bumps: list[str] = []
 
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith(("UPDATE ENVIRONMENTS", "INSERT INTO ENVIRON")):
-            bumps.append(statement)
+    def token(statement: str) -> bool:
+        return (
+            statement.lstrip()
+            .upper()
+            .startswith(
+                ("UPDATE ENVIRONMENTS", "INSERT INTO ENVIRON", "SELECT ENVIRONMENTS.REVISION")
+            )
+        )
 
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
-        with store.transaction():
-            store.save_resource("prod", resource("redis.default#cache"))
-            store.save_workload("prod", workload("api"))
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
-    assert len(bumps) == 1
+    with statements_run(store, token) as ran, store.transaction():
+        store.save_resource("prod", resource("redis.default#cache"))
+        store.save_workload("prod", workload("api"))
+    assert sum(not s.upper().startswith("SELECT") for s in ran) == 1  # one bump
+    assert sum(s.upper().startswith("SELECT") for s in ran) == 1  # one lock
     after = store.revision_of("prod")
     assert after not in (before, None)
     with store.transaction():
