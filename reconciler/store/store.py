@@ -641,14 +641,7 @@ class Store:
         statement's compilation): about three quarters of a resync's read."""
         if self._writer is None:  # PostgreSQL
             return None
-        found = self._autocommit_rows(_HEAD_AND_PINS, environment)
-        head = None
-        pins: dict[str, PinRecord] = {}
-        for revision, last_commit, workload, file, commit, pinned_head in found:
-            if workload is None:
-                head = (revision, last_commit)
-            else:
-                pins[workload] = PinRecord(workload, file, commit, pinned_head)
+        head, pins = self._head_and_pins_now(environment)
         if head is None:  # no row, so nothing recorded (as in ``plan_inputs``)
             return PlanInputs(self._kept_empty(environment), None, pins)
         with self._recorded_lock:
@@ -660,10 +653,31 @@ class Store:
     def plan_key(self, environment: str) -> tuple[str | None, str | None, dict[str, PinRecord]]:
         """The revision token, the last commit and the pins, by the one statement
         ``plan_inputs`` starts with: what a plan read from the store, to tell whether a plan
-        made earlier is still the plan of the state (``runner.plan_key``)."""
+        made earlier is still the plan of the state (``runner.plan_key``). On SQLite, outside
+        a transaction, the statement runs alone in autocommit, as in ``_quick_plan_inputs``: a
+        run reads the key before each of its plans."""
+        if self._writer is not None and self._current.get() is None:
+            now, pins = self._head_and_pins_now(environment)
+            return (None, None, pins) if now is None else (now[0], now[1], pins)
         with self._read() as conn:
             head, pins = self._head_and_pins(conn, environment)
         return (None, None, pins) if head is None else (head[0], head[1], pins)
+
+    def _head_and_pins_now(
+        self, environment: str
+    ) -> tuple[tuple[str | None, str | None] | None, dict[str, PinRecord]]:
+        """``_head_and_pins`` on SQLite by one statement in autocommit (one snapshot): the
+        environment's token and last commit (None without a row), and its pins."""
+        head = None
+        pins: dict[str, PinRecord] = {}
+        for revision, last_commit, workload, file, commit, pinned_head in self._autocommit_rows(
+            _HEAD_AND_PINS, environment
+        ):
+            if workload is None:
+                head = (revision, last_commit)
+            else:
+                pins[workload] = PinRecord(workload, file, commit, pinned_head)
+        return head, pins
 
     @staticmethod
     def _head_and_pins(conn: Connection, environment: str) -> tuple[Any, dict[str, PinRecord]]:

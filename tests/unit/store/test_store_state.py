@@ -386,6 +386,30 @@ def test_plan_inputs_are_what_the_separate_reads_give(store: Store, build: Build
     assert found.pins == store.pins("prod") == {"web": pin}
 
 
+def test_plan_key_is_one_statement_and_moves_with_every_write(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """A run reads the key before each of its plans: one statement (in autocommit on SQLite),
+    the same key as read inside a transaction, moved by another process's write and by a pin."""
+    workload, _, _ = build
+    assert store.plan_key("prod") == (None, None, {})
+    store.save_workload("prod", workload("web"))
+    store.set_last_commit("prod", "c" * 40)
+    with selects_from(store, "") as reads:
+        key = store.plan_key("prod")
+    assert len(reads) == 1
+    assert key == (store.revision_of("prod"), "c" * 40, {})
+    with store.transaction():
+        assert store.plan_key("prod") == key
+    with Store.open(store_url) as other:
+        other.save_workload("prod", workload("api"))
+    moved = store.plan_key("prod")
+    assert moved[0] not in (key[0], None)
+    pin = PinRecord("web", "apps/web/score.yaml", "a" * 40, "b" * 40)
+    store.set_pin("prod", pin)
+    assert store.plan_key("prod") == (moved[0], "c" * 40, {"web": pin})
+
+
 def test_plan_inputs_of_a_kept_state_are_one_statement(store: Store, build: Builders) -> None:
     """A resync that finds nothing reads the environment's row and its pins together: one
     statement, whatever the pins, with the pins and the row told apart."""
