@@ -26,7 +26,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -689,9 +689,12 @@ def render_documents(objects: Iterable[Mapping[str, Any]]) -> str:
 
     libyaml writes it (PyYAML's C emitter, about seven times faster than a pure-Python one:
     rendering is most of a workload's apply), in kubectl's own layout: a list inside a mapping
-    is not indented further than its key. The nodes it writes are built here, in one walk,
-    rather than by PyYAML's representer, whose per-value dispatch and alias bookkeeping cost
-    more than the writing (the objects are trees of fresh values: there is nothing to alias).
+    is not indented further than its key. It is handed events, made here in one walk, rather
+    than nodes: from a node the emitter asks the resolver twice per scalar, through Python,
+    whether the text reads back as written, and calls the path resolvers at every level; an
+    event carries that answer, remembered per text (``_scalar``), and the emitter writes the
+    same bytes (the objects are trees of fresh values: there is nothing to alias). That made
+    rendering about three times faster.
     """
     ordered = sorted(objects, key=sort_key)
     if not ordered:
@@ -707,8 +710,11 @@ def render_documents(objects: Iterable[Mapping[str, Any]]) -> str:
     )
     try:
         dumper.open()
+        emit = dumper.emit
         for obj in ordered:
-            dumper.serialize(_node(dumper, obj, top=True))
+            emit(_DOCUMENT_START)
+            _events(emit, dumper, obj, top=True)
+            emit(_DOCUMENT_END)
         dumper.close()
     finally:
         dumper.dispose()
@@ -716,16 +722,9 @@ def render_documents(objects: Iterable[Mapping[str, Any]]) -> str:
 
 
 class _ManifestDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    """The safe dumper (libyaml's where PyYAML has it), with the string styles below.
-
-    libyaml's emitter asks the resolver twice about every scalar whether it reads back as
-    written; the answers depend on the text alone (the safe dumper has no path resolvers), so
-    they are remembered (``_resolve``), instead of a pass over PyYAML's patterns each time."""
-
-    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
-        if kind is yaml.ScalarNode and len(value) <= _REMEMBERED:
-            return _resolve(value, implicit[0], implicit[1])
-        return str(super().resolve(kind, value, implicit))
+    """The safe dumper (libyaml's where PyYAML has it), with the string styles below; its
+    representer makes the nodes of values other than strings, lists, mappings, booleans,
+    integers and None (floats, and anything rarer)."""
 
 
 def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
@@ -743,39 +742,93 @@ _SCALARS: Final[dict[type, tuple[str, Any]]] = {
     int: ("tag:yaml.org,2002:int", str),
     type(None): ("tag:yaml.org,2002:null", lambda v: "null"),
 }
+# The emitter only reads events: the ones without a value are shared.
+_DOCUMENT_START: Final = yaml.DocumentStartEvent(explicit=True)
+_DOCUMENT_END: Final = yaml.DocumentEndEvent(explicit=False)
+_MAPPING_START: Final = yaml.MappingStartEvent(None, _MAP_TAG, True, flow_style=False)
+_MAPPING_END: Final = yaml.MappingEndEvent()
+_SEQUENCE_START: Final = yaml.SequenceStartEvent(None, _SEQ_TAG, True, flow_style=False)
+_SEQUENCE_END: Final = yaml.SequenceEndEvent()
 
 
 _RESOLVER: Final = yaml.resolver.Resolver()
 _REMEMBERED: Final = 100
-"""The longest text whose tag and style are remembered: keys, kinds, names and short values
-come back in every workload; a file's content would only fill the caches."""
+"""The longest text whose event (tag, style) is remembered: keys, kinds, names and short
+values come back in every workload; a file's content would only fill the caches."""
 
 
-@functools.lru_cache(maxsize=8192)
-def _resolve(value: str, plain: bool, quoted: bool) -> str:
-    """PyYAML's tag for a scalar ``value`` (see ``_ManifestDumper``): keys, kinds and names
-    come back in every workload, so most answers are found here."""
-    return str(_RESOLVER.resolve(yaml.ScalarNode, value, (plain, quoted)))  # type: ignore[no-untyped-call]
-
-
-def _node(dumper: Any, value: object, *, top: bool = False) -> yaml.Node:
-    """The node PyYAML's safe representer (with ``_represent_str``) makes of ``value``, keys
-    ordered as described in ``render_documents``; any other type goes to the representer."""
+def _events(
+    emit: Callable[[yaml.Event], None], dumper: Any, value: object, *, top: bool = False
+) -> None:
+    """Emit ``value`` as the events of the node PyYAML's safe representer (with
+    ``_represent_str``) makes of it, keys ordered as described in ``render_documents``."""
     if isinstance(value, str):
-        return yaml.ScalarNode(_STR_TAG, str.__str__(value), style=_style(value))
-    if isinstance(value, Mapping):
+        text = value if type(value) is str else str.__str__(value)
+        emit(
+            _short_scalar(text)
+            if len(text) <= _REMEMBERED
+            else _scalar(_STR_TAG, text, _style_of(text))
+        )
+    elif isinstance(value, Mapping):
         keys = sorted(value, key=str)
         if top:
             keys = [k for k in _TOP if k in value] + [k for k in keys if k not in _TOP]
-        pairs = [(_node(dumper, str(k)), _node(dumper, value[k])) for k in keys]
-        return yaml.MappingNode(_MAP_TAG, pairs, flow_style=False)
-    if isinstance(value, list | tuple):
-        return yaml.SequenceNode(_SEQ_TAG, [_node(dumper, v) for v in value], flow_style=False)
-    scalar = _SCALARS.get(type(value))
-    if scalar is not None:
-        return yaml.ScalarNode(scalar[0], scalar[1](value))
-    node: yaml.Node = dumper.represent_data(value)  # floats and anything rarer
-    return node
+        emit(_MAPPING_START)
+        for key in keys:
+            _events(emit, dumper, str(key))
+            _events(emit, dumper, value[key])
+        emit(_MAPPING_END)
+    elif isinstance(value, list | tuple):
+        emit(_SEQUENCE_START)
+        for item in value:
+            _events(emit, dumper, item)
+        emit(_SEQUENCE_END)
+    elif (scalar := _SCALARS.get(type(value))) is not None:
+        emit(_typed_scalar(scalar[0], scalar[1](value)))
+    else:  # floats and anything rarer: the representer's node
+        _node_events(emit, dumper.represent_data(value))
+
+
+def _node_events(emit: Callable[[yaml.Event], None], node: yaml.Node) -> None:
+    """The events PyYAML's serializer emits for ``node`` (without anchors: nothing repeats)."""
+    if isinstance(node, yaml.ScalarNode):
+        emit(_scalar(node.tag, node.value, node.style))
+    elif isinstance(node, yaml.SequenceNode):
+        implicit = node.tag == _RESOLVER.resolve(yaml.SequenceNode, node.value, True)  # type: ignore[no-untyped-call]
+        emit(yaml.SequenceStartEvent(None, node.tag, implicit, flow_style=node.flow_style))
+        for item in node.value:
+            _node_events(emit, item)
+        emit(_SEQUENCE_END)
+    elif isinstance(node, yaml.MappingNode):
+        implicit = node.tag == _RESOLVER.resolve(yaml.MappingNode, node.value, True)  # type: ignore[no-untyped-call]
+        emit(yaml.MappingStartEvent(None, node.tag, implicit, flow_style=node.flow_style))
+        for key, item in node.value:
+            _node_events(emit, key)
+            _node_events(emit, item)
+        emit(_MAPPING_END)
+    else:
+        raise TypeError(f"cannot write a {type(node).__name__} as YAML")
+
+
+@functools.lru_cache(maxsize=8192)
+def _short_scalar(text: str) -> yaml.ScalarEvent:
+    """``_scalar`` of a string, remembered for short texts (see ``_REMEMBERED``)."""
+    return _scalar(_STR_TAG, text, _style_of(text))
+
+
+@functools.lru_cache(maxsize=256)
+def _typed_scalar(tag: str, text: str) -> yaml.ScalarEvent:
+    """``_scalar`` of a boolean, an integer or None, remembered: few texts come back."""
+    return _scalar(tag, text, None)
+
+
+def _scalar(tag: str, text: str, style: str | None) -> yaml.ScalarEvent:
+    """A scalar's event as PyYAML's serializer makes it from a node: whether its tag may be
+    left out when written plain, and when written quoted, is whether the resolver finds that
+    tag from the text (the safe dumper has no path resolvers: the text alone decides)."""
+    plain = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) == tag  # type: ignore[no-untyped-call]
+    quoted = _RESOLVER.resolve(yaml.ScalarNode, text, (False, True)) == tag  # type: ignore[no-untyped-call]
+    return yaml.ScalarEvent(None, tag, (plain, quoted), text, style=style)
 
 
 def _style(text: str) -> str | None:

@@ -445,7 +445,7 @@ class Store:
             return bumped[environment]
         found, previous = self._lock_token(conn, environment, ensure_at)
         token = uuid.uuid4().hex
-        conn.execute(_BUMP, {"environment": environment, "revision": token})
+        self._run_in(conn, _BUMP, {"environment": environment, "revision": token})
         if bumped is not None and found:  # without a row, the token was set nowhere
             bumped[environment] = (previous, token)
         return previous, token
@@ -456,11 +456,29 @@ class Store:
         """Whether the environment has a row, and its token, the row locked; the row is made
         first (and locked then) only when it is missing, so that a write to an environment
         that has one costs no insert attempt."""
-        row = conn.execute(_TOKEN_FOR_UPDATE, {"environment": environment}).first()
-        if row is None and ensure_at is not None:
+        found = self._run_in(conn, _TOKEN_FOR_UPDATE, {"environment": environment})
+        if not found and ensure_at is not None:
             self._ensure_environment(conn, environment, ensure_at)
-            row = conn.execute(_TOKEN_FOR_UPDATE, {"environment": environment}).first()
-        return (False, None) if row is None else (True, row[0])
+            found = self._run_in(conn, _TOKEN_FOR_UPDATE, {"environment": environment})
+        return (False, None) if not found else (True, found[0][0])
+
+    def _run_in(self, conn: Connection, statement: Any, values: Mapping[str, Any]) -> list[Any]:
+        """``statement``'s rows, run in ``conn``'s transaction. On SQLite, straight on its
+        driver connection, with the text compiled once per process (``_raw_sqlite``): the
+        token's lock and bump are two statements of every write transaction, and SQLAlchemy's
+        execution around each (events, result machinery, a new engine's compilation) cost
+        several times the statement. Only for statements whose values need no conversion
+        (strings): nothing else is done to them on the way."""
+        if self._writer is None:  # PostgreSQL
+            result = conn.execute(statement, dict(values))
+            return list(result) if result.returns_rows else []
+        sql, names = _raw_sqlite(statement)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            rows: list[Any] = cursor.execute(sql, tuple(values[n] for n in names)).fetchall()
+        finally:
+            cursor.close()
+        return rows
 
     def _advance(
         self,
@@ -623,14 +641,7 @@ class Store:
         statement's compilation): about three quarters of a resync's read."""
         if self._writer is None:  # PostgreSQL
             return None
-        found = self._autocommit_rows(_HEAD_AND_PINS, environment)
-        head = None
-        pins: dict[str, PinRecord] = {}
-        for revision, last_commit, workload, file, commit, pinned_head in found:
-            if workload is None:
-                head = (revision, last_commit)
-            else:
-                pins[workload] = PinRecord(workload, file, commit, pinned_head)
+        head, pins = self._head_and_pins_now(environment)
         if head is None:  # no row, so nothing recorded (as in ``plan_inputs``)
             return PlanInputs(self._kept_empty(environment), None, pins)
         with self._recorded_lock:
@@ -642,10 +653,31 @@ class Store:
     def plan_key(self, environment: str) -> tuple[str | None, str | None, dict[str, PinRecord]]:
         """The revision token, the last commit and the pins, by the one statement
         ``plan_inputs`` starts with: what a plan read from the store, to tell whether a plan
-        made earlier is still the plan of the state (``runner.plan_key``)."""
+        made earlier is still the plan of the state (``runner.plan_key``). On SQLite, outside
+        a transaction, the statement runs alone in autocommit, as in ``_quick_plan_inputs``: a
+        run reads the key before each of its plans."""
+        if self._writer is not None and self._current.get() is None:
+            now, pins = self._head_and_pins_now(environment)
+            return (None, None, pins) if now is None else (now[0], now[1], pins)
         with self._read() as conn:
             head, pins = self._head_and_pins(conn, environment)
         return (None, None, pins) if head is None else (head[0], head[1], pins)
+
+    def _head_and_pins_now(
+        self, environment: str
+    ) -> tuple[tuple[str | None, str | None] | None, dict[str, PinRecord]]:
+        """``_head_and_pins`` on SQLite by one statement in autocommit (one snapshot): the
+        environment's token and last commit (None without a row), and its pins."""
+        head = None
+        pins: dict[str, PinRecord] = {}
+        for revision, last_commit, workload, file, commit, pinned_head in self._autocommit_rows(
+            _HEAD_AND_PINS, environment
+        ):
+            if workload is None:
+                head = (revision, last_commit)
+            else:
+                pins[workload] = PinRecord(workload, file, commit, pinned_head)
+        return head, pins
 
     @staticmethod
     def _head_and_pins(conn: Connection, environment: str) -> tuple[Any, dict[str, PinRecord]]:
@@ -720,13 +752,14 @@ class Store:
         is one snapshot, and SQLAlchemy's execution around it (``BEGIN``, events, result
         processing, the rollback, a new engine's compilation) is skipped. For the hottest
         reads only: a resync's plan inputs and each step's token check."""
-        sql, count = _raw_sqlite(statement)
+        sql, names = _raw_sqlite(statement)
+        assert len(set(names)) <= 1, names
         with self._translated():
             raw = self._engine.raw_connection()
             try:
                 cursor = raw.cursor()
                 try:
-                    rows: list[Any] = cursor.execute(sql, (environment,) * count).fetchall()
+                    rows: list[Any] = cursor.execute(sql, (environment,) * len(names)).fetchall()
                 finally:
                     cursor.close()
             finally:
@@ -1050,14 +1083,12 @@ def _schema_revision(conn: Connection) -> str | None:
 
 
 @lru_cache(maxsize=8)
-def _raw_sqlite(statement: Any) -> tuple[str, int]:
-    """A statement whose parameters all take one value, as SQLite's driver runs it: its text
-    and how many times the value is bound. Compiled once per process, not once per engine (an
-    engine's compiled cache starts empty)."""
+def _raw_sqlite(statement: Any) -> tuple[str, tuple[str, ...]]:
+    """A statement as SQLite's driver runs it: its text and the names of the values it binds,
+    in order. Compiled once per process, not once per engine (an engine's compiled cache
+    starts empty)."""
     compiled = statement.compile(dialect=sqlite.dialect())
-    names = compiled.positiontup or []
-    assert len(set(names)) <= 1, names
-    return str(compiled), len(names)
+    return str(compiled), tuple(compiled.positiontup or ())
 
 
 @dataclass(slots=True)

@@ -386,6 +386,30 @@ def test_plan_inputs_are_what_the_separate_reads_give(store: Store, build: Build
     assert found.pins == store.pins("prod") == {"web": pin}
 
 
+def test_plan_key_is_one_statement_and_moves_with_every_write(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """A run reads the key before each of its plans: one statement (in autocommit on SQLite),
+    the same key as read inside a transaction, moved by another process's write and by a pin."""
+    workload, _, _ = build
+    assert store.plan_key("prod") == (None, None, {})
+    store.save_workload("prod", workload("web"))
+    store.set_last_commit("prod", "c" * 40)
+    with selects_from(store, "") as reads:
+        key = store.plan_key("prod")
+    assert len(reads) == 1
+    assert key == (store.revision_of("prod"), "c" * 40, {})
+    with store.transaction():
+        assert store.plan_key("prod") == key
+    with Store.open(store_url) as other:
+        other.save_workload("prod", workload("api"))
+    moved = store.plan_key("prod")
+    assert moved[0] not in (key[0], None)
+    pin = PinRecord("web", "apps/web/score.yaml", "a" * 40, "b" * 40)
+    store.set_pin("prod", pin)
+    assert store.plan_key("prod") == (moved[0], "c" * 40, {"web": pin})
+
+
 def test_plan_inputs_of_a_kept_state_are_one_statement(store: Store, build: Builders) -> None:
     """A resync that finds nothing reads the environment's row and its pins together: one
     statement, whatever the pins, with the pins and the row told apart."""
@@ -556,20 +580,21 @@ def test_the_writes_of_one_transaction_set_one_token(
     store.save_workload("prod", workload("web"))
     store.recorded("prod")
     before = store.revision_of("prod")
-    bumps: list[str] = []
 
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith(("UPDATE ENVIRONMENTS", "INSERT INTO ENVIRON")):
-            bumps.append(statement)
+    def token(statement: str) -> bool:
+        return (
+            statement.lstrip()
+            .upper()
+            .startswith(
+                ("UPDATE ENVIRONMENTS", "INSERT INTO ENVIRON", "SELECT ENVIRONMENTS.REVISION")
+            )
+        )
 
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
-        with store.transaction():
-            store.save_resource("prod", resource("redis.default#cache"))
-            store.save_workload("prod", workload("api"))
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
-    assert len(bumps) == 1
+    with statements_run(store, token) as ran, store.transaction():
+        store.save_resource("prod", resource("redis.default#cache"))
+        store.save_workload("prod", workload("api"))
+    assert sum(not s.upper().startswith("SELECT") for s in ran) == 1  # one bump
+    assert sum(s.upper().startswith("SELECT") for s in ran) == 1  # one lock
     after = store.revision_of("prod")
     assert after not in (before, None)
     with store.transaction():
