@@ -599,9 +599,10 @@ def _prime_one(
             if res_uid != uid:
                 continue
             definition = wl.declared[res_name]
-            resource = definition.resource
             if primed is None:
-                uid_of = ResourceUid.of(name, res_name, resource.type, resource.class_, resource.id)
+                uid_of = ResourceUid.of(
+                    name, res_name, definition.type, definition.class_, definition.id
+                )
                 primed = _Primed.seeded(uid_of, definition)
             else:
                 primed.definitions.append(definition)
@@ -619,7 +620,7 @@ def _typed(name: str, loaded: LoadedWorkload) -> _Loaded:
 def _declared(workload: _Loaded) -> dict[str, _Definition]:
     resources = workload.workload.resources or {}
     return {
-        res_name: _Definition(workload.name, res_name, resource, workload.document.placer())
+        res_name: _Definition.of(workload.name, res_name, resource, workload.document.placer())
         for res_name, resource in resources.items()
     }
 
