@@ -23,7 +23,7 @@ from typing import Any
 
 from reconciler.catalogue import Code
 from reconciler.desired import graph
-from reconciler.desired.identity import ResourceUid
+from reconciler.desired.identity import ResourceUid, uid_text
 from reconciler.desired.model import (
     DesiredResource,
     DesiredState,
@@ -198,10 +198,11 @@ def _prime(
         for name, resource in sorted((workload.workload.resources or {}).items()):
             uid = ResourceUid.of(workload.name, name, resource.type, resource.class_, resource.id)
             definition = _Definition.of(workload.name, name, resource, workload.document)
-            uids[workload.name][name] = str(uid)
-            existing = primed.get(str(uid))
+            text = uid_text(uid)
+            uids[workload.name][name] = text
+            existing = primed.get(text)
             if existing is None:
-                primed[str(uid)] = _Primed.seeded(uid, definition)
+                primed[text] = _Primed.seeded(uid, definition)
             else:
                 existing.definitions.append(definition)
                 problems.extend(_merge(existing, definition))
@@ -319,7 +320,7 @@ def _resource(
     assert isinstance(params, dict)
     consumers = sorted({d.workload for d in item.definitions})
     return DesiredResource(
-        uid=str(item.uid),
+        uid=uid_text(item.uid),
         type=item.uid.type,
         class_=item.uid.class_,
         id=item.uid.id,

@@ -45,7 +45,7 @@ from reconciler.desired.build import (
     _resource,
     build,
 )
-from reconciler.desired.identity import ResourceUid
+from reconciler.desired.identity import ResourceUid, uid_text
 from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload
 from reconciler.desired.provisioners import Provisioner, ProvisionerSet
 from reconciler.desired.workloads import resolve_workload, workload_services
@@ -582,7 +582,7 @@ def _note(
 
 def _uids(workload: _Loaded) -> dict[str, str]:
     return {
-        name: str(ResourceUid.of(workload.name, name, r.type, r.class_, r.id))
+        name: uid_text(ResourceUid.of(workload.name, name, r.type, r.class_, r.id))
         for name, r in sorted((workload.workload.resources or {}).items())
     }
 
