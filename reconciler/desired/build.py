@@ -23,7 +23,7 @@ from typing import Any
 
 from reconciler.catalogue import Code
 from reconciler.desired import graph
-from reconciler.desired.identity import ResourceUid
+from reconciler.desired.identity import ResourceUid, uid_text
 from reconciler.desired.model import (
     DesiredResource,
     DesiredState,
@@ -57,12 +57,36 @@ Outputs = Mapping[str, Mapping[str, object] | None]
 
 @dataclass(frozen=True, slots=True)
 class _Definition:
-    """One declaration of a resource by one workload."""
+    """One declaration of a resource by one workload: what priming reads of it (its type,
+    class, id, params and metadata) and the document that places its problems. Not the typed
+    ``Resource``: the incremental builder keeps every declaration between plans, and a typed
+    model with its metadata model weighs several times what priming reads of it."""
 
     workload: str
     name: str
-    resource: Resource
+    type: str
+    class_: str | None
+    id: str | None
+    params: dict[str, Any] | None
+    """The declared params (a copy of the top level), or None when none or empty."""
+    metadata: dict[str, Any] | None
+    """The declared metadata as given, or None when none or empty."""
     document: YamlDocument
+
+    @classmethod
+    def of(
+        cls, workload: str, name: str, resource: Resource, document: YamlDocument
+    ) -> _Definition:
+        return cls(
+            workload,
+            name,
+            resource.type,
+            resource.class_,
+            resource.id,
+            _params(resource),
+            _resource_metadata(resource),
+            document,
+        )
 
     def diagnostic(
         self, code: Code, message: str, *rest: str | int, on_key: bool = False, **kw: Any
@@ -87,12 +111,12 @@ class _Primed:
     @classmethod
     def seeded(cls, uid: ResourceUid, definition: _Definition) -> _Primed:
         """A resource as its first definition declares it."""
-        resource = definition.resource
+        params = definition.params
         return cls(
             uid,
             definition,
-            _params(resource),
-            _resource_metadata(resource),
+            None if params is None else dict(params),
+            definition.metadata,
             definition,
             [definition],
         )
@@ -173,11 +197,12 @@ def _prime(
         uids[workload.name] = {}
         for name, resource in sorted((workload.workload.resources or {}).items()):
             uid = ResourceUid.of(workload.name, name, resource.type, resource.class_, resource.id)
-            definition = _Definition(workload.name, name, resource, workload.document)
-            uids[workload.name][name] = str(uid)
-            existing = primed.get(str(uid))
+            definition = _Definition.of(workload.name, name, resource, workload.document)
+            text = uid_text(uid)
+            uids[workload.name][name] = text
+            existing = primed.get(text)
             if existing is None:
-                primed[str(uid)] = _Primed.seeded(uid, definition)
+                primed[text] = _Primed.seeded(uid, definition)
             else:
                 existing.definitions.append(definition)
                 problems.extend(_merge(existing, definition))
@@ -186,14 +211,14 @@ def _prime(
 
 def _merge(existing: _Primed, definition: _Definition) -> Iterator[Diagnostic]:
     """score-go's rules for a second declaration of a shared resource."""
-    params = _params(definition.resource)
+    params = None if definition.params is None else dict(definition.params)
     if params:
         if existing.params and existing.params != params:
             yield _conflict(existing, definition, "params", existing.source)
         else:
             existing.params = params
             existing.source = definition
-    metadata = _resource_metadata(definition.resource)
+    metadata = definition.metadata
     if metadata:
         if existing.metadata and existing.metadata != metadata:
             yield _conflict(existing, definition, "metadata", existing.metadata_from)
@@ -295,7 +320,7 @@ def _resource(
     assert isinstance(params, dict)
     consumers = sorted({d.workload for d in item.definitions})
     return DesiredResource(
-        uid=str(item.uid),
+        uid=uid_text(item.uid),
         type=item.uid.type,
         class_=item.uid.class_,
         id=item.uid.id,
@@ -305,7 +330,7 @@ def _resource(
         params=params,
         metadata=item.metadata or {},
         depends_on=tuple(sorted(_referenced(item.params or {}, names))),
-        shared=source.resource.id is not None,
+        shared=source.id is not None,
         params_hash=digest(params),
         secret_outputs=provisioner.secret_outputs if provisioner else (),
         expected_outputs=provisioner.expected_outputs if provisioner else (),

@@ -8,6 +8,7 @@ without is private to its workload, whose name becomes part of the id.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Final
 
@@ -36,6 +37,14 @@ class ResourceUid:
         the same resource.
         """
         return cls(type_, class_ or DEFAULT_CLASS, id_ if id_ else f"{workload}.{name}")
+
+
+def uid_text(uid: ResourceUid) -> str:
+    """``str(uid)``, one object per distinct text while any is alive (``sys.intern``): the
+    builder keeps a resource's uid in every declarer's map, in its desired value, in the
+    workloads' desired values and dependencies; the same text made anew for each was
+    several copies of every uid kept between plans."""
+    return sys.intern(str(uid))
 
 
 def parse(text: str) -> ResourceUid:

@@ -45,7 +45,7 @@ from reconciler.desired.build import (
     _resource,
     build,
 )
-from reconciler.desired.identity import ResourceUid
+from reconciler.desired.identity import ResourceUid, uid_text
 from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload
 from reconciler.desired.provisioners import Provisioner, ProvisionerSet
 from reconciler.desired.workloads import resolve_workload, workload_services
@@ -582,7 +582,7 @@ def _note(
 
 def _uids(workload: _Loaded) -> dict[str, str]:
     return {
-        name: str(ResourceUid.of(workload.name, name, r.type, r.class_, r.id))
+        name: uid_text(ResourceUid.of(workload.name, name, r.type, r.class_, r.id))
         for name, r in sorted((workload.workload.resources or {}).items())
     }
 
@@ -599,9 +599,10 @@ def _prime_one(
             if res_uid != uid:
                 continue
             definition = wl.declared[res_name]
-            resource = definition.resource
             if primed is None:
-                uid_of = ResourceUid.of(name, res_name, resource.type, resource.class_, resource.id)
+                uid_of = ResourceUid.of(
+                    name, res_name, definition.type, definition.class_, definition.id
+                )
                 primed = _Primed.seeded(uid_of, definition)
             else:
                 primed.definitions.append(definition)
@@ -619,7 +620,7 @@ def _typed(name: str, loaded: LoadedWorkload) -> _Loaded:
 def _declared(workload: _Loaded) -> dict[str, _Definition]:
     resources = workload.workload.resources or {}
     return {
-        res_name: _Definition(workload.name, res_name, resource, workload.document.placer())
+        res_name: _Definition.of(workload.name, res_name, resource, workload.document.placer())
         for res_name, resource in resources.items()
     }
 

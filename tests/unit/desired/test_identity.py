@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.desired.identity import ResourceUid, parse
+from reconciler.desired.identity import ResourceUid, parse, uid_text
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,10 @@ def test_class_defaults_to_default() -> None:
 def test_parse_refuses_what_is_not_a_uid(text: str) -> None:
     with pytest.raises(ValueError, match="not a resource uid"):
         parse(text)
+
+
+def test_uid_text_is_one_object_per_text() -> None:
+    first = uid_text(ResourceUid.of("w", "db", "postgres", None, "shared-db"))
+    second = uid_text(ResourceUid.of("v", "db", "postgres", None, "shared-db"))
+    assert first == "postgres.default#shared-db"
+    assert first is second

@@ -16,6 +16,7 @@ from reconciler.desired.provisioners import (
 from reconciler.desired.templating import (
     RenderError,
     TemplateInput,
+    _services_copy,
     k8s_name,
     merge_patch,
     render,
@@ -234,3 +235,20 @@ def test_k8s_name_is_a_label_and_unique() -> None:
     assert name != k8s_name("redis", "default", "a-b")
     long = k8s_name("x" * 100)
     assert len(long) <= 63
+
+
+def test_plain_workload_services_are_shared_others_copied() -> None:
+    """Templates read a desired state's services as they are (the sandbox lets none change
+    them); a mapping that is not plain JSON data is copied into plain data first."""
+    assert _services_copy.of(SERVICES) is SERVICES
+    odd = {"w": {"service_name": "w", "ports": {}, "tags": ("a", "b")}}
+    copied = _services_copy.of(odd)
+    assert copied is not odd
+    assert copied == {"w": {"service_name": "w", "ports": {}, "tags": ["a", "b"]}}
+    provisioner = _one(
+        "- uri: template://t/x\n  type: thing\n  outputs: |\n"
+        "    port: {{ workload_services['workload-a'].ports.web.port }}\n"
+    )
+    rendered = render(provisioner, _input("thing.default#w.r"), seed="s")
+    assert rendered.outputs == {"port": 8080}
+    assert SERVICES["workload-a"]["ports"]["web"]["port"] == 8080

@@ -1,0 +1,57 @@
+"""The desired values: a workload's spec kept packed reads back as it was resolved."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.desired.model import PACK_FROM, DesiredWorkload, digest
+
+
+def _workload(spec: dict[str, Any]) -> DesiredWorkload:
+    return DesiredWorkload(
+        name="web",
+        file="apps/web/score.yaml",
+        spec=spec,
+        resources={"db": "postgres.default#web.db"},
+        depends_on=("postgres.default#web.db",),
+        spec_hash=digest(spec),
+        sources=("apps/web/score.yaml",),
+    )
+
+
+def _spec(content: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "web"},
+        "containers": {
+            "z-last": {"image": "nginx", "args": ["-g", "daemon off;"]},
+            "a-first": {"image": "api", "variables": {"B": "2", "A": "1"}, "port": 8080},
+        },
+        "files": {"/etc/app.conf": {"content": content, "noExpand": True, "ratio": 0.5}},
+    }
+
+
+def test_a_spec_reads_back_equal_and_in_its_order() -> None:
+    for content in ("short", "x" * (PACK_FROM * 4)):
+        spec = _spec(content)
+        read = _workload(spec).spec
+        assert read == spec
+        assert list(read["containers"]) == ["z-last", "a-first"]
+        assert list(read["containers"]["a-first"]["variables"]) == ["B", "A"]
+
+
+def test_a_long_spec_is_kept_deflated() -> None:
+    workload = _workload(_spec("line of text\n" * 200))
+    assert isinstance(workload.packed_spec, bytes)
+    assert len(workload.packed_spec) < 600
+
+
+def test_each_read_is_a_copy_its_reader_may_change() -> None:
+    workload = _workload(_spec("short"))
+    workload.spec["containers"].clear()
+    assert workload.spec == _spec("short")
+
+
+def test_workloads_compare_by_content() -> None:
+    assert _workload(_spec("a")) == _workload(_spec("a"))
+    assert _workload(_spec("a")) != _workload(_spec("b"))
+    assert _workload(_spec("a")).to_data()["spec"] == _spec("a")
