@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import compress, repeat
 from operator import attrgetter, is_not
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload
 from reconciler.desired.secrets import SCHEME, redact
@@ -119,6 +119,58 @@ def _key_path(path: str, name: str) -> str:
 _KEY_SUFFIXES_KEPT = 4096
 
 
+class LeafChanges(Sequence[Change]):
+    """Every leaf of one value as a change, all new (a creation) or all gone (a deletion),
+    worked out each time they are read.
+
+    A first plan creates every workload and resource, and nothing that carries it out reads
+    their attributes one by one: only renderings (``reconciler plan``, previews) and a run's
+    stored copy of its plan (``to_dict``) do, once each. So a creation or a deletion keeps
+    what its changes come from (the desired or recorded object, frozen, which the diff's memo
+    and the store keep anyway), not some twenty-five ``Change`` objects and their path strings
+    per workload: a first plan of a thousand workloads makes none of its 24,500 changes, and
+    keeps 56 bytes per action instead of about 3.6 KB per workload. Equal to the tuple of its
+    changes.
+    """
+
+    __slots__ = ("_created", "_field", "_holder")
+
+    def __init__(self, holder: object, field: str, *, created: bool) -> None:
+        self._holder = holder
+        self._field = field
+        """``spec`` (a workload's value as it is) or ``params`` (a resource's, under "params")."""
+        self._created = created
+
+    def _changes(self) -> tuple[Change, ...]:
+        value = getattr(self._holder, self._field)
+        if self._field == "params":
+            value = {"params": value}
+        return field_changes({}, value) if self._created else field_changes(value, {})
+
+    def __iter__(self) -> Iterator[Change]:
+        return iter(self._changes())
+
+    def __len__(self) -> int:
+        return len(self._changes())
+
+    @overload
+    def __getitem__(self, index: int) -> Change: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Change, ...]: ...
+    def __getitem__(self, index: int | slice) -> Change | tuple[Change, ...]:
+        return self._changes()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LeafChanges | tuple):
+            return self._changes() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to a tuple, yet not hashable as one
+
+    def __repr__(self) -> str:
+        return repr(self._changes())
+
+
 def field_changes(old: Any, new: Any) -> tuple[Change, ...]:
     """Attribute-level differences, redacted, sorted by path."""
     before, after = redacted_leaves(old), redacted_leaves(new)
@@ -142,8 +194,8 @@ def _resource_action(
     depends = tuple(sorted(step_of[u] for u in want.depends_on if u in step_of))
     detail = {"type": want.type, "provisioner": want.provisioner, "workload": want.source_workload}
     if have is None:
-        changes = field_changes({}, {"params": want.params})
-        return Action(ActionKind.CREATE, Subject.RESOURCE, want.uid, depends, changes, None, detail)
+        created = LeafChanges(want, "params", created=True)
+        return Action(ActionKind.CREATE, Subject.RESOURCE, want.uid, depends, created, None, detail)
     if have.provisioner != want.provisioner:
         replaced = Change("provisioner", have.provisioner, want.provisioner, True)
         changes = (replaced, *field_changes({"params": have.params}, {"params": want.params}))
@@ -164,8 +216,8 @@ def _workload_action(
 ) -> Action:
     depends = tuple(sorted({step_of[u] for u in want.depends_on if u in step_of}))
     if have is None:
-        changes = field_changes({}, want.spec)
-        return Action(ActionKind.CREATE, Subject.WORKLOAD, want.name, depends, changes, want.file)
+        created = LeafChanges(want, "spec", created=True)
+        return Action(ActionKind.CREATE, Subject.WORKLOAD, want.name, depends, created, want.file)
     if have.spec_hash != want.spec_hash:
         changes = field_changes(have.spec, want.spec)
         hidden = max(len(flatten(want.spec)) - len(changes), 0)
@@ -401,7 +453,7 @@ def _diff(
             Subject.WORKLOAD,
             name,
             (),
-            field_changes(workloads[name].spec, {}),
+            LeafChanges(workloads[name], "spec", created=False),
             workloads[name].file,
         )
         for name in last.workloads.gone(workloads)
@@ -418,7 +470,7 @@ def _diff(
             Subject.RESOURCE,
             uid,
             workload_steps,
-            field_changes({"params": resources[uid].params}, {}),
+            LeafChanges(resources[uid], "params", created=False),
             None,
             {"provisioner": resources[uid].provisioner},
         )

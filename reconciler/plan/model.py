@@ -7,7 +7,7 @@ executes it step by step, in an order its ``depends_on`` edges allow.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,8 @@ class Action:
     kind: Subject
     id: str
     depends_on: tuple[str, ...] = ()
-    changes: tuple[Change, ...] = ()
+    changes: Sequence[Change] = ()
+    """A tuple, or for a creation or deletion the same changes made when read (``plan.diff``)."""
     file: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     unchanged: int = 0

@@ -260,3 +260,28 @@ def test_redacted_leaves_are_the_flattened_redaction() -> None:
         changes = field_changes({}, value)
         assert [c.path for c in changes] == sorted(flatten(redact(value)))
         assert field_changes(value, {}) == tuple(type(c)(c.path, c.new, None) for c in changes)
+
+
+def test_creations_and_deletions_make_their_changes_when_read() -> None:
+    """A first plan builds no ``Change`` for what it creates (nothing that carries a plan out
+    reads them): they are made from the desired or recorded object when read, and are the
+    same changes, equal to the tuple an eager diff would have made."""
+    before = state(resource(DB, {"size": "small"}), workload("legacy", {"X": "y"}))
+    after = state(
+        resource("redis.default#orders.cache", {"tags": ["a", embed(PASSWORD_REF)], "x": {}}),
+        workload("orders", {"DB": f"postgres://app:{embed(PASSWORD_REF)}@db"}),
+    )
+    plan = diff(after, *recorded_from(before), commit="a" * 40)
+    by_id = {a.id: a for a in plan.actions}
+    created, new_workload = by_id["redis.default#orders.cache"], by_id["orders"]
+    deleted, old_workload = by_id[DB], by_id["legacy"]
+    assert not isinstance(created.changes, tuple)
+    assert created.changes == field_changes({}, {"params": after.resources[0].params})
+    assert new_workload.changes == field_changes({}, after.workloads[0].spec)
+    assert deleted.changes == field_changes({"params": {"size": "small"}}, {})
+    assert old_workload.changes == field_changes(before.workloads[0].spec, {})
+    assert [c.path for c in created.changes] == ["params.tags[0]", "params.tags[1]", "params.x"]
+    assert created.changes[1].new == "(sensitive value)"
+    assert len(new_workload.changes) == 2
+    assert new_workload.changes[-1:] == (new_workload.changes[1],)
+    assert repr(created.changes) == repr(tuple(created.changes))
