@@ -119,7 +119,8 @@ class CommitStatus:
         for name in self.workloads:
             if not name or "/" in name or name.startswith((".", "_")):
                 raise ValueError(f"workload {name!r}: not a name")
-        object.__setattr__(self, "at", self.at.astimezone(UTC).replace(microsecond=0))
+        at = self.at.astimezone(UTC)
+        object.__setattr__(self, "at", at.replace(microsecond=at.microsecond // 1000 * 1000))
         object.__setattr__(self, "failures", tuple(self.failures))
         object.__setattr__(
             self, "workloads", MappingProxyType(dict(sorted(self.workloads.items())))
@@ -193,8 +194,11 @@ class CommitStatus:
 
 
 def format_time(at: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z``, to the second: fixed width, so text order is time order."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """ISO 8601 in UTC with a ``Z``, to the millisecond: fixed width, so text order is time
+    order. To the second, a run's line, the verdict and the next ``Running`` line written in one
+    second sorted by their other fields, and the last line was not the last status."""
+    utc = at.astimezone(UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
 def _failure_dict(failure: Failure) -> dict[str, Any]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from reconciler.gitops.status import CommitStatus, Phase
+from reconciler.gitops.status import CommitStatus, Health, Phase
 from tests.unit.status.support import FAILURE, SHA, status
 
 
@@ -19,7 +19,7 @@ def test_json_line_is_one_compact_object_with_sorted_keys() -> None:
     assert '": ' not in line
     data = json.loads(line)
     assert list(data) == sorted(data)
-    assert line.startswith('{"at":"2024-05-01T12:00:00Z"')
+    assert line.startswith('{"at":"2024-05-01T12:00:00.000Z"')
     assert data["failures"][0] == {
         "code": "RCN-1202",
         "file": "apps/web/score.yaml",
@@ -40,9 +40,21 @@ def test_json_line_reads_back_to_an_equal_status() -> None:
     assert CommitStatus.from_json_line(original.to_json_line()) == original
 
 
-def test_time_is_kept_in_utc_to_the_second() -> None:
-    local = datetime(2024, 5, 1, 14, 0, 0, 999, tzinfo=timezone(timedelta(hours=2)))
-    assert status(at=local).to_dict()["at"] == "2024-05-01T12:00:00Z"
+def test_time_is_kept_in_utc_to_the_millisecond() -> None:
+    local = datetime(2024, 5, 1, 14, 0, 0, 123999, tzinfo=timezone(timedelta(hours=2)))
+    assert status(at=local).to_dict()["at"] == "2024-05-01T12:00:00.123Z"
+
+
+def test_lines_of_one_second_sort_in_the_order_they_were_written() -> None:
+    """The verdict is a note's last line with ``"scope": []``: the ``Succeeded`` verdict written
+    40 ms after the ``Running`` line must sort after it, though ``Healthy`` sorts before
+    ``Progressing``."""
+    start = datetime(2024, 5, 1, 12, 0, 0, 5000, tzinfo=UTC)
+    running = status(at=start, phase=Phase.RUNNING, health=Health.PROGRESSING)
+    succeeded = status(at=start + timedelta(milliseconds=40), phase=Phase.SUCCEEDED)
+    lines = [running.to_json_line(), succeeded.to_json_line()]
+    assert sorted(lines) == lines
+    assert CommitStatus.from_json_line(lines[1]).at == start + timedelta(milliseconds=40)
 
 
 @pytest.mark.parametrize(
