@@ -64,11 +64,13 @@ def store(tmp_path: Path) -> Iterator[Store]:
     opened.close()
 
 
-def plan(repo: GitRepo, store: Store) -> EnvironmentPlan:
+def plan(
+    repo: GitRepo, store: Store, parsed: dict[str, LoadedWorkload] | None = None
+) -> EnvironmentPlan:
     repository = Repository.open(repo.root)
     source = open_source(repository, "HEAD")
     ((name, environment),) = select_environments(source.config, None)
-    return plan_environment(repository, store, source, name, environment)
+    return plan_environment(repository, store, source, name, environment, parsed=parsed)
 
 
 def record(repo: GitRepo, store: Store, result: EnvironmentPlan) -> None:
@@ -77,6 +79,24 @@ def record(repo: GitRepo, store: Store, result: EnvironmentPlan) -> None:
     source = open_source(Repository.open(repo.root), "HEAD")
     loaded = [load_workload(source.tree, w.file) for w in result.desired.workloads]
     record_desired(store, result.desired, source.commit, loaded)
+
+
+def record_half(store: Store, first: EnvironmentPlan, commit: str) -> None:
+    """Record the first half of ``first``'s workloads at ``commit``, as a run of them does."""
+    assert first.desired is not None
+    for wl in first.desired.workloads[: SIZE // 2]:
+        store.save_workload(
+            "default",
+            WorkloadRecord(
+                name=wl.name,
+                commit=commit,
+                file=wl.file,
+                spec_hash=wl.spec_hash,
+                spec=wl.spec,
+                sources=dict.fromkeys(wl.sources, ""),
+                source=first.sources[wl.name],
+            ),
+        )
 
 
 def from_nothing(repo: GitRepo, tmp_path: Path, store: Store, label: str) -> str:
@@ -165,14 +185,11 @@ def test_a_plan_leaves_no_parsed_file_alive(
     go with the plan (or the run) that parsed them, and the next plan types their files anew."""
     repo = make_repo()
     repo.commit(files())
-    repository = Repository.open(repo.root)
-    source = open_source(repository, "HEAD")
-    ((name, environment),) = select_environments(source.config, None)
     parsed: dict[str, LoadedWorkload] = {}
-    first = plan_environment(repository, store, source, name, environment, parsed=parsed)
+    first = plan(repo, store, parsed)
     assert len(parsed) == SIZE
     # the same parsed files again (a run's next plan): nothing is typed or resolved again
-    again = plan_environment(repository, store, source, name, environment, parsed=parsed)
+    again = plan(repo, store, parsed)
     assert again.resolved == ()
     assert to_json(again.plan) == to_json(first.plan)  # type: ignore[arg-type]
     gone = [weakref.ref(w) for w in parsed.values()]
@@ -198,19 +215,7 @@ def test_workloads_applied_at_the_commit_are_not_parsed_again(
     other = Store.open(f"sqlite:///{tmp_path / 'other.db'}")
     try:
         for target, commit in ((store, head), (other, "0" * 40)):
-            for wl in first.desired.workloads[: SIZE // 2]:
-                target.save_workload(
-                    "default",
-                    WorkloadRecord(
-                        name=wl.name,
-                        commit=commit,
-                        file=wl.file,
-                        spec_hash=wl.spec_hash,
-                        spec=wl.spec,
-                        sources=dict.fromkeys(wl.sources, ""),
-                        source=first.sources[wl.name],
-                    ),
-                )
+            record_half(target, first, commit)
         assert store.last_commit("default") is None
         reused = plan(repo, store)
         assert reused.parsed == tuple(f"apps/svc-{i:04d}/score.yaml" for i in range(500, SIZE))
@@ -235,28 +240,13 @@ def test_shared_parsed_files_go_once_their_workloads_are_recorded(
     some workloads at that commit parses nothing, takes those workloads from their records,
     and keeps only the files it still used, so that the files go as the runs progress."""
     repo = make_repo()
-    repo.commit(files())
-    repository = Repository.open(repo.root)
-    source = open_source(repository, "HEAD")
-    ((name, environment),) = select_environments(source.config, None)
+    commit = repo.commit(files())
     parsed: dict[str, LoadedWorkload] = {}
-    first = plan_environment(repository, store, source, name, environment, parsed=parsed)
+    first = plan(repo, store, parsed)
     assert first.desired is not None
     assert len(parsed) == SIZE
-    for wl in first.desired.workloads[: SIZE // 2]:
-        store.save_workload(
-            "default",
-            WorkloadRecord(
-                name=wl.name,
-                commit=source.commit,
-                file=wl.file,
-                spec_hash=wl.spec_hash,
-                spec=wl.spec,
-                sources=dict.fromkeys(wl.sources, ""),
-                source=first.sources[wl.name],
-            ),
-        )
-    later = plan_environment(repository, store, source, name, environment, parsed=parsed)
+    record_half(store, first, commit)
+    later = plan(repo, store, parsed)
     assert later.parsed == ()
     assert sorted(parsed) == [f"apps/svc-{i:04d}/score.yaml" for i in range(SIZE // 2, SIZE)]
     assert to_json(later.plan) == from_nothing(repo, tmp_path, store, "half")  # type: ignore[arg-type]
