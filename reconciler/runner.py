@@ -166,7 +166,7 @@ class _Run:
         environment change its revision token, so they are seen.
         """
         store = self.store
-        key = plan_key(store, self.name)
+        key = store.plan_key(self.name)
         if self.last_plan is not None and self.last_plan[0] == key:
             return self.last_plan[1]
         planned = plan_environment(
@@ -195,15 +195,6 @@ class _Run:
         result = self.executor.run(self.run_id, steps)
         self.results.append(result)
         return result
-
-
-def plan_key(store: Store, environment: str) -> tuple[object, ...]:
-    """What a plan read from the store (token, last commit, pins), in one small read: while
-    it is the same, so is the plan. Read before planning, so that a write during the plan
-    makes the key stale rather than the plan. A revision token of None (an environment never
-    written since migration 0004) identifies a state too: every write of workloads or
-    resources replaces it with a token, and nothing sets it back to None."""
-    return store.plan_key(environment)
 
 
 def was_approved(store: Store, run: RunRecord) -> bool:
@@ -352,7 +343,7 @@ def apply_environment(
     """
     store = services.store
     parsed = {} if parsed is None else parsed
-    key = plan_key(store, name)
+    key = store.plan_key(name)
     whole = plan_environment(repo, store, source, name, env, parsed=parsed)
     config_broken = any(d.file == "reconciler.yaml" for d in whole.diagnostics) or (
         whole.plan is None

@@ -652,10 +652,12 @@ class Store:
 
     def plan_key(self, environment: str) -> tuple[str | None, str | None, dict[str, PinRecord]]:
         """The revision token, the last commit and the pins, by the one statement
-        ``plan_inputs`` starts with: what a plan read from the store, to tell whether a plan
-        made earlier is still the plan of the state (``runner.plan_key``). On SQLite, outside
-        a transaction, the statement runs alone in autocommit, as in ``_quick_plan_inputs``: a
-        run reads the key before each of its plans."""
+        ``plan_inputs`` starts with: what a plan read from the store, so while it is the same,
+        so is the plan (a run reuses its last plan then). Read it before planning, so that a
+        write during the plan makes the key stale rather than the plan. A token of None (no
+        row yet) identifies a state too: every write replaces it and nothing sets it back. On
+        SQLite, outside a transaction, the statement runs alone in autocommit, as in
+        ``_quick_plan_inputs``: a run reads the key before each of its plans."""
         if self._writer is not None and self._current.get() is None:
             now, pins = self._head_and_pins_now(environment)
             return (None, None, pins) if now is None else (now[0], now[1], pins)
@@ -668,28 +670,14 @@ class Store:
     ) -> tuple[tuple[str | None, str | None] | None, dict[str, PinRecord]]:
         """``_head_and_pins`` on SQLite by one statement in autocommit (one snapshot): the
         environment's token and last commit (None without a row), and its pins."""
-        head = None
-        pins: dict[str, PinRecord] = {}
-        for revision, last_commit, workload, file, commit, pinned_head in self._autocommit_rows(
-            _HEAD_AND_PINS, environment
-        ):
-            if workload is None:
-                head = (revision, last_commit)
-            else:
-                pins[workload] = PinRecord(workload, file, commit, pinned_head)
-        return head, pins
+        return _split_head_and_pins(self._autocommit_rows(_HEAD_AND_PINS, environment))
 
     @staticmethod
-    def _head_and_pins(conn: Connection, environment: str) -> tuple[Any, dict[str, PinRecord]]:
+    def _head_and_pins(
+        conn: Connection, environment: str
+    ) -> tuple[tuple[str | None, str | None] | None, dict[str, PinRecord]]:
         """The environment's row (its token and last commit; None without one) and its pins."""
-        head = None
-        pins: dict[str, PinRecord] = {}
-        for row in conn.execute(_HEAD_AND_PINS, {"environment": environment}):
-            if row.workload is None:
-                head = row
-            else:
-                pins[row.workload] = PinRecord(row.workload, row.file, row.commit, row.head)
-        return head, pins
+        return _split_head_and_pins(conn.execute(_HEAD_AND_PINS, {"environment": environment}))
 
     def _kept_empty(self, environment: str) -> RecordedState:
         """The state of an environment without a row, kept at the token None as a state read
@@ -1080,6 +1068,21 @@ def _schema_revision(conn: Connection) -> str | None:
             Code.STORE_MIGRATION_FAILED, f"the database has several schema heads: {versions}"
         )
     return versions[0] if versions else None
+
+
+def _split_head_and_pins(
+    found: Iterable[Any],
+) -> tuple[tuple[str | None, str | None] | None, dict[str, PinRecord]]:
+    """``_HEAD_AND_PINS``' rows, from SQLAlchemy or the driver: the environment's token and last
+    commit (the row whose workload is NULL; None without one) and its pins by workload."""
+    head = None
+    pins: dict[str, PinRecord] = {}
+    for revision, last_commit, workload, file, commit, pinned_head in found:
+        if workload is None:
+            head = (revision, last_commit)
+        else:
+            pins[workload] = PinRecord(workload, file, commit, pinned_head)
+    return head, pins
 
 
 @lru_cache(maxsize=8)
