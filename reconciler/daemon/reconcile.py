@@ -45,7 +45,7 @@ from reconciler.runner import (
     republish_environment,
 )
 from reconciler.services import services_for
-from reconciler.store.envlock import environment_key
+from reconciler.store.envlock import environment_holders
 from reconciler.store.errors import StoreError
 from reconciler.store.leases import LeaseManager
 from reconciler.store.records import RunRecord
@@ -215,7 +215,7 @@ class Reconciler:
         mine = sorted(leases[lease] for lease in held)
         if not mine:
             return {}
-        claimed = self.leases.others(environment_key(name))
+        claimed = environment_holders(self.leases, name)
         if claimed:
             # A command (``reconciler apply``, ``approve``, ``destroy``) holds the environment:
             # its run is alive, and ours would race it. Look again once it may be done.

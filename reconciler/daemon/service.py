@@ -55,7 +55,7 @@ from reconciler.preview import preview
 from reconciler.preview.daemon import PreviewTarget, preview_pull_request
 from reconciler.preview.markdown import to_markdown
 from reconciler.providers.base import DriverError
-from reconciler.store.envlock import environment_key, workload_prefix
+from reconciler.store.envlock import environment_holders, workload_prefix
 from reconciler.store.errors import StoreError
 from reconciler.store.leases import LeaseManager, default_holder
 from reconciler.store.store import Store
@@ -396,8 +396,7 @@ class Daemon:
 
     def _claimed(self, environment: str) -> bool:
         """Whether another process leases the environment or one of its workloads."""
-        key = environment_key(environment)
-        if key in self.leases.others(key):
+        if environment_holders(self.leases, environment):
             return True
         return bool(self.leases.others(workload_prefix(environment)))
 

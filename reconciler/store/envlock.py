@@ -44,12 +44,19 @@ def workload_prefix(environment: str) -> str:
     return f"workload/{environment}/"
 
 
+def environment_holders(manager: LeaseManager, environment: str) -> dict[str, str]:
+    """Who else holds ``environment``'s own lease (a command applying it), by key: exactly that
+    key, not the leases of environments whose names merely start the same."""
+    key = environment_key(environment)
+    return {k: holder for k, holder in manager.others(key).items() if k == key}
+
+
 def _blockers(manager: LeaseManager, environment: str) -> dict[str, str]:
     """Take the environment's lease and check its workloads; the leases in the way, if any
     (the environment's own lease stays held only when nothing is)."""
     key = environment_key(environment)
     if not manager.try_acquire_many([key], reclaim_dead=True):
-        return manager.others(key) or {key: "another process"}
+        return environment_holders(manager, environment) or {key: "another process"}
     busy = manager.others(workload_prefix(environment))
     if busy:
         manager.release(key)

@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.catalogue import Code
 from reconciler.store import Store
-from reconciler.store.envlock import environment_lock
+from reconciler.store.envlock import environment_holders, environment_lock
 from reconciler.store.errors import StoreError
 from reconciler.store.leases import LeaseManager, dead_here
 
@@ -64,6 +64,13 @@ def test_a_command_is_refused_while_the_daemon_reconciles_a_workload(store: Stor
     # Another environment is free.
     with environment_lock(store, "production", wait=0):
         assert daemon.others("environment/").keys() == {"environment/production"}
+
+
+def test_a_command_on_a_like_named_environment_does_not_hold_this_one(store: Store) -> None:
+    daemon = LeaseManager(store, here(os.getpid(), "-d43m0000"), TTL)
+    with environment_lock(store, "staging-eu", wait=0):
+        assert environment_holders(daemon, "staging") == {}
+        assert list(environment_holders(daemon, "staging-eu")) == ["environment/staging-eu"]
 
 
 def test_a_waiting_command_starts_once_the_daemon_releases(store: Store) -> None:
