@@ -250,20 +250,23 @@ class LeaseManager:
             conn.execute(delete(leases).where(leases.c.holder == self.holder))
 
     def taken(self, keys: Iterable[str]) -> frozenset[str]:
-        """Which of ``keys`` some holder (this one included) has a live lease on now."""
+        """Which of ``keys`` some holder (this one included) has a live lease on now. Holders
+        that ``dead_here`` says have ended are left out, as in ``others``: a daemon killed on
+        this host works on nothing, though its leases have not run out yet."""
         chosen = sorted(set(keys))
-        live: set[str] = set()
+        found: list[tuple[str, str]] = []
         with self._begin() as conn:
             now = self._now(conn)
             for start in range(0, len(chosen), RENEW_BATCH):
                 rows = conn.execute(
-                    select(leases.c.key).where(
+                    select(leases.c.key, leases.c.holder).where(
                         leases.c.key.in_(chosen[start : start + RENEW_BATCH]),
                         leases.c.expires_at > now,
                     )
                 )
-                live.update(row[0] for row in rows)
-        return frozenset(live)
+                found.extend((key, holder) for key, holder in rows)
+        ended = {holder for holder in {holder for _, holder in found} if dead_here(holder)}
+        return frozenset(key for key, holder in found if holder not in ended)
 
     def others(self, prefix: str) -> dict[str, str]:
         """The live leases of other holders on keys starting with ``prefix``, by key: who is

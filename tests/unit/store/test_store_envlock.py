@@ -66,6 +66,17 @@ def test_a_command_is_refused_while_the_daemon_reconciles_a_workload(store: Stor
         assert daemon.others("environment/").keys() == {"environment/production"}
 
 
+def test_a_lease_of_an_ended_process_of_this_host_is_not_taken(store: Store) -> None:
+    """The daemon closes a run left open by a killed process once nothing live holds its
+    workloads (``_close_stale_runs``): a killed holder's unexpired lease is not live."""
+    LeaseManager(store, here(ended_pid()), TTL).try_acquire("workload/staging/web")
+    LeaseManager(store, here(os.getpid()), TTL).try_acquire("workload/staging/api")
+    observer = LeaseManager(store, "observer", TTL)
+    assert observer.taken(["workload/staging/web", "workload/staging/api"]) == {
+        "workload/staging/api"
+    }
+
+
 def test_a_command_on_a_like_named_environment_does_not_hold_this_one(store: Store) -> None:
     daemon = LeaseManager(store, here(os.getpid(), "-d43m0000"), TTL)
     with environment_lock(store, "staging-eu", wait=0):
