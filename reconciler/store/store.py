@@ -9,6 +9,7 @@ statements; the differences (connection settings, upsert spelling, locks) stay i
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -213,6 +214,9 @@ class Store:
         # of in SQLite's busy handler, which sleeps in steps of up to 100 ms and so leaves the
         # database idle while writers wait. PostgreSQL takes concurrent writers itself.
         self._writer = threading.Lock() if url.dialect != "postgresql" else None
+        # SQLite: the driver connection of ``_autocommit_rows``, kept out of the pool.
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -240,6 +244,8 @@ class Store:
         return store
 
     def close(self) -> None:
+        with self._reader_lock:
+            self._close_reader()
         self._engine.dispose()
 
     def __enter__(self) -> Store:
@@ -735,24 +741,43 @@ class Store:
         return token
 
     def _autocommit_rows(self, statement: Any, environment: str) -> list[Any]:
-        """``statement``'s rows on SQLite, as one statement in autocommit on a pooled driver
-        connection (the store's connections are in autocommit until ``BEGIN``): one statement
-        is one snapshot, and SQLAlchemy's execution around it (``BEGIN``, events, result
-        processing, the rollback, a new engine's compilation) is skipped. For the hottest
-        reads only: a resync's plan inputs and each step's token check."""
+        """``statement``'s rows on SQLite, as one statement in autocommit on the store's reader
+        connection (see ``_reader_connection``): one statement is one snapshot, and
+        SQLAlchemy's execution around it (``BEGIN``, events, result processing, the rollback,
+        a new engine's compilation) is skipped. For the hottest reads only: a resync's plan
+        inputs and each step's token check."""
         sql, names = _raw_sqlite(statement)
         assert len(set(names)) <= 1, names
-        with self._translated():
-            raw = self._engine.raw_connection()
+        with self._translated(), self._reader_lock:
+            reader = self._reader_connection()
             try:
-                cursor = raw.cursor()
-                try:
-                    rows: list[Any] = cursor.execute(sql, (environment,) * len(names)).fetchall()
-                finally:
-                    cursor.close()
-            finally:
-                raw.close()
+                rows: list[Any] = reader.execute(sql, (environment,) * len(names)).fetchall()
+            except BaseException:
+                self._close_reader()  # whatever broke, the next read starts on a new one
+                raise
         return rows
+
+    def _reader_connection(self) -> sqlite3.Connection:
+        """SQLite's driver connection kept for ``_autocommit_rows``, made on first use; call
+        under ``_reader_lock``. It is taken out of the pool (``detach``) and kept, because a
+        pool checkout and its reset on return cost more than the statement itself, and after
+        minutes idle they miss the CPU's caches too. Reads in autocommit hold no snapshot
+        between statements, so one connection serves every thread in turn (the dialect opens
+        file databases with ``check_same_thread`` off); it was made by the pool, so it has
+        the pragmas ``_sqlite_connect`` sets."""
+        if self._reader is None:
+            fairy = self._engine.raw_connection()
+            fairy.detach()  # the pool forgets it; closing it is ``_close_reader``'s
+            connection = fairy.dbapi_connection
+            assert isinstance(connection, sqlite3.Connection)
+            self._reader = connection
+        return self._reader
+
+    def _close_reader(self) -> None:
+        """Close the reader connection, if any (under ``_reader_lock``)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
     def _kept_resources(
         self, environment: str, token: str | None, wanted: Sequence[str]

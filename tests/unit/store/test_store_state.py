@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 def statements_run(store: Store, wanted: Callable[[str], bool] = bool) -> Iterator[list[str]]:
     """The ``wanted`` statements the database driver runs inside the block, as it runs them.
     On SQLite, as the driver traces them, ``BEGIN`` and ``ROLLBACK`` included, so that a read
-    made on the driver's own connection (``plan_inputs``) counts too; on PostgreSQL,
+    made on the driver's own connection (``plan_inputs``, on the store's reader) counts too; on
+    PostgreSQL,
     SQLAlchemy's executions."""
     ran: list[str] = []
 
@@ -57,6 +59,9 @@ def statements_run(store: Store, wanted: Callable[[str], bool] = bool) -> Iterat
     def untraced(dbapi_connection: Any, *args: object) -> None:
         dbapi_connection.set_trace_callback(None)
 
+    with store._reader_lock:  # the hottest reads' own connection, kept out of the pool
+        reader = store._reader_connection()
+    reader.set_trace_callback(count)
     event.listen(store.engine, "checkout", traced)
     event.listen(store.engine, "checkin", untraced)
     try:
@@ -64,6 +69,7 @@ def statements_run(store: Store, wanted: Callable[[str], bool] = bool) -> Iterat
     finally:
         event.remove(store.engine, "checkout", traced)
         event.remove(store.engine, "checkin", untraced)
+        reader.set_trace_callback(None)
 
 
 @contextmanager
@@ -768,3 +774,17 @@ def test_marks_move_with_every_write_and_settle_from_any_process(
     finally:
         other.close()
     assert store.marks()["staging"] == (second["staging"][0], "c" * 40)
+
+
+def test_hot_reads_from_many_threads_see_the_same_key(store: Store, build: Builders) -> None:
+    """Every thread's plan key is read on one connection on SQLite (taken in turn): threads
+    reading at once each get the whole answer, and the store closes it with the others."""
+    workload, _, _ = build
+    store.save_workload("prod", workload("web"))
+    store.set_last_commit("prod", "c" * 40)
+    expected = store.plan_key("prod")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = list(pool.map(lambda _: store.plan_key("prod"), range(400)))
+    assert keys == [expected] * 400
+    store.close()
+    assert store._reader is None
