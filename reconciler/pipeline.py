@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from wcmatch import glob
@@ -40,7 +40,13 @@ from reconciler.plan.diff import ActionMemo, diff
 from reconciler.plan.model import Plan
 from reconciler.score.loader import LoadedWorkload, load_workload
 from reconciler.score.models import Workload
-from reconciler.store.records import PinRecord, RecordedState, ResourceRecord, WorkloadRecord
+from reconciler.store.records import (
+    PinRecord,
+    PlanInputs,
+    RecordedState,
+    ResourceRecord,
+    WorkloadRecord,
+)
 from reconciler.store.store import Store
 from reconciler.tree import GLOB_FLAGS, matches
 from reconciler.validate import check_unique_names
@@ -224,6 +230,12 @@ def _plan_environment(
     builder = _builder(store, name)
     stored = store.plan_inputs(name)
     recorded = builder.same_as_before(stored.recorded)
+    last = builder.last_plan
+    if last is not None and last.matches(source.commit, env, recorded, stored):
+        if parsed is not None:
+            _keep_only(parsed, set())  # as planning again would: it takes no file from it
+        return replace(last.plan, parsed=(), resolved=())
+    builder.last_plan = None  # not kept alive while the next one is built
     base = stored.last_commit
     changes = repo.changed_paths(base, source.commit) if base else None
     provisioner_files = _provisioner_files(source, base, changes)
@@ -269,7 +281,7 @@ def _plan_environment(
     )
     sources = _Sources({_name(w): _model(w) for w in ok})
     sources.add_recorded(loaded.reused_names, loaded.reused)
-    return EnvironmentPlan(
+    planned = EnvironmentPlan(
         name,
         plan,
         desired,
@@ -281,6 +293,45 @@ def _plan_environment(
         tuple(loaded.pinned),
         tuple(loaded.expired),
     )
+    if not loaded.workloads:  # all from records: the plan keeps no parsed file alive
+        builder.last_plan = _LastPlan(source.commit, env, recorded, base, stored.pins, planned)
+    return planned
+
+
+@dataclass(slots=True, eq=False)
+class _LastPlan:
+    """An environment's last plan and everything it was planned from, for a plan of the same
+    inputs to return again: a resync that finds nothing changed (every few minutes, for every
+    environment) costs the store's one-statement read and these comparisons instead of a plan.
+
+    A plan is a function of the commit (its files, ``reconciler.yaml`` and the provisioner
+    files in it), the environment's configuration and what the store recorded (the records,
+    the last commit, the pins); the built-in provisioners are fixed for the process, and a
+    pin's expiry depends on commits, not on time. The records are compared by identity: the
+    store hands back the same state while its revision token is unchanged, and the builder the
+    state it saw last for equal records (``same_as_before``).
+
+    Only a plan made from records alone is kept: that is a settled commit's, the one resyncs
+    plan again; a plan that parsed files holds them (``_Sources``), and a first commit's are
+    most of its memory."""
+
+    commit: str
+    env: Environment
+    recorded: RecordedState
+    last_commit: str | None
+    pins: Mapping[str, PinRecord]
+    plan: EnvironmentPlan
+
+    def matches(
+        self, commit: str, env: Environment, recorded: RecordedState, stored: PlanInputs
+    ) -> bool:
+        return (
+            recorded is self.recorded
+            and commit == self.commit
+            and stored.last_commit == self.last_commit
+            and stored.pins == self.pins
+            and (env is self.env or env == self.env)
+        )
 
 
 class _Builder(Incremental[Parsed | WorkloadRecord, ResourceRecord]):
@@ -289,6 +340,7 @@ class _Builder(Incremental[Parsed | WorkloadRecord, ResourceRecord]):
     def __init__(self) -> None:
         super().__init__(_output_source, _same_record, _parsed, _retyped)
         self.actions = ActionMemo()
+        self.last_plan: _LastPlan | None = None
         self._recorded: RecordedState | None = None
         self._index = _RecordIndex([])
         self._indexed: RecordedState | None = None

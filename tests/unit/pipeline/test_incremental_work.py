@@ -118,13 +118,20 @@ def test_a_one_workload_commit_resolves_one_workload(
     record(repo, store, first)
     # the first plan parsed every file; records type alike only to records (no positions), so
     # the first plan from the store types them once
-    assert len(plan(repo, store).resolved) == SIZE
+    second = plan(repo, store)
+    assert len(second.resolved) == SIZE
 
+    # a resync that finds nothing changed is the last plan again, not built anew
     resync = plan(repo, store)
-    assert resync.parsed == ()
-    assert resync.resolved == ()
-    assert resync.plan is not None
-    assert not resync.plan.summary.has_changes
+    assert resync.plan is second.plan
+    assert (resync.parsed, resync.resolved) == ((), ())
+    # a commit that changes no workload's file is planned, and types and resolves nothing
+    repo.commit({"docs/README.md": "notes\n"})
+    unrelated = plan(repo, store)
+    assert unrelated.plan is not second.plan
+    assert (unrelated.parsed, unrelated.resolved) == ((), ())
+    assert unrelated.plan is not None
+    assert not unrelated.plan.summary.has_changes
     assert _builder(store, "default").work.typed == []
 
     repo.commit({"apps/svc-0500/score.yaml": workload(500, "2")})
