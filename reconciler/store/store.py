@@ -9,6 +9,7 @@ statements; the differences (connection settings, upsert spelling, locks) stay i
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -39,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 
 from reconciler.catalogue import Code
@@ -354,7 +355,7 @@ class Store:
         mark = len(advances)
         tokens = dict(bumped)
         with self._translated():
-            nested = conn.begin_nested()
+            nested = _Savepoint.begin(conn, sqlite=self._writer is not None)
         try:
             yield
             with self._translated():
@@ -365,9 +366,8 @@ class Store:
             del advances[mark:]
             bumped.clear()  # a token set inside the savepoint is undone with it: set it again
             bumped.update(tokens)
-            if nested.is_active:
-                with self._translated():
-                    nested.rollback()
+            with self._translated():
+                nested.rollback()
             raise
 
     @contextmanager
@@ -422,7 +422,22 @@ class Store:
         """Insert or replace rows by primary key; ``keep`` columns keep their first value."""
         if not values:
             return
-        conn.execute(_upsert_statement(conn.dialect.name, table, keep), list(values))
+        if self._writer is None:  # PostgreSQL
+            conn.execute(_upsert_statement(conn.dialect.name, table, keep), list(values))
+            return
+        sql, names, processors = _raw_sqlite_upsert(table, keep, tuple(values[0]))
+        params = [
+            tuple(
+                row[name] if process is None else process(row[name])
+                for name, process in zip(names, processors, strict=True)
+            )
+            for row in values
+        ]
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(sql, params)
+        finally:
+            cursor.close()
 
     def _ensure_environment(self, conn: Connection, environment: str, now: datetime) -> None:
         stmt = _ensure_environment_statement(conn.dialect.name)
@@ -1092,6 +1107,78 @@ def _raw_sqlite(statement: Any) -> tuple[str, tuple[str, ...]]:
     starts empty)."""
     compiled = statement.compile(dialect=sqlite.dialect())
     return str(compiled), tuple(compiled.positiontup or ())
+
+
+class _Savepoint:
+    """A savepoint in ``conn``'s transaction. On SQLite it is made on the driver connection,
+    as the transaction's other hot statements are (``_run_in``): SQLAlchemy's nested
+    transaction compiles its ``SAVEPOINT`` and ``RELEASE`` anew each time (their names are
+    new), and a run's group-committed checkpoints make one per step. Savepoints are only ever
+    opened and closed in order, so one name is enough: SQLite's ``RELEASE`` and
+    ``ROLLBACK TO`` act on the newest savepoint of that name."""
+
+    _NAME: Final = "checkpoint"
+
+    def __init__(self, conn: Connection, nested: Any) -> None:
+        self._conn = conn
+        self._nested = nested  # SQLAlchemy's, on PostgreSQL
+
+    @classmethod
+    def begin(cls, conn: Connection, *, sqlite: bool) -> _Savepoint:
+        if not sqlite:
+            return cls(conn, conn.begin_nested())
+        cls._driver(conn).execute(f"SAVEPOINT {cls._NAME}")
+        return cls(conn, None)
+
+    def commit(self) -> None:
+        if self._nested is not None:
+            self._nested.commit()
+            return
+        self._driver(self._conn).execute(f"RELEASE SAVEPOINT {self._NAME}")
+
+    def rollback(self) -> None:
+        """Undo the savepoint's writes and close it; nothing to do when it is closed already
+        (its commit raised) or SQLite rolled the whole transaction back on an error."""
+        if self._nested is not None:
+            if self._nested.is_active:
+                self._nested.rollback()
+            return
+        driver = self._driver(self._conn)
+        if driver.in_transaction:
+            try:
+                driver.execute(f"ROLLBACK TO SAVEPOINT {self._NAME}")
+            except sqlite3.OperationalError:  # released already: its commit failed after
+                return
+            driver.execute(f"RELEASE SAVEPOINT {self._NAME}")
+
+    @staticmethod
+    def _driver(conn: Connection) -> Any:
+        return conn.connection.driver_connection
+
+
+@lru_cache(maxsize=1)
+def _sqlite_dialect() -> Dialect:
+    """The dialect ``_raw_sqlite_upsert`` compiles with, configured as ``create_engine`` configures
+    an engine's (its JSON serializer above all), so that values convert the same way."""
+    return sqlite.dialect(json_serializer=rows.canonical_json, json_deserializer=rows.decode_json)
+
+
+@lru_cache(maxsize=64)
+def _raw_sqlite_upsert(
+    table: Table, keep: frozenset[str], keys: tuple[str, ...]
+) -> tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]:
+    """``_upsert_statement`` for rows with ``keys``, as SQLite's driver runs it: its text, the
+    names of the values it binds in order, and each value's conversion (JSON, timestamps), the
+    ones SQLAlchemy's execution would make. Compiled once per process."""
+    dialect = _sqlite_dialect()
+    compiled = _upsert_statement("sqlite", table, keep).compile(
+        dialect=dialect, column_keys=list(keys)
+    )
+    names = tuple(compiled.positiontup or ())
+    processors = tuple(
+        compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+    )
+    return str(compiled), names, processors
 
 
 @dataclass(slots=True)
