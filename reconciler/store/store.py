@@ -420,12 +420,22 @@ class Store:
         keep: frozenset[str] = frozenset(),
     ) -> None:
         """Insert or replace rows by primary key; ``keep`` columns keep their first value."""
+        self._write_rows(conn, _upsert_statement(conn.dialect.name, table, keep), values)
+
+    def _write_rows(
+        self, conn: Connection, statement: Insert, values: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Run ``statement`` (an insert of this module's, built once) for each of ``values``,
+        in ``conn``'s transaction. On SQLite, as the token's lock and bump are
+        (``_run_in``): on the driver connection, compiled once per process, each value
+        converted by the processor SQLAlchemy's execution would use (``_raw_sqlite_write``).
+        Every record and checkpoint a run writes goes through here."""
         if not values:
             return
         if self._writer is None:  # PostgreSQL
-            conn.execute(_upsert_statement(conn.dialect.name, table, keep), list(values))
+            conn.execute(statement, list(values))
             return
-        sql, names, processors = _raw_sqlite_upsert(table, keep, tuple(values[0]))
+        sql, names, processors = _raw_sqlite_write(statement, tuple(values[0]))
         params = [
             tuple(
                 row[name] if process is None else process(row[name])
@@ -441,7 +451,7 @@ class Store:
 
     def _ensure_environment(self, conn: Connection, environment: str, now: datetime) -> None:
         stmt = _ensure_environment_statement(conn.dialect.name)
-        conn.execute(stmt, {"name": environment, "updated_at": now})
+        self._write_rows(conn, stmt, [{"name": environment, "updated_at": now}])
 
     def _bump(
         self, conn: Connection, environment: str, *, ensure_at: datetime | None = None
@@ -904,7 +914,7 @@ class Store:
         )
         with self._write() as conn:
             self._ensure_environment(conn, environment, run.started_at)
-            conn.execute(runs.insert().values(rows.run_row(run)))
+            self._write_rows(conn, _insert_statement(runs), [rows.run_row(run)])
         return run
 
     def update_run(
@@ -1041,7 +1051,7 @@ class Store:
             }
             prev = rows.GENESIS if last is None else last.hash
             record = AuditRecord(**fields, prev_hash=prev, hash=rows.audit_hash(prev, fields))
-            conn.execute(audit.insert().values(rows.audit_row(record)))
+            self._write_rows(conn, _insert_statement(audit), [rows.audit_row(record)])
         return record
 
     def audit_log(self, environment: str | None = None, limit: int = 100) -> list[AuditRecord]:
@@ -1158,27 +1168,31 @@ class _Savepoint:
 
 @lru_cache(maxsize=1)
 def _sqlite_dialect() -> Dialect:
-    """The dialect ``_raw_sqlite_upsert`` compiles with, configured as ``create_engine`` configures
+    """The dialect ``_raw_sqlite_write`` compiles with, configured as ``create_engine`` configures
     an engine's (its JSON serializer above all), so that values convert the same way."""
     return sqlite.dialect(json_serializer=rows.canonical_json, json_deserializer=rows.decode_json)
 
 
 @lru_cache(maxsize=64)
-def _raw_sqlite_upsert(
-    table: Table, keep: frozenset[str], keys: tuple[str, ...]
+def _raw_sqlite_write(
+    statement: Insert, keys: tuple[str, ...]
 ) -> tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]:
-    """``_upsert_statement`` for rows with ``keys``, as SQLite's driver runs it: its text, the
-    names of the values it binds in order, and each value's conversion (JSON, timestamps), the
-    ones SQLAlchemy's execution would make. Compiled once per process."""
+    """An insert for rows with ``keys``, as SQLite's driver runs it: its text, the names of
+    the values it binds in order, and each value's conversion (JSON, timestamps), the ones
+    SQLAlchemy's execution would make. Compiled once per process, not once per engine."""
     dialect = _sqlite_dialect()
-    compiled = _upsert_statement("sqlite", table, keep).compile(
-        dialect=dialect, column_keys=list(keys)
-    )
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
     names = tuple(compiled.positiontup or ())
     processors = tuple(
         compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
     )
     return str(compiled), names, processors
+
+
+@lru_cache(maxsize=16)
+def _insert_statement(table: Table) -> Insert:
+    """A plain insert into ``table``, built once (for ``Store._write_rows``)."""
+    return table.insert()
 
 
 @dataclass(slots=True)
