@@ -97,6 +97,8 @@ def _enable_wal(cursor: Any) -> None:
 def _sqlite_begin(conn: Connection) -> None:
     """Writes take the write lock when they begin (``BEGIN IMMEDIATE``): a deferred
     transaction that reads and then writes can fail with "database is locked" at once, without
-    waiting, when another process wrote in between; reads stay deferred and never block."""
+    waiting, when another process wrote in between; reads stay deferred and never block.
+    Sent on the driver connection: every transaction begins here, and SQLAlchemy's execution
+    of a statement (a context, a cursor, a result) costs several times the statement."""
     mode = "DEFERRED" if conn.get_execution_options().get(READ_OPTION) else "IMMEDIATE"
-    conn.exec_driver_sql(f"BEGIN {mode}")
+    conn.connection.driver_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]

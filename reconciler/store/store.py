@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 
 from reconciler.catalogue import Code
@@ -360,7 +360,7 @@ class Store:
         mark = len(advances)
         tokens = dict(bumped)
         with self._translated():
-            nested = conn.begin_nested()
+            nested = _Savepoint.begin(conn, sqlite=self._writer is not None)
         try:
             yield
             with self._translated():
@@ -371,9 +371,8 @@ class Store:
             del advances[mark:]
             bumped.clear()  # a token set inside the savepoint is undone with it: set it again
             bumped.update(tokens)
-            if nested.is_active:
-                with self._translated():
-                    nested.rollback()
+            with self._translated():
+                nested.rollback()
             raise
 
     @contextmanager
@@ -426,13 +425,38 @@ class Store:
         keep: frozenset[str] = frozenset(),
     ) -> None:
         """Insert or replace rows by primary key; ``keep`` columns keep their first value."""
+        self._write_rows(conn, _upsert_statement(conn.dialect.name, table, keep), values)
+
+    def _write_rows(
+        self, conn: Connection, statement: Insert, values: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Run ``statement`` (an insert of this module's, built once) for each of ``values``,
+        in ``conn``'s transaction. On SQLite, as the token's lock and bump are
+        (``_run_in``): on the driver connection, compiled once per process, each value
+        converted by the processor SQLAlchemy's execution would use (``_raw_sqlite_write``).
+        Every record and checkpoint a run writes goes through here."""
         if not values:
             return
-        conn.execute(_upsert_statement(conn.dialect.name, table, keep), list(values))
+        if self._writer is None:  # PostgreSQL
+            conn.execute(statement, list(values))
+            return
+        sql, names, processors = _raw_sqlite_write(statement, tuple(values[0]))
+        params = [
+            tuple(
+                row[name] if process is None else process(row[name])
+                for name, process in zip(names, processors, strict=True)
+            )
+            for row in values
+        ]
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(sql, params)
+        finally:
+            cursor.close()
 
     def _ensure_environment(self, conn: Connection, environment: str, now: datetime) -> None:
         stmt = _ensure_environment_statement(conn.dialect.name)
-        conn.execute(stmt, {"name": environment, "updated_at": now})
+        self._write_rows(conn, stmt, [{"name": environment, "updated_at": now}])
 
     def _bump(
         self, conn: Connection, environment: str, *, ensure_at: datetime | None = None
@@ -914,7 +938,7 @@ class Store:
         )
         with self._write() as conn:
             self._ensure_environment(conn, environment, run.started_at)
-            conn.execute(runs.insert().values(rows.run_row(run)))
+            self._write_rows(conn, _insert_statement(runs), [rows.run_row(run)])
         return run
 
     def update_run(
@@ -1051,7 +1075,7 @@ class Store:
             }
             prev = rows.GENESIS if last is None else last.hash
             record = AuditRecord(**fields, prev_hash=prev, hash=rows.audit_hash(prev, fields))
-            conn.execute(audit.insert().values(rows.audit_row(record)))
+            self._write_rows(conn, _insert_statement(audit), [rows.audit_row(record)])
         return record
 
     def audit_log(self, environment: str | None = None, limit: int = 100) -> list[AuditRecord]:
@@ -1117,6 +1141,82 @@ def _raw_sqlite(statement: Any) -> tuple[str, tuple[str, ...]]:
     starts empty)."""
     compiled = statement.compile(dialect=sqlite.dialect())
     return str(compiled), tuple(compiled.positiontup or ())
+
+
+class _Savepoint:
+    """A savepoint in ``conn``'s transaction. On SQLite it is made on the driver connection,
+    as the transaction's other hot statements are (``_run_in``): SQLAlchemy's nested
+    transaction compiles its ``SAVEPOINT`` and ``RELEASE`` anew each time (their names are
+    new), and a run's group-committed checkpoints make one per step. Savepoints are only ever
+    opened and closed in order, so one name is enough: SQLite's ``RELEASE`` and
+    ``ROLLBACK TO`` act on the newest savepoint of that name."""
+
+    _NAME: Final = "checkpoint"
+
+    def __init__(self, conn: Connection, nested: Any) -> None:
+        self._conn = conn
+        self._nested = nested  # SQLAlchemy's, on PostgreSQL
+
+    @classmethod
+    def begin(cls, conn: Connection, *, sqlite: bool) -> _Savepoint:
+        if not sqlite:
+            return cls(conn, conn.begin_nested())
+        cls._driver(conn).execute(f"SAVEPOINT {cls._NAME}")
+        return cls(conn, None)
+
+    def commit(self) -> None:
+        if self._nested is not None:
+            self._nested.commit()
+            return
+        self._driver(self._conn).execute(f"RELEASE SAVEPOINT {self._NAME}")
+
+    def rollback(self) -> None:
+        """Undo the savepoint's writes and close it; nothing to do when it is closed already
+        (its commit raised) or SQLite rolled the whole transaction back on an error."""
+        if self._nested is not None:
+            if self._nested.is_active:
+                self._nested.rollback()
+            return
+        driver = self._driver(self._conn)
+        if driver.in_transaction:
+            try:
+                driver.execute(f"ROLLBACK TO SAVEPOINT {self._NAME}")
+            except sqlite3.OperationalError:  # released already: its commit failed after
+                return
+            driver.execute(f"RELEASE SAVEPOINT {self._NAME}")
+
+    @staticmethod
+    def _driver(conn: Connection) -> Any:
+        return conn.connection.driver_connection
+
+
+@lru_cache(maxsize=1)
+def _sqlite_dialect() -> Dialect:
+    """The dialect ``_raw_sqlite_write`` compiles with, configured as ``create_engine`` configures
+    an engine's (its JSON serializer above all), so that values convert the same way."""
+    return sqlite.dialect(json_serializer=rows.canonical_json, json_deserializer=rows.decode_json)
+
+
+@lru_cache(maxsize=64)
+def _raw_sqlite_write(
+    statement: Insert, keys: tuple[str, ...]
+) -> tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]:
+    """An insert for rows with ``keys``, as SQLite's driver runs it: its text, the names of
+    the values it binds in order, and each value's conversion (JSON, timestamps), the ones
+    SQLAlchemy's execution would make. Compiled once per process, not once per engine."""
+    dialect = _sqlite_dialect()
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    names = tuple(compiled.positiontup or ())
+    processors = tuple(
+        compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+    )
+    return str(compiled), names, processors
+
+
+@lru_cache(maxsize=16)
+def _insert_statement(table: Table) -> Insert:
+    """A plain insert into ``table``, built once (for ``Store._write_rows``)."""
+    return table.insert()
 
 
 @dataclass(slots=True)
