@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-import httpx
+from typing import TYPE_CHECKING
 
 from reconciler.daemon.webhooks import PullRequestEvent
 from reconciler.diagnostics import Severity
@@ -28,6 +27,9 @@ from reconciler.preview.markdown import marker, to_markdown
 from reconciler.preview.model import Preview, Verdict
 from reconciler.render.diagnostics import location
 from reconciler.store.store import Store
+
+if TYPE_CHECKING:
+    import httpx
 
 CONTEXT = "reconciler/preview"
 """The commit status's context and the check run's name."""

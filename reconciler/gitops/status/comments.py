@@ -16,18 +16,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-import httpx
-
-from reconciler.gitops.status.forge import STATES, auth_headers, retry_after
+from reconciler.gitops.status.forge import STATES, auth_headers, http_client, retry_after
 from reconciler.gitops.status.reporter import (
     FORGE_REJECTED,
     FORGE_TOKEN_MISSING,
     FORGE_UNAVAILABLE,
     ReportError,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 PAGE_SIZE = 100
 MAX_PAGES = 50
@@ -54,7 +55,7 @@ class ForgeApi:
         self.repository = repository
         self._token_env = token_env
         self._environ = environ
-        self._client = client or httpx.Client(timeout=httpx.Timeout(10.0), follow_redirects=False)
+        self._client = client or http_client()
 
     def __repr__(self) -> str:  # never the token
         return f"ForgeApi({self.kind}, {self.base}, {self.repository})"
@@ -78,6 +79,8 @@ class ForgeApi:
                 retryable=False,
             )
         url = self.base + path
+        import httpx  # noqa: PLC0415 - loaded by http_client() or the caller's client
+
         try:
             response = self._client.request(
                 method, url, json=body, params=params, headers=auth_headers(self.kind, token)

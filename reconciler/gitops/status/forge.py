@@ -21,10 +21,8 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import quote
-
-import httpx
 
 from reconciler.gitops.status.model import CommitStatus, Health, Phase
 from reconciler.gitops.status.reporter import (
@@ -34,6 +32,9 @@ from reconciler.gitops.status.reporter import (
     ReportError,
     Throttled,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 ForgeKind = Literal["github", "gitea", "gitlab"]
 Outcome = Literal["pending", "running", "success", "warning", "failure", "error"]
@@ -226,7 +227,7 @@ class ForgeStatuses:
         self._target_url = target_url
         self._environ = environ
         self._bucket = bucket or TokenBucket()
-        self._client = client or httpx.Client(timeout=httpx.Timeout(10.0), follow_redirects=False)
+        self._client = client or http_client()
 
     @classmethod
     def from_settings(cls, settings: ForgeSettings, **kwargs: object) -> ForgeStatuses:
@@ -263,6 +264,8 @@ class ForgeStatuses:
         if wait > 0:
             raise Throttled(FORGE_UNAVAILABLE, wait)
         request = status_request(self.kind, self._url, self._repository, status, self._target_url)
+        import httpx  # noqa: PLC0415 - loaded by http_client() or the caller's client
+
         try:
             response = self._client.post(
                 request.url, json=dict(request.body), headers=auth_headers(self.kind, token)
@@ -275,6 +278,17 @@ class ForgeStatuses:
 
     def close(self) -> None:
         self._client.close()
+
+
+def http_client() -> httpx.Client:
+    """The client a forge reporter sends with when none is given.
+
+    httpx is imported here, not with the module: with click and rich.progress it is about
+    3.5 MiB and 60 modules that a daemon without a forge would keep for nothing.
+    """
+    import httpx  # noqa: PLC0415 - see the docstring
+
+    return httpx.Client(timeout=httpx.Timeout(10.0), follow_redirects=False)
 
 
 def _check(kind: str, response: httpx.Response, status: CommitStatus) -> None:
