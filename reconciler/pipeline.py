@@ -24,7 +24,7 @@ from reconciler.catalogue import Code
 from reconciler.config.loader import CONFIG_FILE, LoadedConfig, load_config
 from reconciler.config.models import Config, Environment
 from reconciler.desired.incremental import Incremental
-from reconciler.desired.model import DesiredResource, DesiredState
+from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload
 from reconciler.desired.provisioners import (
     ProvisionerSet,
     builtin_provisioner_files,
@@ -830,17 +830,7 @@ def record_desired(
             loaded = by_name[wl.name]
             assert loaded.workload is not None
             store.save_workload(
-                desired.environment,
-                WorkloadRecord(
-                    name=wl.name,
-                    commit=commit,
-                    file=wl.file,
-                    spec_hash=wl.spec_hash,
-                    spec=wl.spec,
-                    sources=dict.fromkeys(wl.sources, ""),
-                    source=loaded.workload.to_data(),
-                    status="Synced",
-                ),
+                desired.environment, workload_record(wl, commit, loaded.workload.to_data())
             )
         recorded = store.recorded(desired.environment)
         for name in set(recorded.workloads) - {w.name for w in desired.workloads}:
@@ -848,6 +838,23 @@ def record_desired(
         for uid in set(recorded.resources) - {r.uid for r in desired.resources}:
             store.delete_resource(desired.environment, uid)
         store.set_last_commit(desired.environment, commit)
+
+
+def workload_record(
+    wl: DesiredWorkload, commit: str, source: Mapping[str, Any], status: str = "Synced"
+) -> WorkloadRecord:
+    """What the store keeps of a workload applied at ``commit``: its resolved spec, the files
+    it sources (by path) and its normalised Score document ``source``."""
+    return WorkloadRecord(
+        name=wl.name,
+        commit=commit,
+        file=wl.file,
+        spec_hash=wl.spec_hash,
+        spec=wl.spec,
+        sources=dict.fromkeys(wl.sources, ""),
+        source=source,
+        status=status,
+    )
 
 
 def resource_record(

@@ -57,6 +57,7 @@ from reconciler.pipeline import (
     known_outputs,
     plan_environment,
     resource_record,
+    workload_record,
 )
 from reconciler.plan.diff import diff
 from reconciler.plan.model import ActionKind, Plan, Subject
@@ -70,7 +71,7 @@ from reconciler.providers.base import (
 )
 from reconciler.providers.registry import driver_for
 from reconciler.score.loader import LoadedWorkload
-from reconciler.store.records import ResourceRecord, RunRecord, WorkloadRecord
+from reconciler.store.records import ResourceRecord, RunRecord
 from reconciler.store.store import Store
 from reconciler.workflows.loader import load_workflows
 from reconciler.workflows.run import Runtime, Stage, run_hooks
@@ -732,16 +733,7 @@ def _workload_step(state: _Run, planned: EnvironmentPlan, wl: DesiredWorkload) -
         request = workload_request(state.store, state.name, desired, wl, state.source.commit)
         state.services.target.apply(request)
         state.staged.add(wl.name)
-        record = WorkloadRecord(
-            name=wl.name,
-            commit=state.source.commit,
-            file=wl.file,
-            spec_hash=wl.spec_hash,
-            spec=wl.spec,
-            sources=dict.fromkeys(wl.sources, ""),
-            source=source,
-            status=UNPUBLISHED,
-        )
+        record = workload_record(wl, state.source.commit, source, UNPUBLISHED)
         ctx.defer(lambda: state.store.save_workload(state.name, record))
         ctx.log(f"recorded {wl.name}")
         return {}

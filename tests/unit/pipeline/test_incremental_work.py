@@ -25,11 +25,11 @@ from reconciler.pipeline import (
     record_desired,
     resource_record,
     select_environments,
+    workload_record,
 )
 from reconciler.plan.render import to_json
 from reconciler.score.loader import LoadedWorkload, load_workload
 from reconciler.score.models import Workload
-from reconciler.store.records import WorkloadRecord
 from reconciler.store.store import Store
 from tests.conftest import MakeRepo
 from tests.support.gitrepos import GitRepo
@@ -85,18 +85,7 @@ def record_half(store: Store, first: EnvironmentPlan, commit: str) -> None:
     """Record the first half of ``first``'s workloads at ``commit``, as a run of them does."""
     assert first.desired is not None
     for wl in first.desired.workloads[: SIZE // 2]:
-        store.save_workload(
-            "default",
-            WorkloadRecord(
-                name=wl.name,
-                commit=commit,
-                file=wl.file,
-                spec_hash=wl.spec_hash,
-                spec=wl.spec,
-                sources=dict.fromkeys(wl.sources, ""),
-                source=first.sources[wl.name],
-            ),
-        )
+        store.save_workload("default", workload_record(wl, commit, first.sources[wl.name]))
 
 
 def from_nothing(repo: GitRepo, tmp_path: Path, store: Store, label: str) -> str:
