@@ -448,7 +448,7 @@ class Store:
             )
             for row in values
         ]
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = _driver(conn).cursor()
         try:
             cursor.executemany(sql, params)
         finally:
@@ -503,7 +503,7 @@ class Store:
             result = conn.execute(statement, dict(values))
             return list(result) if result.returns_rows else []
         sql, names = _raw_sqlite(statement)
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = _driver(conn).cursor()
         try:
             rows: list[Any] = cursor.execute(sql, tuple(values[n] for n in names)).fetchall()
         finally:
@@ -1138,12 +1138,20 @@ def _split_head_and_pins(
     return head, pins
 
 
+def _driver(conn: Connection) -> sqlite3.Connection:
+    """SQLite's own connection under ``conn``, for the statements this module runs on it in
+    ``conn``'s transaction."""
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    return driver
+
+
 @lru_cache(maxsize=8)
 def _raw_sqlite(statement: Any) -> tuple[str, tuple[str, ...]]:
     """A statement as SQLite's driver runs it: its text and the names of the values it binds,
     in order. Compiled once per process, not once per engine (an engine's compiled cache
     starts empty)."""
-    compiled = statement.compile(dialect=sqlite.dialect())
+    compiled = statement.compile(dialect=_sqlite_dialect())
     return str(compiled), tuple(compiled.positiontup or ())
 
 
@@ -1165,14 +1173,14 @@ class _Savepoint:
     def begin(cls, conn: Connection, *, sqlite: bool) -> _Savepoint:
         if not sqlite:
             return cls(conn, conn.begin_nested())
-        cls._driver(conn).execute(f"SAVEPOINT {cls._NAME}")
+        _driver(conn).execute(f"SAVEPOINT {cls._NAME}")
         return cls(conn, None)
 
     def commit(self) -> None:
         if self._nested is not None:
             self._nested.commit()
             return
-        self._driver(self._conn).execute(f"RELEASE SAVEPOINT {self._NAME}")
+        _driver(self._conn).execute(f"RELEASE SAVEPOINT {self._NAME}")
 
     def rollback(self) -> None:
         """Undo the savepoint's writes and close it; nothing to do when it is closed already
@@ -1181,7 +1189,7 @@ class _Savepoint:
             if self._nested.is_active:
                 self._nested.rollback()
             return
-        driver = self._driver(self._conn)
+        driver = _driver(self._conn)
         if driver.in_transaction:
             try:
                 driver.execute(f"ROLLBACK TO SAVEPOINT {self._NAME}")
@@ -1189,15 +1197,12 @@ class _Savepoint:
                 return
             driver.execute(f"RELEASE SAVEPOINT {self._NAME}")
 
-    @staticmethod
-    def _driver(conn: Connection) -> Any:
-        return conn.connection.driver_connection
-
 
 @lru_cache(maxsize=1)
 def _sqlite_dialect() -> Dialect:
-    """The dialect ``_raw_sqlite_write`` compiles with, configured as ``create_engine`` configures
-    an engine's (its JSON serializer above all), so that values convert the same way."""
+    """The dialect statements run on the driver are compiled with (``_raw_sqlite``,
+    ``_raw_sqlite_write``), configured as ``create_engine`` configures an engine's (its JSON
+    serializer above all), so that values convert the same way."""
     return sqlite.dialect(json_serializer=rows.canonical_json, json_deserializer=rows.decode_json)
 
 
