@@ -8,7 +8,7 @@ what was recorded. A line per step, with a spinner while it runs on a terminal.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from rich.console import Console
 from rich.status import Status
@@ -33,10 +33,21 @@ class ProgressCheckpointer:
     def load(self, run_id: str) -> Sequence[StepRecord]:
         return self._inner.load(run_id)
 
+    def succeeded(self, run_id: str, among: Collection[str]) -> Sequence[StepRecord]:
+        return self._inner.succeeded(run_id, among)
+
     def save_many(self, run_id: str, records: Sequence[StepRecord]) -> None:
         self._inner.save_many(run_id, records)
         for record in records:
             self._show(record)
+
+    def save_soon(self, run_id: str, records: Sequence[StepRecord]) -> None:
+        self._inner.save_soon(run_id, records)
+        for record in records:
+            self._show(record)
+
+    def flush(self) -> None:
+        self._inner.flush()
 
     def save(self, run_id: str, record: StepRecord, writes: Sequence[Write] = ()) -> None:
         self._inner.save(run_id, record, writes)

@@ -2,7 +2,11 @@
 
 The executor calls ``save`` from its worker threads (one step's writes always come from one
 thread, in order) and ``save_many`` for batches it builds itself: every step Pending at the
-start, the first Running checkpoints of the steps it starts together, steps skipped together.
+start (with the first Running checkpoints of the steps it starts first), steps skipped together.
+The first Running checkpoint of a step started later goes through ``save_soon``: that state only
+informs (a resumed run re-runs every step not recorded Succeeded, Running or not), so it rides
+on the next transaction, most often the one of a step finishing meanwhile, and the coordinator
+calls ``flush`` if none came within ``executor.RUNNING_FLUSH``.
 ``StoreCheckpointer`` writes into the run's ``steps`` table; ``MemoryCheckpointer`` keeps
 states in a dictionary, for previews and tests of scheduling.
 The step value is the store's ``StepRecord``: it already is the checkpoint's exact shape.
@@ -15,17 +19,23 @@ its record too, and each step costs one commit less.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from reconciler.engine.steps import Write
+from reconciler.engine.steps import StepStatus, Write
 from reconciler.store import StepRecord, Store
 
 
 class Checkpointer(Protocol):
     def load(self, run_id: str) -> Sequence[StepRecord]:
         """The steps recorded for ``run_id`` so far (empty for a new run)."""
+        ...
+
+    def succeeded(self, run_id: str, among: Collection[str]) -> Sequence[StepRecord]:
+        """The steps of ``among`` recorded Succeeded for ``run_id``: what a resumed run keeps.
+        Every executor run asks, and a run's later waves start with the earlier waves' steps
+        recorded, none of them among their own."""
         ...
 
     def save(self, run_id: str, record: StepRecord, writes: Sequence[Write] = ()) -> None:
@@ -36,6 +46,16 @@ class Checkpointer(Protocol):
 
     def save_many(self, run_id: str, records: Sequence[StepRecord]) -> None:
         """Write several states at once (one transaction where the backend has them)."""
+        ...
+
+    def save_soon(self, run_id: str, records: Sequence[StepRecord]) -> None:
+        """Queue states to be written with the next transaction, in order with every later
+        write; never raises (the transaction that takes them raises what fails it)."""
+        ...
+
+    def flush(self) -> None:
+        """Write what ``save_soon`` queued and no transaction took yet, durably; raises what
+        failed it, and the states are dropped then."""
         ...
 
 
@@ -60,12 +80,39 @@ class StoreCheckpointer:
     def load(self, run_id: str) -> Sequence[StepRecord]:
         return self._store.steps(run_id)
 
+    def succeeded(self, run_id: str, among: Collection[str]) -> Sequence[StepRecord]:
+        # Statuses first: decoding the rows of a run's earlier waves cost more than the wave's
+        # scheduling, and the rows a resumed run keeps are read only when there are some.
+        wanted = {
+            step_id
+            for step_id, status in self._store.step_statuses(run_id)
+            if status == StepStatus.SUCCEEDED and step_id in among
+        }
+        if not wanted:
+            return []
+        return [r for r in self._store.steps(run_id) if r.step_id in wanted]
+
     def save(self, run_id: str, record: StepRecord, writes: Sequence[Write] = ()) -> None:
         self._commit(_Queued(run_id, (record,), tuple(writes)))
 
     def save_many(self, run_id: str, records: Sequence[StepRecord]) -> None:
         # One transaction: 10,000 Pending rows cost one commit (one fsync), not 10,000.
         self._commit(_Queued(run_id, tuple(records), ()))
+
+    def save_soon(self, run_id: str, records: Sequence[StepRecord]) -> None:
+        with self._queue_lock:
+            self._queue.append(_Queued(run_id, tuple(records), (), soon=True))
+
+    def flush(self) -> None:
+        with self._committing:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            if batch:
+                self._write(batch)
+        # The batch may hold workers' checkpoints too: each worker raises its own error.
+        for queued in batch:
+            if queued.soon and queued.error is not None:
+                raise queued.error
 
     def _commit(self, queued: _Queued) -> None:
         """Queue ``queued``; the first thread to get the committer's lock writes the queue."""
@@ -114,6 +161,7 @@ class _Queued:
     run_id: str
     records: tuple[StepRecord, ...]
     writes: tuple[Write, ...]
+    soon: bool = False  # from ``save_soon``: no thread waits for it
     done: bool = False
     error: BaseException | None = None
 
@@ -135,6 +183,11 @@ class MemoryCheckpointer:
             steps = self._runs.get(run_id, {})
             return [steps[sid] for sid in sorted(steps)]
 
+    def succeeded(self, run_id: str, among: Collection[str]) -> Sequence[StepRecord]:
+        return [
+            r for r in self.load(run_id) if r.status == StepStatus.SUCCEEDED and r.step_id in among
+        ]
+
     def save(self, run_id: str, record: StepRecord, writes: Sequence[Write] = ()) -> None:
         for write in writes:
             write()
@@ -146,3 +199,9 @@ class MemoryCheckpointer:
             steps = self._runs.setdefault(run_id, {})
             for record in records:
                 steps[record.step_id] = record
+
+    def save_soon(self, run_id: str, records: Sequence[StepRecord]) -> None:
+        self.save_many(run_id, records)
+
+    def flush(self) -> None:
+        """Nothing waits: ``save_soon`` wrote already."""

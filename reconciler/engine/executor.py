@@ -55,6 +55,10 @@ SIGNAL_POLL = 0.2
 worker thread does not wake the main thread, and Python runs its handler (``cancel`` on
 SIGTERM) only when the main thread is back in the interpreter: without a bound, SIGTERM waited
 for the running step to finish."""
+RUNNING_FLUSH = 0.05
+"""Seconds within which a step's first Running checkpoint is written when no other
+transaction took it first (see ``Checkpointer.save_soon``): a long step shows Running at once,
+and a step of a few milliseconds costs no transaction of its own to say so."""
 _CANCEL = object()
 
 
@@ -172,6 +176,7 @@ class _Run:
         self.deadline: float | None = None
         self.fatal: BaseException | None = None
         self.unsaved: dict[str, StepRecord] = {}  # Pending, written with the first Running
+        self.flush_at: float | None = None  # monotonic time by which ``save_soon`` is flushed
 
     # -- coordinator ------------------------------------------------------------------------
 
@@ -188,6 +193,7 @@ class _Run:
         finally:
             for _ in workers:
                 self.work.put(None)
+            self._flush()
         if self.fatal is None:
             self._interrupt_rest()
         if self.fatal is not None:
@@ -203,7 +209,7 @@ class _Run:
         """Restore what a previous process finished, then record every other step Pending."""
         done = {
             r.step_id: r
-            for r in self.ex._checkpointer.load(self.run_id)
+            for r in self.ex._checkpointer.succeeded(self.run_id, self.steps.keys())
             if r.status == StepStatus.SUCCEEDED and r.step_id in self.steps
         }
         for record in sorted(
@@ -236,6 +242,8 @@ class _Run:
             self._dispatch()
             if not self.running:
                 return
+            if self.flush_at is not None and time.monotonic() >= self.flush_at:
+                self._flush()
             message = self._next_message()
             if message is None:  # the grace period is over
                 self._abandon_running()
@@ -251,9 +259,11 @@ class _Run:
                     break
 
     def _dispatch(self) -> None:
-        """Start what is ready, each step's first Running checkpoint written for all of them
-        in one transaction before any runs: with SQLite's one writer, a transaction per step
-        made the workers queue for it."""
+        """Start what is ready. The first call writes every step Pending, with the Running
+        checkpoints of the steps it starts, in one transaction before any runs; later calls
+        queue the Running checkpoints with ``save_soon`` (see ``RUNNING_FLUSH``): with
+        SQLite's one writer, a transaction of their own made the workers queue for it, and
+        it was most of a short step's cost."""
         if self.ex._cancelled:  # seen before its inbox message: start nothing more
             self._begin_stop()
         started: list[_Slot] = []
@@ -267,6 +277,7 @@ class _Run:
         if not started and not self.unsaved:
             return
         records, self.unsaved = self.unsaved, {}
+        first = bool(records)
         for slot in started:
             records[slot.step.id] = self._record(
                 slot.step.id,
@@ -274,7 +285,12 @@ class _Run:
                 slot.lines,
             )
         try:
-            self.ex._checkpointer.save_many(self.run_id, list(records.values()))
+            if first:  # the run's steps, durably listed before any runs
+                self.ex._checkpointer.save_many(self.run_id, list(records.values()))
+            else:
+                self.ex._checkpointer.save_soon(self.run_id, list(records.values()))
+                if self.flush_at is None:
+                    self.flush_at = time.monotonic() + RUNNING_FLUSH
         except Exception as error:  # as a worker's checkpoint failing: none of them runs
             self.fatal = self.fatal or error
             for slot in started:
@@ -287,22 +303,38 @@ class _Run:
 
     def _next_message(self) -> object | None:
         """The next message of the inbox, or None once the grace period has run out; waited
-        for in slices of ``SIGNAL_POLL`` on the main thread, so that signal handlers run."""
+        for in slices of ``SIGNAL_POLL`` on the main thread, so that signal handlers run, and
+        no later than ``flush_at``, to flush the Running checkpoints no transaction took."""
         remaining = self._remaining_grace()
-        if threading.current_thread() is not threading.main_thread():
-            try:
-                return self.inbox.get(timeout=remaining)
-            except queue.Empty:
-                return None
+        main = threading.current_thread() is threading.main_thread()
         while True:
-            wait = SIGNAL_POLL if remaining is None else min(SIGNAL_POLL, remaining)
+            wait = remaining
+            if main:
+                wait = SIGNAL_POLL if wait is None else min(SIGNAL_POLL, wait)
+            flush_in = None if self.flush_at is None else self.flush_at - time.monotonic()
+            flushing = flush_in is not None and (wait is None or flush_in < wait)
+            if flushing:
+                wait = max(0.0, flush_in or 0.0)
             try:
                 return self.inbox.get(timeout=wait)
             except queue.Empty:
+                if flushing:
+                    self._flush()
                 if remaining is not None:
+                    assert wait is not None
                     remaining -= wait
                     if remaining <= 0:
                         return None
+
+    def _flush(self) -> None:
+        """Write the Running checkpoints ``_dispatch`` queued with ``save_soon``, if no
+        transaction took them yet; a failure stops the run as a failed checkpoint does."""
+        self.flush_at = None
+        try:
+            self.ex._checkpointer.flush()
+        except Exception as error:
+            self.fatal = self.fatal or error
+            self._begin_stop()
 
     def _remaining_grace(self) -> float | None:
         if self.deadline is None:

@@ -145,7 +145,12 @@ _PINS: Final = select(pins_table).where(pins_table.c.environment == bindparam("e
 """The reads of every plan, built once (building a statement costs more than running it)."""
 
 _STEPS: Final = select(steps).where(steps.c.run_id == bindparam("run_id")).order_by(steps.c.step_id)
-"""A run's steps: read by every executor run (to resume), built once."""
+"""A run's steps, built once."""
+
+_STEP_STATUSES: Final = select(steps.c.step_id, steps.c.status).where(
+    steps.c.run_id == bindparam("run_id")
+)
+"""A run's steps' statuses alone: read by every executor run (to resume), built once."""
 
 _WORKLOAD_COLUMNS: Final = [
     type_coerce(c, Text).label(c.name) if c.name in rows.WORKLOAD_TEXT_COLUMNS else c
@@ -1048,6 +1053,11 @@ class Store:
         """A run's steps by ``step_id``."""
         with self._read() as conn:
             return [rows.step_record(row) for row in conn.execute(_STEPS, {"run_id": run_id})]
+
+    def step_statuses(self, run_id: str) -> list[tuple[str, str]]:
+        """A run's steps as ``(step_id, status)``, nothing decoded."""
+        with self._read() as conn:
+            return [(row[0], row[1]) for row in conn.execute(_STEP_STATUSES, {"run_id": run_id})]
 
     # -- audit ------------------------------------------------------------------------------
 

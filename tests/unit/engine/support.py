@@ -33,6 +33,11 @@ class RecordingCheckpointer(StoreCheckpointer):
             self.batches.append([r.step_id for r in records])
             self.writes.extend((r.step_id, r.status, r.attempt) for r in records)
 
+    def save_soon(self, run_id: str, records: Sequence[StepRecord]) -> None:
+        super().save_soon(run_id, records)
+        with self._lock:
+            self.writes.extend((r.step_id, r.status, r.attempt) for r in records)
+
     def store_steps(self, run_id: str) -> dict[str, StepRecord]:
         return {record.step_id: record for record in self.load(run_id)}
 

@@ -23,9 +23,17 @@ from reconciler.engine import (
     StoreCheckpointer,
     Write,
 )
+from reconciler.engine import executor as executor_module
 from reconciler.providers.base import DriverError
 from reconciler.store import StepRecord, Store, StoreError
-from tests.unit.engine.support import Calls, FakeSleep, RecordingCheckpointer, new_run, step
+from tests.unit.engine.support import (
+    DEADLINE,
+    Calls,
+    FakeSleep,
+    RecordingCheckpointer,
+    new_run,
+    step,
+)
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -36,7 +44,13 @@ def test_every_state_is_written_before_and_after_each_step(any_store: Store, cal
     seen_in_store: list[str] = []
 
     def app(context: StepContext) -> Mapping[str, Any]:
-        seen_in_store.append(recorder.store_steps(run_id)["app"].status)
+        # A step still running after ``RUNNING_FLUSH`` is shown Running by the store.
+        deadline = time.monotonic() + DEADLINE
+        status = recorder.store_steps(run_id)["app"].status
+        while status != "Running" and time.monotonic() < deadline:
+            context.cancelled.wait(0.005)
+            status = recorder.store_steps(run_id)["app"].status
+        seen_in_store.append(status)
         context.log("applied deployment")
         return {"replicas": 2}
 
@@ -73,6 +87,65 @@ def test_every_state_is_written_before_and_after_each_step(any_store: Store, cal
     assert app_record.started_at <= app_record.finished_at
     assert (records["broken"].error_code, records["broken"].message) == ("RCN-3012", "bad template")
     assert records["after"].error_code == "RCN-3004"
+
+
+class CountingCheckpointer(RecordingCheckpointer):
+    """Counts the transactions the store checkpointer makes."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.transactions = 0
+
+    def _write(self, batch: Any) -> None:
+        self.transactions += 1  # under the committer's lock: one thread at a time
+        super()._write(batch)
+
+
+def test_a_short_step_is_shown_running_in_the_transaction_of_its_end(
+    any_store: Store, calls: Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step started after the first costs one transaction, not two: its Running state waits
+    for the next transaction (its own end's here) instead of committing alone."""
+    monkeypatch.setattr(executor_module, "RUNNING_FLUSH", DEADLINE * 6)
+    run_id = new_run(any_store)
+    recorder = CountingCheckpointer(any_store)
+    steps = [step("a", calls.ok()), step("b", calls.ok(), "a"), step("c", calls.ok(), "b")]
+    result = Executor(recorder, parallelism=1).run(run_id, steps)
+    assert result.status is RunStatus.SUCCEEDED
+    # Pending for all with a Running, then one per step's end: b and c went Running in it.
+    assert recorder.transactions == 4
+    assert recorder.statuses("b") == ["Pending", "Running", "Succeeded"]
+    assert recorder.statuses("c") == ["Pending", "Running", "Succeeded"]
+    assert {r.status for r in recorder.store_steps(run_id).values()} == {"Succeeded"}
+
+
+def test_running_states_no_transaction_took_are_flushed_by_the_coordinator(
+    any_store: Store, calls: Calls
+) -> None:
+    """With every worker busy in a long step, the coordinator writes the Running states it
+    queued itself, within ``RUNNING_FLUSH``."""
+    run_id = new_run(any_store)
+    recorder = CountingCheckpointer(any_store)
+    release = threading.Event()
+    seen: list[str] = []
+
+    def first(context: StepContext) -> Mapping[str, Any]:
+        release.wait(DEADLINE)
+        return {}
+
+    def second(context: StepContext) -> Mapping[str, Any]:
+        deadline = time.monotonic() + DEADLINE
+        while recorder.store_steps(run_id)["second"].status != "Running":
+            assert time.monotonic() < deadline, "second was never shown Running"
+            context.cancelled.wait(0.005)
+        seen.append("Running")
+        release.set()
+        return {}
+
+    steps = [step("first", first), step("second", second), step("third", calls.ok(), "first")]
+    result = Executor(recorder, parallelism=2).run(run_id, steps)
+    assert result.status is RunStatus.SUCCEEDED
+    assert seen == ["Running"]
 
 
 def _record(step_id: str, status: str, **fields: Any) -> StepRecord:
@@ -117,32 +190,60 @@ def test_resume_keeps_succeeded_steps_and_reruns_the_rest(any_store: Store, call
     assert all(r.status == StepStatus.SUCCEEDED for r in recorder.store_steps(run_id).values())
 
 
+def test_succeeded_reads_only_the_succeeded_steps_asked_about(any_store: Store) -> None:
+    run_id = new_run(any_store)
+    checkpointer = StoreCheckpointer(any_store)
+    checkpointer.save_many(
+        run_id,
+        [
+            _record("db", "Succeeded", outputs={"host": "db"}),
+            _record("app", "Running"),
+            _record("old", "Succeeded"),
+        ],
+    )
+    kept = checkpointer.succeeded(run_id, {"db", "app", "new"})
+    assert [(r.step_id, dict(r.outputs)) for r in kept] == [("db", {"host": "db"})]
+    assert checkpointer.succeeded(run_id, {"app", "new"}) == []
+    memory = MemoryCheckpointer()
+    memory.save_many(run_id, [_record("db", "Succeeded"), _record("app", "Running")])
+    assert [r.step_id for r in memory.succeeded(run_id, {"db", "app"})] == ["db"]
+
+
 class FailingCheckpointer(RecordingCheckpointer):
-    """Fails when a step named ``bad`` is about to run, as a store gone away would."""
+    """Fails the transaction that would write ``bad`` Running, as a store gone away would:
+    every checkpoint of that transaction gets the error, and nothing of it is kept."""
 
-    def save(self, run_id: str, record: StepRecord, writes: Sequence[Write] = ()) -> None:
-        self._check([record])
-        super().save(run_id, record, writes)
-
-    def save_many(self, run_id: str, records: Sequence[StepRecord]) -> None:
-        self._check(records)  # the first Running checkpoints come in the coordinator's batches
-        super().save_many(run_id, records)
-
-    @staticmethod
-    def _check(records: Sequence[StepRecord]) -> None:
-        if any(r.step_id == "bad" and r.status == "Running" for r in records):
-            raise StoreError(Code.STORE_UNREACHABLE, "database went away")
+    def _write(self, batch: Any) -> None:
+        if any(r.step_id == "bad" and r.status == "Running" for q in batch for r in q.records):
+            error = StoreError(Code.STORE_UNREACHABLE, "database went away")
+            for queued in batch:
+                queued.error, queued.done = error, True
+            return
+        super()._write(batch)
 
 
+@pytest.mark.parametrize("flush", [0.0, DEADLINE * 6], ids=["flushed", "with-its-end"])
 def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_raises(
-    sqlite_store: Store, run_id: str, calls: Calls
+    sqlite_store: Store,
+    run_id: str,
+    calls: Calls,
+    flush: float,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Whether the coordinator flushes ``bad``'s Running state or its end's transaction takes
+    it, the failed write stops the run: nothing after ``bad`` runs, and the run raises."""
+    monkeypatch.setattr(executor_module, "RUNNING_FLUSH", flush)
     checkpointer = FailingCheckpointer(sqlite_store)
     steps = [step("a", calls.ok()), step("bad", calls.ok(), "a"), step("c", calls.ok(), "bad")]
     with pytest.raises(StoreError, match="database went away"):
         Executor(checkpointer, parallelism=1).run(run_id, steps)
-    assert calls.order == ["a"]  # bad never ran without its Running checkpoint
-    assert checkpointer.store_steps(run_id)["bad"].status == "Pending"
+    assert "c" not in calls.order
+    recorded = checkpointer.store_steps(run_id)
+    assert recorded["a"].status == "Succeeded"
+    # Pending when its end's transaction failed; Failed (interrupted) when the run stopped
+    # before its attempt: never Succeeded.
+    assert recorded["bad"].status in ("Pending", "Failed")
+    assert recorded["c"].status != "Succeeded"
 
 
 def test_the_memory_checkpointer_resumes_like_the_store(calls: Calls) -> None:

@@ -9,6 +9,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,8 +66,14 @@ def test_a_killed_run_resumes_without_running_finished_steps_again(
     child = start_child("kill", store_url, run_id, effects)
     try:
         assert read_line(child) == "b running"
+        # b's Running state is written within RUNNING_FLUSH of its start.
+        wanted = {"a": "Succeeded", "b": "Running", "c": "Pending"}
+        deadline = time.monotonic() + DEADLINE
         states = {r.step_id: r.status for r in store.steps(run_id)}
-        assert states == {"a": "Succeeded", "b": "Running", "c": "Pending"}
+        while states != wanted and time.monotonic() < deadline:
+            select.select([], [], [], 0.005)
+            states = {r.step_id: r.status for r in store.steps(run_id)}
+        assert states == wanted
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.kill()
