@@ -64,13 +64,14 @@ class Action:
         return f"{self.kind}:{self.id}"
 
     def to_dict(self) -> dict[str, Any]:
+        to_dicts = getattr(self.changes, "to_dicts", None)  # ``diff.LeafChanges``
         return {
             "action": str(self.action),
             "kind": str(self.kind),
             "id": self.id,
             "step": self.step_id,
             "depends_on": list(self.depends_on),
-            "changes": [c.to_dict() for c in self.changes],
+            "changes": to_dicts() if to_dicts else [c.to_dict() for c in self.changes],
             "file": self.file,
             "unchanged_attributes": self.unchanged,
             **({"detail": self.detail} if self.detail else {}),

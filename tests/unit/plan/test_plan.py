@@ -285,3 +285,10 @@ def test_creations_and_deletions_make_their_changes_when_read() -> None:
     assert len(new_workload.changes) == 2
     assert new_workload.changes[-1:] == (new_workload.changes[1],)
     assert repr(created.changes) == repr(tuple(created.changes))
+    for action in (created, new_workload, deleted, old_workload):  # a stored plan's changes
+        assert action.to_dict()["changes"] == [c.to_dict() for c in tuple(action.changes)]
+    assert created.to_dict()["changes"][1] == {
+        "path": "params.tags[1]",
+        "old": None,
+        "new": "(sensitive value)",
+    }
