@@ -699,6 +699,15 @@ def render_documents(objects: Iterable[Mapping[str, Any]]) -> str:
     ordered = sorted(objects, key=sort_key)
     if not ordered:
         return ""
+    try:
+        return _written(ordered)
+    except _Unwritten:
+        return _emitted(ordered)
+
+
+def _emitted(ordered: Sequence[Mapping[str, Any]]) -> str:
+    """``render_documents`` through libyaml's emitter, fed events: the reference the direct
+    writer below follows, and what writes whatever that writer leaves to it."""
     stream = io.StringIO()
     dumper = _ManifestDumper(
         stream,
@@ -787,6 +796,234 @@ def _events(
         emit(_typed_scalar(scalar[0], scalar[1](value)))
     else:  # floats and anything rarer: the representer's node
         _node_events(emit, dumper.represent_data(value))
+
+
+class _Unwritten(Exception):
+    """Something ``_written`` leaves to libyaml's emitter (``_emitted``)."""
+
+
+_KEY: Final = 0
+_VALUE: Final = 1
+_ITEM: Final = 2
+_WRITTEN_MAX_TEXT: Final = 1024
+"""The longest one-line scalar written directly: libyaml breaks lines only past the width
+(4096 columns), which a scalar this short, after a short key and a shallow indent, never nears."""
+_WRITTEN_MAX_INDENT: Final = 256
+_WRITTEN_MAX_KEY: Final = 100
+
+
+def _written(ordered: Sequence[Mapping[str, Any]]) -> str:
+    """``_emitted(ordered)``'s text, written line by line instead of through the emitter.
+
+    Handing libyaml an event per key and value costs more than what it writes: a Python
+    object made, converted and analysed per scalar. Manifests have one shape, block mappings
+    and sequences of short scalars, whose layout is fixed (kubectl's: a sequence inside a
+    mapping is not indented further than its key, an empty collection is ``{}`` or ``[]``),
+    so it is written here, and each scalar as libyaml itself writes it (``_form``: asked once
+    per text and place, remembered for short texts). Whatever else could differ (a document
+    that is not a non-empty mapping, floats and other rare values, long keys or texts, deep
+    nesting, a block scalar that keeps trailing lines) raises ``_Unwritten`` and the whole
+    text is the emitter's, so the bytes are always libyaml's.
+    """
+    out: list[str] = []
+    for obj in ordered:
+        if not isinstance(obj, Mapping) or not obj:
+            raise _Unwritten
+        out.append("---\n")
+        _write_mapping(out, obj, 0, inline=False, top=True)
+    return "".join(out)
+
+
+def _write_mapping(
+    out: list[str], value: Mapping[Any, Any], indent: int, *, inline: bool, top: bool = False
+) -> None:
+    """A non-empty mapping whose keys start at column ``indent``; with ``inline`` its first key
+    follows what is already on the line (a sequence's dash). Strings, dicts and lists, nearly
+    every value, are written here; anything else by ``_write_value``."""
+    if indent > _WRITTEN_MAX_INDENT:
+        raise _Unwritten
+    keys = sorted(value, key=str)
+    if top:
+        keys = [k for k in _TOP if k in value] + [k for k in keys if k not in _TOP]
+    pad = " " * indent
+    append = out.append
+    for key in keys:
+        if inline:
+            inline = False
+        else:
+            append(pad)
+        if type(key) is str:
+            append(_key_form(key))
+        else:
+            text = str(key)
+            append(_key_form(text if type(text) is str else str.__str__(text)))
+        item = value[key]
+        kind = type(item)
+        if kind is str and len(item) <= _REMEMBERED and (line := _short_line(item, _VALUE)):
+            append(line)
+        elif kind is dict and item:
+            append("\n")
+            _write_mapping(out, item, indent + 2, inline=False)
+        elif kind is list and item:
+            append("\n")
+            _write_sequence(out, item, indent, inline=False)
+        else:
+            _write_value(out, item, indent, _VALUE)
+
+
+def _write_sequence(out: list[str], value: Sequence[Any], indent: int, *, inline: bool) -> None:
+    """A non-empty sequence whose dashes are at column ``indent``."""
+    if indent > _WRITTEN_MAX_INDENT:
+        raise _Unwritten
+    pad = " " * indent
+    append = out.append
+    for item in value:
+        if inline:
+            inline = False
+        else:
+            append(pad)
+        kind = type(item)
+        if kind is str and len(item) <= _REMEMBERED and (line := _short_line(item, _ITEM)):
+            append("-")
+            append(line)
+        elif kind is dict and item:
+            append("- ")
+            _write_mapping(out, item, indent + 2, inline=True)
+        else:
+            append("-")
+            _write_value(out, item, indent, _ITEM)
+
+
+def _write_value(out: list[str], value: object, indent: int, place: int) -> None:
+    """What follows a key's colon or an item's dash, to the end of its last line; ``indent``
+    is the column of the mapping's keys or of the sequence's dashes."""
+    if isinstance(value, str):
+        text = value if type(value) is str else str.__str__(value)
+        if len(text) <= _REMEMBERED:
+            form = _short_form(text, place)
+        else:
+            form = _form(_scalar(_STR_TAG, text, _style_of(text)), place)
+        out.append(" ")
+        if "\n" in form:
+            out.append(_indented(form, indent))
+        elif len(form) > _WRITTEN_MAX_TEXT:
+            raise _Unwritten
+        else:
+            out.append(form)
+        out.append("\n")
+    elif isinstance(value, Mapping):
+        if not value:
+            out.append(" {}\n")
+        elif place == _ITEM:
+            out.append(" ")
+            _write_mapping(out, value, indent + 2, inline=True)
+        else:
+            out.append("\n")
+            _write_mapping(out, value, indent + 2, inline=False)
+    elif isinstance(value, list | tuple):
+        if not value:
+            out.append(" []\n")
+        elif place == _ITEM:
+            out.append(" ")
+            _write_sequence(out, value, indent + 2, inline=True)
+        else:
+            out.append("\n")
+            _write_sequence(out, value, indent, inline=False)
+    elif (scalar := _SCALARS.get(type(value))) is not None:
+        out.append(" ")
+        out.append(_typed_form(scalar[0], scalar[1](value), place))
+        out.append("\n")
+    else:
+        raise _Unwritten
+
+
+@functools.lru_cache(maxsize=8192)
+def _key_form(text: str) -> str:
+    """A key as libyaml writes it, with its colon."""
+    if len(text) > _WRITTEN_MAX_KEY:
+        raise _Unwritten
+    return _form(_short_scalar(text), _KEY) + ":"
+
+
+@functools.lru_cache(maxsize=8192)
+def _short_line(text: str, place: int) -> str:
+    """A short string's form after a colon or a dash, to the end of its line; empty when the
+    form takes several lines (their indentation depends on where it is written)."""
+    form = _short_form(text, place)
+    return "" if "\n" in form else f" {form}\n"
+
+
+def _indented(form: str, indent: int) -> str:
+    """A block scalar's form (as written at column 0) for a collection at column ``indent``:
+    its content lines move right with it; empty lines stay empty."""
+    if not indent:
+        return form
+    pad = " " * indent
+    head, *lines = form.split("\n")
+    return "\n".join([head, *(pad + line if line else line for line in lines)])
+
+
+@functools.lru_cache(maxsize=8192)
+def _short_form(text: str, place: int) -> str:
+    """``_form`` of a short string (see ``_REMEMBERED``), remembered."""
+    return _form(_short_scalar(text), place)
+
+
+@functools.lru_cache(maxsize=256)
+def _typed_form(tag: str, text: str, place: int) -> str:
+    """``_form`` of a boolean, an integer or None, remembered."""
+    return _form(_typed_scalar(tag, text), place)
+
+
+def _form(event: yaml.ScalarEvent, place: int) -> str:
+    """How libyaml writes ``event`` as a key, a mapping's value or a sequence's item, at
+    column 0: it is asked, with a one-entry document, so the quoting and escaping are its
+    own. ``_Unwritten`` for what does not fit ``_written``'s layout: a key that is not a
+    simple one-line key, a multi-line form other than a block literal that strips or clips
+    its final line break (keeping them, ``|+``, makes the emitter end the document with
+    ``...``)."""
+    other = _short_scalar("k")
+    if place == _KEY:
+        events = [_MAPPING_START, event, other, _MAPPING_END]
+        before, after = "---\n", ": k\n"
+    elif place == _VALUE:
+        events = [_MAPPING_START, other, event, _MAPPING_END]
+        before, after = "---\nk: ", "\n"
+    else:
+        events = [_SEQUENCE_START, event, _SEQUENCE_END]
+        before, after = "---\n- ", "\n"
+    text = _emitted_events(events)
+    if not (text.startswith(before) and text.endswith(after)):
+        raise _Unwritten
+    form = text[len(before) : len(text) - len(after)]
+    if "\n" in form and (place == _KEY or form.split("\n", 1)[0] not in ("|", "|-")):
+        raise _Unwritten
+    if place == _KEY and (not form or form[0] == "?"):
+        raise _Unwritten
+    return form
+
+
+def _emitted_events(events: Sequence[yaml.Event]) -> str:
+    """One document of ``events``, as ``_emitted`` writes it."""
+    stream = io.StringIO()
+    dumper = _ManifestDumper(
+        stream,
+        default_flow_style=False,
+        explicit_start=True,
+        sort_keys=False,
+        allow_unicode=True,
+        width=4096,
+    )
+    try:
+        dumper.open()
+        dumper.emit(_DOCUMENT_START)
+        for event in events:
+            dumper.emit(event)
+        dumper.emit(_DOCUMENT_END)
+        dumper.close()
+    finally:
+        dumper.dispose()
+    return stream.getvalue()
 
 
 def _node_events(emit: Callable[[yaml.Event], None], node: yaml.Node) -> None:

@@ -18,7 +18,10 @@ from reconciler.desired.secrets import embed, secret_ref
 from reconciler.desired.templating import k8s_name
 from reconciler.providers.base import DriverError, WorkloadRequest
 from reconciler.providers.kubernetes_objects import (
+    _emitted,
     _ManifestDumper,
+    _Unwritten,
+    _written,
     escape_env,
     render_documents,
     render_resources,
@@ -462,3 +465,75 @@ def test_documents_are_the_bytes_the_representer_writes(obj: dict[str, Any]) -> 
         width=4096,
     )
     assert render_documents(objects) == expected
+
+
+class _Text(str):
+    """A string subclass: written as the string it holds."""
+
+
+_LINES = st.lists(
+    st.sampled_from(["a", "b: c", "  x", "", "key: {{ .v }}", "é", "\t", "- y", "#z"]),
+    min_size=1,
+    max_size=4,
+).map("\n".join)
+_WRITER_TEXTS = st.one_of(
+    _TEXTS,
+    _LINES,
+    _LINES.map(lambda text: text + "\n"),
+    _LINES.map(lambda text: text + "\n\n"),
+    st.text(min_size=900, max_size=1100, alphabet="ab :#\"'"),
+    st.text(max_size=8).map(_Text),
+)
+_WRITER_KEYS = st.one_of(
+    st.sampled_from(["yes", "0600", "-", "a: b", "#x", " x", "é", "", "apiVersion", "kind"]),
+    st.text(max_size=12).filter(lambda text: "\n" not in text),
+    st.text(max_size=8).map(_Text),
+)
+_WRITER_VALUES = st.recursive(
+    st.one_of(_WRITER_TEXTS, st.integers(), st.booleans(), st.none()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.lists(inner, max_size=3).map(tuple),
+        st.dictionaries(_WRITER_KEYS, inner, max_size=3),
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.dictionaries(_WRITER_KEYS, _WRITER_VALUES, min_size=1, max_size=5), max_size=3))
+def test_the_direct_writer_writes_the_emitters_bytes(objects: list[dict[str, Any]]) -> None:
+    """``render_documents`` writes manifests line by line, leaving to libyaml's emitter only
+    what it does not handle: whatever it writes is byte for byte what the emitter writes."""
+    try:
+        text = _written(objects)
+    except _Unwritten:
+        return
+    assert text == _emitted(objects)
+
+
+def test_the_direct_writer_writes_what_workloads_hold() -> None:
+    """The shapes a workload's objects take are written directly, not left to the emitter:
+    nested mappings and lists, empty ones, block literals, quoted words, booleans and numbers."""
+    objects = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "c", "labels": {"a": "yes"}, "annotations": {}},
+            "data": {"file": "line one\n\nline: three\n", "text": "x\ny", "empty": ""},
+            "spec": {
+                "list": [[1, "2"], {"a": [True, None]}, [], {}],
+                "deep": {"deeper": [{"k": "v\nw", "l": [{"m": "0600"}]}]},
+            },
+        }
+    ]
+    assert _written(objects) == _emitted(objects)
+
+
+def test_what_the_direct_writer_leaves_to_the_emitter_is_written_all_the_same() -> None:
+    """A float, a long key, a block literal keeping its trailing lines: the emitter's."""
+    for value in ({"f": 1.5}, {"k" * 200: "v"}, {"keep": "a\nb\n\n"}):
+        objects = [{"apiVersion": "v1", "kind": "ConfigMap", **value}]
+        with pytest.raises(_Unwritten):
+            _written(objects)
+        assert render_documents(objects) == _emitted(objects)
