@@ -16,6 +16,7 @@ Nothing here raises for bad input. It does no I/O: callers pass the bytes.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
@@ -24,7 +25,6 @@ from ruamel.yaml import YAML
 from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import (
-    AliasEvent,
     DocumentStartEvent,
     MappingEndEvent,
     MappingStartEvent,
@@ -519,32 +519,36 @@ def _plain_from_events(text: str, max_depth: int) -> Any:
 def _events_value(loader: Any, max_depth: int) -> Any:
     """The value of the node whose events come next, iteratively (no recursion at any depth).
     Open collections are a stack of [container, key awaited or None]; a mapping's key is kept
-    in the second slot until its value arrives."""
+    in the second slot until its value arrives.
+
+    Events are told apart by their exact class (the parser makes no others): an alias, or
+    anything unexpected, is left to the full reader. Tags are read as ``ctag``, what the
+    ``tag`` property turns into text only to be compared with None."""
     stack: list[list[Any]] = []
-    root: list[Any] = []
+    get_event = loader.get_event
     while True:
-        event = loader.get_event()
-        if getattr(event, "anchor", None) is not None or isinstance(event, AliasEvent):
-            raise _NotPlain
-        if isinstance(event, ScalarEvent):
-            if event.tag is not None:
+        event = get_event()
+        kind = type(event)
+        if kind is ScalarEvent:
+            if event.anchor is not None or event.ctag is not None:
                 raise _NotPlain
-            value = _scalar(loader, event)
-        elif isinstance(event, MappingStartEvent | SequenceStartEvent):
-            if event.tag is not None or len(stack) >= max_depth:
+            value = _scalar(loader, event) if event.implicit[0] else event.value
+        elif kind is MappingStartEvent or kind is SequenceStartEvent:
+            if event.anchor is not None or event.ctag is not None or len(stack) >= max_depth:
                 raise _NotPlain
-            if stack and isinstance(stack[-1][0], dict) and stack[-1][1] is _NO_KEY:
+            if stack and stack[-1][1] is _NO_KEY and type(stack[-1][0]) is dict:
                 raise _NotPlain  # a collection as a key
-            stack.append([{} if isinstance(event, MappingStartEvent) else [], _NO_KEY])
+            stack.append([{} if kind is MappingStartEvent else [], _NO_KEY])
             continue
-        else:  # the end of the innermost collection
+        elif kind is MappingEndEvent or kind is SequenceEndEvent:
             value = stack.pop()[0]
+        else:
+            raise _NotPlain
         if not stack:
-            root.append(value)
-            return root[0]
+            return value
         top = stack[-1]
         container = top[0]
-        if isinstance(container, list):
+        if type(container) is list:
             container.append(value)
         elif top[1] is _NO_KEY:
             if value in container:
@@ -560,6 +564,8 @@ _PLAIN_RULES: Final[dict[str, list[tuple[str, Any]]]] = (
     {} if _LibyamlLoader is None else cast(Any, _LibyamlLoader)._rules[_YAML_1_2]
 )
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+_INT_TAG: Final = "tag:yaml.org,2002:int"
+_DECIMAL: Final = re.compile(r"[-+]?[0-9]+")
 
 
 def _scalar(loader: Any, event: Any) -> Any:
@@ -580,5 +586,7 @@ def _scalar(loader: Any, event: Any) -> Any:
         return value
     if tag == _MERGE_TAG:
         raise _NotPlain
+    if tag == _INT_TAG and _DECIMAL.fullmatch(value):
+        return int(value)  # what ``construct_yaml_int`` makes of a decimal without ``_``
     node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
     return loader.construct_object(node, deep=True)

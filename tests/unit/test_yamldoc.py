@@ -159,6 +159,8 @@ PLAIN_CASES = [
     "a:\n  b:\n    - c\n    - d: e\n      f: g\n",
     "a: 1\n...\n",
     "'1': a\n1: b\ntrue: c\nnull: d\n",
+    "[0, -0, +0, 7, -7, +7, 007, -012, 1_000, 0b101, 0o17, 0x1F, -0x1F, 12345678901234567890]",
+    "- &a [1]\n- *a\n",
     # left to the full reader, which gives the value or the error
     "a: &x 1\nb: *x",
     "a: !!str 1",
