@@ -902,7 +902,8 @@ def _write_value(out: list[str], value: object, indent: int, place: int) -> None
         if len(text) <= _REMEMBERED:
             form = _short_form(text, place)
         else:
-            form = _form(_scalar(_STR_TAG, text, _style_of(text)), place)
+            style = _style_of(text)
+            form = _glanced(text, style) or _form(_scalar(_STR_TAG, text, style), place)
         out.append(" ")
         if "\n" in form:
             out.append(_indented(form, indent))
@@ -965,8 +966,36 @@ def _indented(form: str, indent: int) -> str:
 
 @functools.lru_cache(maxsize=8192)
 def _short_form(text: str, place: int) -> str:
-    """``_form`` of a short string (see ``_REMEMBERED``), remembered."""
-    return _form(_short_scalar(text), place)
+    """``_form`` of a short string (see ``_REMEMBERED``), remembered.
+
+    Most texts are names, images and words whose form is plain to see, and asking libyaml
+    costs an emitter each: a text that starts with a letter and holds no space, no indicator
+    but an inner colon, is one libyaml writes as it is (unless ``_style_of`` quotes it: a
+    YAML 1.1 word); one of letters, digits, ``_ . + -`` that ``_style_of`` quotes is written
+    between double quotes without escapes. Every other text is asked."""
+    return _glanced(text, _style(text)) or _form(_short_scalar(text), place)
+
+
+def _glanced(text: str, style: str | None) -> str:
+    """``text``'s form when it is plain to see (see ``_short_form``), else empty. A block
+    literal of printable ASCII lines (what ``_style_of`` gives one) is its lines indented
+    by two, after ``|`` when it ends with one line break and ``|-`` when with none."""
+    if style is None and (_PLAIN_SAFE.fullmatch(text) or _PLAIN_SAFE_DIGITS.fullmatch(text)):
+        return text
+    if style == '"' and _QUOTED_SAFE.fullmatch(text):
+        return f'"{text}"'
+    if style == "|" and text.isascii() and not text.endswith("\n\n"):
+        body = text[:-1] if text.endswith("\n") else text
+        lines = "\n".join(f"  {line}" if line else "" for line in body.split("\n"))
+        return ("|\n" if len(body) < len(text) else "|-\n") + lines
+    return ""
+
+
+_PLAIN_SAFE: Final = re.compile(
+    r"[A-Za-z_](?:[-A-Za-z0-9_./()$:@=%&?+,~#]*[-A-Za-z0-9_./()$@=%&?+,~#])?"
+)
+_PLAIN_SAFE_DIGITS: Final = re.compile(r"[0-9][A-Za-z0-9]*")
+_QUOTED_SAFE: Final = re.compile(r"[-A-Za-z0-9_.+]+")
 
 
 @functools.lru_cache(maxsize=256)

@@ -18,8 +18,14 @@ from reconciler.desired.secrets import embed, secret_ref
 from reconciler.desired.templating import k8s_name
 from reconciler.providers.base import DriverError, WorkloadRequest
 from reconciler.providers.kubernetes_objects import (
+    _ITEM,
+    _KEY,
+    _VALUE,
     _emitted,
+    _form,
     _ManifestDumper,
+    _short_form,
+    _short_scalar,
     _Unwritten,
     _written,
     escape_env,
@@ -537,3 +543,24 @@ def test_what_the_direct_writer_leaves_to_the_emitter_is_written_all_the_same() 
         with pytest.raises(_Unwritten):
             _written(objects)
         assert render_documents(objects) == _emitted(objects)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(list("aZy0_./()$:@=%&?+,~-+ #'\"é!*")), min_size=1, max_size=12
+    )
+    | st.sampled_from(["yes", "No", "on", "null", "y", "0600", "1e3", "1_0", "a:", "a:b", "a."])
+    | st.tuples(
+        st.lists(st.sampled_from(["a", "", "b: c", "  d", "[e]", "f = g", "#h", "é"]), min_size=2),
+        st.sampled_from(["", "\n", "\n\n"]),
+    ).map(lambda parts: "\n".join(parts[0]) + parts[1])
+)
+def test_forms_seen_at_a_glance_are_the_ones_libyaml_writes(text: str) -> None:
+    """``_short_form`` spells plain and simply quoted texts itself: libyaml agrees."""
+    for place in (_KEY, _VALUE, _ITEM):
+        try:
+            expected = _form(_short_scalar(text), place)
+        except _Unwritten:
+            continue
+        assert _short_form(text, place) == expected
