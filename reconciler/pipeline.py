@@ -841,16 +841,23 @@ def record_desired(
 
 
 def workload_record(
-    wl: DesiredWorkload, commit: str, source: Mapping[str, Any], status: str = "Synced"
+    wl: DesiredWorkload,
+    commit: str,
+    source: Mapping[str, Any],
+    status: str = "Synced",
+    *,
+    spec: Mapping[str, Any] | None = None,
 ) -> WorkloadRecord:
     """What the store keeps of a workload applied at ``commit``: its resolved spec, the files
-    it sources (by path) and its normalised Score document ``source``."""
+    it sources (by path) and its normalised Score document ``source``. ``spec`` is ``wl.spec``
+    when the caller decoded it already (a workload step, for its request): decoding it is
+    most of the record's cost, and the record only reads it."""
     return WorkloadRecord(
         name=wl.name,
         commit=commit,
         file=wl.file,
         spec_hash=wl.spec_hash,
-        spec=wl.spec,
+        spec=wl.spec if spec is None else spec,
         sources=dict.fromkeys(wl.sources, ""),
         source=source,
         status=status,

@@ -733,7 +733,7 @@ def _workload_step(state: _Run, planned: EnvironmentPlan, wl: DesiredWorkload) -
         request = workload_request(state.store, state.name, desired, wl, state.source.commit)
         state.services.target.apply(request)
         state.staged.add(wl.name)
-        record = workload_record(wl, state.source.commit, source, UNPUBLISHED)
+        record = workload_record(wl, state.source.commit, source, UNPUBLISHED, spec=request.spec)
         ctx.defer(lambda: state.store.save_workload(state.name, record))
         ctx.log(f"recorded {wl.name}")
         return {}

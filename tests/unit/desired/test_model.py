@@ -55,3 +55,15 @@ def test_workloads_compare_by_content() -> None:
     assert _workload(_spec("a")) == _workload(_spec("a"))
     assert _workload(_spec("a")) != _workload(_spec("b"))
     assert _workload(_spec("a")).to_data()["spec"] == _spec("a")
+
+
+def test_a_workload_record_takes_the_spec_its_caller_decoded() -> None:
+    """A workload step decodes the spec for its request; the record takes that copy rather
+    than decoding it again, and is the record made from the workload alone."""
+    from reconciler.pipeline import workload_record  # noqa: PLC0415 - pipeline imports this
+
+    wl = _workload(_spec("x" * (PACK_FROM + 10)))
+    decoded = wl.spec
+    given = workload_record(wl, "c" * 40, {}, "Unpublished", spec=decoded)
+    assert given.spec is decoded
+    assert given == workload_record(wl, "c" * 40, {}, "Unpublished")
