@@ -249,7 +249,18 @@ def _is_plain(value: object) -> bool:
 
 
 def _plain(value: object) -> Any:
-    """JSON-like copies, so that templates and callers never share a mutable value."""
+    """JSON-like copies, so that templates and callers never share a mutable value.
+
+    Exact dicts, lists, strings and numbers, what a rendered text reads back as, are told
+    apart by their type first: asking ``isinstance`` of the abstract ``Mapping`` for every
+    value was most of the copy's cost."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): _plain(v) for k, v in value.items()}  # type: ignore[attr-defined]
+    if kind is list:
+        return [_plain(v) for v in value]  # type: ignore[attr-defined]
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

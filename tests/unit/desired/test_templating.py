@@ -252,3 +252,25 @@ def test_plain_workload_services_are_shared_others_copied() -> None:
     rendered = render(provisioner, _input("thing.default#w.r"), seed="s")
     assert rendered.outputs == {"port": 8080}
     assert SERVICES["workload-a"]["ports"]["web"]["port"] == 8080
+
+
+def test_plain_copies_every_container_and_spells_every_key_as_text() -> None:
+    """Templates and callers never share a mutable value: dicts and lists are copied at any
+    depth (a tuple becomes a list), keys become text, JSON scalars are kept and anything else
+    is spelled as text."""
+    from collections import OrderedDict  # noqa: PLC0415
+    from datetime import date  # noqa: PLC0415
+
+    from reconciler.desired.templating import _plain  # noqa: PLC0415
+
+    inner = {"a": [1, 2]}
+    value = {1: [True, 1.5, None, "x", inner, (3,)], "d": date(2024, 1, 2), "o": OrderedDict(b=1)}
+    copied = _plain(value)
+    assert copied == {
+        "1": [True, 1.5, None, "x", {"a": [1, 2]}, [3]],
+        "d": "2024-01-02",
+        "o": {"b": 1},
+    }
+    assert copied["1"][4] is not inner
+    assert copied["1"][4]["a"] is not inner["a"]
+    assert type(copied["o"]) is dict
