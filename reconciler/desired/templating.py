@@ -183,8 +183,14 @@ def _rendered(
 def _compiled(source: str) -> jinja2.Template:
     """A template compiled once per process: the same few provisioner templates render for
     every resource, and compiling one costs more than rendering it. Compiled templates are
-    immutable and safe to render from several threads at once."""
-    return _environment().from_string(source)
+    immutable and safe to render from several threads at once.
+
+    Its globals are flattened into one dict: Jinja keeps them as a ``ChainMap`` of the
+    template's and the environment's (which never change once made), and copies them into
+    every render's context, which for a ``ChainMap`` means a Python call per name."""
+    template = _environment().from_string(source)
+    template.globals = dict(template.globals)
+    return template
 
 
 @lru_cache(maxsize=1)

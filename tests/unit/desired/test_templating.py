@@ -274,3 +274,20 @@ def test_plain_copies_every_container_and_spells_every_key_as_text() -> None:
     assert copied["1"][4] is not inner
     assert copied["1"][4]["a"] is not inner["a"]
     assert type(copied["o"]) is dict
+
+
+def test_templates_still_see_jinjas_globals() -> None:
+    """Compiled templates keep their globals in one dict: Jinja's own (``range``, ``dict``,
+    ``namespace``) are still there, and the helpers still come with each stage."""
+    provisioner = _one(
+        "- uri: template://t/globals\n"
+        "  type: thing\n"
+        "  outputs: |\n"
+        "    {% set ns = namespace(total=0) %}\n"
+        "    {% for i in range(4) %}{% set ns.total = ns.total + i %}{% endfor %}\n"
+        "    total: {{ ns.total }}\n"
+        "    keys: {{ dict(a=1) | list | tojson }}\n"
+        "    name: {{ k8s_name('a', 'b') | tojson }}\n"
+    )
+    rendered = render(provisioner, _input("thing.default#w.r"), "seed")
+    assert rendered.outputs == {"total": 6, "keys": ["a"], "name": k8s_name("a", "b")}
