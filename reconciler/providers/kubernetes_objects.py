@@ -123,7 +123,15 @@ def secret_key_for(ref: str) -> SecretKey:
         raise render_error(f"malformed secret reference: {exc}") from None
     if not _SECRET_KEY.match(key):
         raise render_error(f"resource '{uid}': output '{key}' cannot be a Secret key")
-    return SecretKey(k8s_name(resource.type, resource.class_, resource.id), key)
+    return SecretKey(_resource_name(resource.type, resource.class_, resource.id), key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _resource_name(type_: str, class_: str, id_: str) -> str:
+    """``k8s_name(type, class, id)``, remembered: every workload using a resource names it
+    again (its Secret for each variable, the owners of its resources' Secrets), and the name
+    costs two digests and a JSON text."""
+    return k8s_name(type_, class_, id_)
 
 
 def remote_ref(ref: str) -> dict[str, str]:
@@ -357,7 +365,8 @@ def render_env(variables: Mapping[str, Any], where: str) -> list[dict[str, Any]]
                 else:
                     text.append(escape_env(piece))
             env.append({"name": name, "value": "".join(text)})
-    if MARK_OPEN in str(env) or MARK_CLOSE in str(env):
+    spelled = str(env)
+    if MARK_OPEN in spelled or MARK_CLOSE in spelled:
         raise render_error(f"{where}: a secret marker is malformed")
     return [helpers[name] for name in sorted(helpers)] + env
 
@@ -594,7 +603,7 @@ def render_resources(request: WorkloadRequest) -> list[dict[str, Any]]:
             resource = parse_uid(uid)
         except ValueError:
             continue
-        owners[k8s_name(resource.type, resource.class_, resource.id)] = uid
+        owners[_resource_name(resource.type, resource.class_, resource.id)] = uid
     out = []
     for obj in request.resource_manifests:
         if obj.get("kind") == "Secret" and obj.get("apiVersion") == "v1":
