@@ -53,3 +53,45 @@ def test_the_report_has_every_figure(tmp_path: Path) -> None:
     )
     for key in set(run.FIGURE_KEYS) - {"full_plan", "daemon_peak_rss"}:
         assert report["figures"][key]["status"] == "skipped"
+
+
+def test_a_first_reconcile_writes_the_emitters_bytes(tmp_path: Path) -> None:
+    """Every file a first reconcile of the synthetic repository commits to the deploy branch
+    is what libyaml's emitter writes for the objects it holds: the direct writer, and the
+    forms it spells at a glance, change no byte of real manifests."""
+    import yaml  # noqa: PLC0415
+
+    from reconciler.engine import Executor, StoreCheckpointer  # noqa: PLC0415
+    from reconciler.pipeline import open_source, select_environments  # noqa: PLC0415
+    from reconciler.providers.kubernetes_objects import _emitted, sort_key  # noqa: PLC0415
+    from reconciler.runner import apply_environment  # noqa: PLC0415
+    from reconciler.services import services_for  # noqa: PLC0415
+    from reconciler.store.store import Store  # noqa: PLC0415
+
+    generated = synth.generate(tmp_path / "repo", 25, seed=7)
+    store = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        repo = Repository.open(generated.path)
+        source = open_source(repo, generated.head)
+        ((name, env),) = select_environments(source.config, synth.ENVIRONMENT)
+        services = services_for(store, repo, name, env)
+        outcome = apply_environment(
+            repo,
+            services,
+            source,
+            name,
+            env,
+            approved=True,
+            executor=Executor(StoreCheckpointer(store)),
+        )
+    finally:
+        store.close()
+    assert outcome.status == "Succeeded", outcome.message
+    repo = Repository.open(generated.path)
+    tree = repo.tree(repo.branch_head(services.target.branch(name)) or "")
+    files = sorted(tree.files())
+    assert len(files) > 25
+    for path in files:
+        text = tree.read(path).decode()
+        objects = list(yaml.safe_load_all(text))
+        assert _emitted(sorted(objects, key=sort_key)) == text, path
