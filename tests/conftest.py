@@ -6,8 +6,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.support.gitrepos import GitRepo, git_env
+
+# Property tests check what a function does, not how fast: Hypothesis's default deadline (200 ms
+# per example) is a wall-clock assertion, and on a loaded two-core machine one example of a
+# test that never changed went past it.
+settings.register_profile("project", deadline=None)
+settings.load_profile("project")
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_SCORE = PROJECT.parent / "shared" / "score"
