@@ -717,6 +717,19 @@ def render_documents(objects: Iterable[Mapping[str, Any]]) -> str:
 def _emitted(ordered: Sequence[Mapping[str, Any]]) -> str:
     """``render_documents`` through libyaml's emitter, fed events: the reference the direct
     writer below follows, and what writes whatever that writer leaves to it."""
+
+    def feed(emit: Callable[[yaml.Event], None], dumper: Any) -> None:
+        for obj in ordered:
+            emit(_DOCUMENT_START)
+            _events(emit, dumper, obj, top=True)
+            emit(_DOCUMENT_END)
+
+    return _emitting(feed)
+
+
+def _emitting(feed: Callable[[Callable[[yaml.Event], None], Any], None]) -> str:
+    """The text libyaml's emitter writes, with the manifests' settings, of the events ``feed``
+    gives it (``feed`` gets the emitter's ``emit`` and the dumper, for its representer)."""
     stream = io.StringIO()
     dumper = _ManifestDumper(
         stream,
@@ -728,11 +741,7 @@ def _emitted(ordered: Sequence[Mapping[str, Any]]) -> str:
     )
     try:
         dumper.open()
-        emit = dumper.emit
-        for obj in ordered:
-            emit(_DOCUMENT_START)
-            _events(emit, dumper, obj, top=True)
-            emit(_DOCUMENT_END)
+        feed(dumper.emit, dumper)
         dumper.close()
     finally:
         dumper.dispose()
@@ -1043,25 +1052,12 @@ def _form(event: yaml.ScalarEvent, place: int) -> str:
 
 def _emitted_events(events: Sequence[yaml.Event]) -> str:
     """One document of ``events``, as ``_emitted`` writes it."""
-    stream = io.StringIO()
-    dumper = _ManifestDumper(
-        stream,
-        default_flow_style=False,
-        explicit_start=True,
-        sort_keys=False,
-        allow_unicode=True,
-        width=4096,
-    )
-    try:
-        dumper.open()
-        dumper.emit(_DOCUMENT_START)
-        for event in events:
-            dumper.emit(event)
-        dumper.emit(_DOCUMENT_END)
-        dumper.close()
-    finally:
-        dumper.dispose()
-    return stream.getvalue()
+
+    def feed(emit: Callable[[yaml.Event], None], dumper: Any) -> None:
+        for event in (_DOCUMENT_START, *events, _DOCUMENT_END):
+            emit(event)
+
+    return _emitting(feed)
 
 
 def _node_events(emit: Callable[[yaml.Event], None], node: yaml.Node) -> None:
