@@ -930,24 +930,20 @@ def _write_value(out: list[str], value: object, indent: int, place: int) -> None
         else:
             out.append(form)
         out.append("\n")
-    elif isinstance(value, Mapping):
+    elif isinstance(value, Mapping | list | tuple):
+        mapping = isinstance(value, Mapping)
         if not value:
-            out.append(" {}\n")
-        elif place == _ITEM:
-            out.append(" ")
-            _write_mapping(out, value, indent + 2, inline=True)
+            out.append(" {}\n" if mapping else " []\n")
+            return
+        item = place == _ITEM
+        out.append(" " if item else "\n")
+        # An item's collection starts after its dash; a mapping's keys go two columns in; a
+        # sequence under a key keeps the key's column (kubectl's layout).
+        column = indent + 2 if item or mapping else indent
+        if isinstance(value, Mapping):
+            _write_mapping(out, value, column, inline=item)
         else:
-            out.append("\n")
-            _write_mapping(out, value, indent + 2, inline=False)
-    elif isinstance(value, list | tuple):
-        if not value:
-            out.append(" []\n")
-        elif place == _ITEM:
-            out.append(" ")
-            _write_sequence(out, value, indent + 2, inline=True)
-        else:
-            out.append("\n")
-            _write_sequence(out, value, indent, inline=False)
+            _write_sequence(out, value, column, inline=item)
     elif (scalar := _SCALARS.get(type(value))) is not None:
         out.append(" ")
         out.append(_typed_form(scalar[0], scalar[1](value), place))
