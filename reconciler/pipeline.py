@@ -780,17 +780,32 @@ def _reused_name(names: list[str], loaded: _Loaded, index: _RecordIndex) -> bool
     return False
 
 
+_NO_POSITIONS = Positions()
+"""The positions of every recorded document: one value, not two empty mappings per workload
+(the builder keeps a placer of each record's document; nothing adds to a ``Positions``)."""
+
+
 def _from_record(record: WorkloadRecord) -> LoadedWorkload:
     """A workload as recorded, unparsed: its document has no positions (it was valid then)."""
     data = dict(record.source)
-    document = YamlDocument(record.file, data, Positions())
+    document = YamlDocument(record.file, data, _NO_POSITIONS)
     return LoadedWorkload(record.file, document, Workload.from_data(data), [])
 
 
 def known_outputs(record: ResourceRecord) -> dict[str, object]:
-    """Outputs and secret references; keys starting with '_' are the drivers' own (a seed)."""
-    merged = {**record.outputs, **record.secret_refs}
+    """Outputs and secret references; keys starting with '_' are the drivers' own (a seed).
+
+    The record's own outputs when that is all of them (no secret and no driver's key): the
+    planner keeps this for every recorded resource, and the store keeps the record."""
+    outputs = record.outputs
+    if not record.secret_refs and type(outputs) is dict and not any(map(_drivers, outputs)):
+        return outputs
+    merged = {**outputs, **record.secret_refs}
     return {k: v for k, v in merged.items() if not k.startswith("_")}
+
+
+def _drivers(key: str) -> bool:
+    return key.startswith("_")
 
 
 def _protect_failed(

@@ -618,9 +618,13 @@ def _typed(name: str, loaded: LoadedWorkload) -> _Loaded:
 
 
 def _declared(workload: _Loaded) -> dict[str, _Definition]:
+    """A workload's declarations, all placed by one document: a record's document has data,
+    and a placer made per declaration would be one more document and mapping for each of the
+    thousands the builder keeps."""
     resources = workload.workload.resources or {}
+    placer = workload.document.placer()
     return {
-        res_name: _Definition.of(workload.name, res_name, resource, workload.document.placer())
+        res_name: _Definition.of(workload.name, res_name, resource, placer)
         for res_name, resource in resources.items()
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +22,12 @@ def canonical_json(value: object) -> str:
 
 
 def digest(value: object) -> str:
-    """``sha256:<hex>`` of the canonical JSON; what the planner compares to spot a change."""
-    return "sha256:" + hashlib.sha256(canonical_json(value).encode()).hexdigest()
+    """``sha256:<hex>`` of the canonical JSON; what the planner compares to spot a change.
+
+    Interned: a digest is kept by the desired state, the diff's memo and the store's record
+    of the same workload or resource (three copies of 71 characters each), and many resources
+    have the same params (one digest for every resource without any)."""
+    return sys.intern("sha256:" + hashlib.sha256(canonical_json(value).encode()).hexdigest())
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,11 +103,17 @@ def split_outputs(
 
 
 def embed_refs(value: object) -> object:
-    """Recorded outputs as placeholders see them: each bare reference turned into a marker."""
+    """Recorded outputs as placeholders see them: each bare reference turned into a marker.
+
+    A dict with nothing to turn is returned itself, not copied: the planner keeps a view of
+    every recorded resource's outputs, beside the record that holds them already."""
     if isinstance(value, str):
         return embed(value) if is_ref(value) else value
     if isinstance(value, Mapping):
-        return {k: embed_refs(v) for k, v in value.items()}
+        embedded = {k: embed_refs(v) for k, v in value.items()}
+        if type(value) is dict and all(embedded[k] is v for k, v in value.items()):
+            return value
+        return embedded
     if isinstance(value, list | tuple):
         return [embed_refs(v) for v in value]
     return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
 import zlib
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
@@ -253,7 +254,7 @@ def _workload(
         name=r["name"],
         commit=r["commit"],
         file=r["file"],
-        spec_hash=r["spec_hash"],
+        spec_hash=_interned(r["spec_hash"]),
         spec=text_value(r["spec"]),
         sources=json_value(r["sources"]),
         source=text_value(r["source"]),
@@ -307,7 +308,7 @@ def _resource(
         res_id=r["res_id"],
         source_workload=r["source_workload"],
         provisioner=r["provisioner"],
-        params_hash=r["params_hash"],
+        params_hash=_interned(r["params_hash"]),
         params=json_value(r["params"]),
         state=text_value(r["state"]),
         outputs=json_value(r["outputs"]),
@@ -401,6 +402,12 @@ def audit_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
         "detail": row["detail"],
     }
     return hashlib.sha256((prev_hash + canonical_json(fields)).encode("utf-8")).hexdigest()
+
+
+def _interned(digest: str) -> str:
+    """A digest read back, as the one object the planner's digests of equal values are
+    (``desired.model.digest``): the store keeps a record of every workload and resource."""
+    return sys.intern(digest)
 
 
 def _as_is(value: Any) -> Any:
