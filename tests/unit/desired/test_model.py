@@ -67,3 +67,13 @@ def test_a_workload_record_takes_the_spec_its_caller_decoded() -> None:
     given = workload_record(wl, "c" * 40, {}, "Unpublished", spec=decoded)
     assert given.spec is decoded
     assert given == workload_record(wl, "c" * 40, {}, "Unpublished")
+
+
+def test_equal_values_have_one_digest_object() -> None:
+    """Digests are kept per workload and resource by the desired state, the diff's memo and
+    the store's records: equal values give the same object, not equal copies."""
+    first = digest({"b": [1, 2], "a": "x"})
+    second = digest({"a": "x", "b": [1, 2]})
+    assert first == second
+    assert first is second
+    assert digest({}) is digest({})

@@ -50,3 +50,14 @@ def test_embed_refs_marks_only_references() -> None:
     assert secrets.embed_refs({"p": REF, "h": "db"}) == {"p": secrets.embed(REF), "h": "db"}
     assert secrets.contains_secret([{"x": secrets.embed(REF)}])
     assert not secrets.contains_secret({"x": "plain"})
+
+
+def test_embed_refs_returns_a_dict_without_references_itself() -> None:
+    """The planner keeps a view of every recorded resource's outputs: when nothing is turned
+    into a marker, the view is the recorded dict, not a copy of it."""
+    outputs = {"host": "db", "port": 5432, "nested": {"a": "b"}}
+    assert secrets.embed_refs(outputs) is outputs
+    nested = {"conn": {"password": REF}}
+    embedded = secrets.embed_refs(nested)
+    assert embedded == {"conn": {"password": secrets.embed(REF)}}
+    assert nested == {"conn": {"password": REF}}  # the given value is left as it was

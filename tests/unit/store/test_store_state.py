@@ -18,6 +18,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import event, text
 
 from reconciler.catalogue import Code
+from reconciler.desired.model import digest
 from reconciler.store import RecordedState, Store, StoreError, WorkloadRecord
 from reconciler.store.migrations import head, scripts
 from reconciler.store.records import PinRecord
@@ -788,3 +789,19 @@ def test_hot_reads_from_many_threads_see_the_same_key(store: Store, build: Build
     assert keys == [expected] * 400
     store.close()
     assert store._reader is None
+
+
+def test_digests_read_back_are_the_planners_own_objects(
+    store_url: str, store: Store, build: Builders
+) -> None:
+    """A record read from the database holds the digest the planner computes for the same
+    value, as one object: the store, the desired state and the diff's memo each keep one."""
+    workload, resource, _ = build
+    spec_hash = digest({"containers": {"main": {"image": "nginx"}}})
+    params_hash = digest({})
+    store.save_workload("prod", workload(spec_hash="".join(spec_hash)))
+    store.save_resource("prod", resource(params_hash="".join(params_hash)))
+    with Store.open(store_url) as other:
+        read = other.recorded("prod")
+    assert read.workloads["web"].spec_hash is spec_hash
+    assert read.resources["postgres.default#shop-db"].params_hash is params_hash
