@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from reconciler.config.models import Environment
+from reconciler.daemon.memory import release_free_memory
 from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.queue import WorkQueue
 from reconciler.daemon.status import (
@@ -233,6 +234,7 @@ class Reconciler:
             results = self._reconcile(name, env, commit, scope)
         finally:
             self.leases.release_many(held)
+            release_free_memory()  # the run's churn, before the next run adds its own
         self.queue.add((name, ""))  # settle the commit once nothing is left
         return results
 
