@@ -305,6 +305,11 @@ def _output_view(
 # -- 3. resources ----------------------------------------------------------------------------------
 
 
+_NONE: dict[str, Any] = {}
+"""Every desired resource's empty params or metadata (most have neither; values are never
+changed once built): the planner keeps a desired resource per resource between plans."""
+
+
 def _resource(
     item: _Primed,
     provisioner: Provisioner | None,
@@ -327,8 +332,8 @@ def _resource(
         source_workload=source.workload,
         consumers=tuple(consumers),
         provisioner=provisioner.uri if provisioner else "",
-        params=params,
-        metadata=item.metadata or {},
+        params=params or _NONE,
+        metadata=item.metadata or _NONE,
         depends_on=tuple(sorted(_referenced(item.params or {}, names))),
         shared=source.id is not None,
         params_hash=digest(params),

@@ -30,6 +30,9 @@ class Subject(enum.StrEnum):
     WORKLOAD = "workload"
 
 
+_NO_DETAIL: dict[str, Any] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One attribute that differs; ``old``/``new`` are already redacted."""
@@ -55,7 +58,9 @@ class Action:
     changes: Sequence[Change] = ()
     """A tuple, or for a creation or deletion the same changes made when read (``plan.diff``)."""
     file: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=lambda: _NO_DETAIL)
+    """Shared when empty (a workload's actions have none): the diff's memo keeps every action
+    of an environment between plans. An action's values are never changed once made."""
     unchanged: int = 0
 
     @property

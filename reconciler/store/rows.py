@@ -256,7 +256,7 @@ def _workload(
         file=r["file"],
         spec_hash=_interned(r["spec_hash"]),
         spec=text_value(r["spec"]),
-        sources=json_value(r["sources"]),
+        sources=_kept(json_value(r["sources"])),
         source=text_value(r["source"]),
         status=r["status"],
         updated_at=r["updated_at"],
@@ -309,10 +309,10 @@ def _resource(
         source_workload=r["source_workload"],
         provisioner=r["provisioner"],
         params_hash=_interned(r["params_hash"]),
-        params=json_value(r["params"]),
+        params=_kept(json_value(r["params"])),
         state=text_value(r["state"]),
-        outputs=json_value(r["outputs"]),
-        secret_refs=json_value(r["secret_refs"]),
+        outputs=_kept(json_value(r["outputs"])),
+        secret_refs=_kept(json_value(r["secret_refs"])),
         status=r["status"],
         created_at=r["created_at"],
         updated_at=r["updated_at"],
@@ -402,6 +402,16 @@ def audit_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
         "detail": row["detail"],
     }
     return hashlib.sha256((prev_hash + canonical_json(fields)).encode("utf-8")).hexdigest()
+
+
+_EMPTY: dict[str, Any] = {}
+"""The one empty mapping of every kept record's empty JSON field (read-only, as records are)."""
+
+
+def _kept(value: Any) -> Any:
+    """A record's decoded JSON field as kept: an empty one is ``_EMPTY``. Most resources have
+    no params or secrets, and the store keeps a record of every one."""
+    return _EMPTY if type(value) is dict and not value else value
 
 
 def _interned(digest: str) -> str:

@@ -805,3 +805,23 @@ def test_digests_read_back_are_the_planners_own_objects(
         read = other.recorded("prod")
     assert read.workloads["web"].spec_hash is spec_hash
     assert read.resources["postgres.default#shop-db"].params_hash is params_hash
+
+
+def test_empty_json_fields_of_kept_records_are_one_mapping(
+    store_url: str, store: Store, build: Builders
+) -> None:
+    """Most resources have no params or secrets: the records the store keeps (read, or
+    carried over a write) hold one empty mapping for all of them, equal to an empty one."""
+    workload, resource, _ = build
+    store.save_workload("prod", workload(sources={}))
+    for uid in ("redis.default#a", "redis.default#b"):
+        store.save_resource("prod", resource(uid, params={}, secret_refs={}, outputs={}))
+    with Store.open(store_url) as other:
+        read = other.recorded("prod")
+    for state in (read, store.recorded("prod")):
+        a, b = state.resources["redis.default#a"], state.resources["redis.default#b"]
+        assert a.params == {}
+        assert a.secret_refs == {}
+        assert a.outputs == {}
+        assert a.params is b.params is a.secret_refs is b.outputs
+        assert state.workloads["web"].sources is a.params
