@@ -135,6 +135,10 @@ class DeferredPositions:
         return self._derived().nearest(path, prefer_key=prefer_key)
 
 
+_NO_DATA: dict[str, Any] = {}
+"""The data of every placer (``YamlDocument.placer``): read-only, one per process."""
+
+
 @dataclass(frozen=True, slots=True)
 class YamlDocument:
     file: str
@@ -152,7 +156,7 @@ class YamlDocument:
         A document without data is its own placer (a loaded workload keeps one)."""
         if not self.data:
             return self
-        return YamlDocument(self.file, {}, self.positions)
+        return YamlDocument(self.file, _NO_DATA, self.positions)
 
     def diagnostic(
         self, code: Code, message: str, path: Path = (), *, on_key: bool = False, **kw: Any

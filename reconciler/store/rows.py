@@ -409,9 +409,27 @@ _EMPTY: dict[str, Any] = {}
 
 
 def _kept(value: Any) -> Any:
-    """A record's decoded JSON field as kept: an empty one is ``_EMPTY``. Most resources have
-    no params or secrets, and the store keeps a record of every one."""
-    return _EMPTY if type(value) is dict and not value else value
+    """A record's decoded JSON field as kept: an empty one is ``_EMPTY``, a small one the
+    first equal one kept (``_SMALL``). Most resources have no params or secrets, many the
+    same outputs (a volume's source), and the store keeps a record of every one."""
+    if type(value) is not dict:
+        return value
+    if not value:
+        return _EMPTY
+    if len(value) > _SMALL_KEYS:
+        return value
+    text = canonical_json(value)
+    if len(text) > _SMALL_TEXT:
+        return value
+    if len(_SMALL) > _SMALL_LIMIT:
+        _SMALL.clear()
+    return _SMALL.setdefault(text, value)
+
+
+_SMALL: dict[str, dict[str, Any]] = {}
+_SMALL_KEYS = 2
+_SMALL_TEXT = 48
+_SMALL_LIMIT = 4096
 
 
 def _interned(digest: str) -> str:

@@ -825,3 +825,22 @@ def test_empty_json_fields_of_kept_records_are_one_mapping(
         assert a.outputs == {}
         assert a.params is b.params is a.secret_refs is b.outputs
         assert state.workloads["web"].sources is a.params
+
+
+def test_equal_small_json_fields_of_kept_records_are_one_mapping(
+    store_url: str, store: Store, build: Builders
+) -> None:
+    """Many resources have the same small outputs (every volume's source): the records kept
+    share one mapping for them; larger or different values are each their own."""
+    _, resource, _ = build
+    source = {"source": {"emptyDir": {}}}
+    for uid in ("volume.default#a", "volume.default#b"):
+        store.save_resource("prod", resource(uid, outputs=dict(source), secret_refs={}))
+    with Store.open(store_url) as other:
+        read = other.recorded("prod")
+    for state in (read, store.recorded("prod")):
+        a, b = state.resources["volume.default#a"], state.resources["volume.default#b"]
+        assert a.outputs == source
+        assert a.outputs is b.outputs
+        assert a.params == b.params
+        assert a.params is not b.params  # four keys: not looked for
