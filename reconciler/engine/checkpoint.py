@@ -105,10 +105,7 @@ class StoreCheckpointer:
 
     def flush(self) -> None:
         with self._committing:
-            with self._queue_lock:
-                batch, self._queue = self._queue, []
-            if batch:
-                self._write(batch)
+            batch = self._write_queue()
         # The batch may hold workers' checkpoints too: each worker raises its own error.
         for queued in batch:
             if queued.soon and queued.error is not None:
@@ -120,11 +117,17 @@ class StoreCheckpointer:
             self._queue.append(queued)
         with self._committing:
             if not queued.done:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._write(batch)
+                self._write_queue()
         if queued.error is not None:
             raise queued.error
+
+    def _write_queue(self) -> list[_Queued]:
+        """Write everything queued, in one transaction; call holding ``_committing``."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        if batch:
+            self._write(batch)
+        return batch
 
     def _write(self, batch: list[_Queued]) -> None:
         """One transaction for ``batch``; alone, a checkpoint is written as it always was."""

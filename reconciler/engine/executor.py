@@ -207,11 +207,7 @@ class _Run:
 
     def _start(self) -> None:
         """Restore what a previous process finished, then record every other step Pending."""
-        done = {
-            r.step_id: r
-            for r in self.ex._checkpointer.succeeded(self.run_id, self.steps.keys())
-            if r.status == StepStatus.SUCCEEDED and r.step_id in self.steps
-        }
+        done = {r.step_id: r for r in self.ex._checkpointer.succeeded(self.run_id, self.steps)}
         for record in sorted(
             done.values(), key=lambda r: (r.finished_at or self.ex._now(), r.step_id)
         ):
