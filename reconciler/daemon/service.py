@@ -27,6 +27,7 @@ from reconciler.catalogue import Code
 from reconciler.config.models import Config, Environment
 from reconciler.daemon import api
 from reconciler.daemon.http import ApiReaders, ApiServer, Handlers, ReadinessCheck, Webhooks
+from reconciler.daemon.memory import tune_allocator
 from reconciler.daemon.metrics import DaemonMetrics, create_metrics
 from reconciler.daemon.queue import WorkQueue
 from reconciler.daemon.reconcile import MAX_BATCH, Key, Reconciler, workload_of
@@ -172,6 +173,7 @@ class Daemon:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        tune_allocator()  # before any thread of ours allocates (daemon/memory.py)
         config = self.config()
         self._marks = self.store.marks()
         self.work.reporters = FanOut(
