@@ -32,6 +32,7 @@ from itertools import compress
 from operator import is_not
 from typing import Any, Generic, TypeVar
 
+from reconciler.chunked import Chunked
 from reconciler.desired import graph
 from reconciler.desired.build import (
     _cycle_problems,
@@ -141,12 +142,14 @@ class _Snapshot:
     ordering: graph.Ordering | None = None
     cycle_problems: list[Diagnostic] = field(default_factory=list)
     services: dict[str, Any] = field(default_factory=dict)
-    state_resources: tuple[DesiredResource, ...] = ()
-    state_workloads: tuple[DesiredWorkload, ...] = ()
+    state_resources: Chunked[DesiredResource] = field(default_factory=Chunked)
+    state_workloads: Chunked[DesiredWorkload] = field(default_factory=Chunked)
+    """The state's resources and workloads, in chunks: the next build replaces the items it
+    resolved again and shares the rest (and the diff, comparing chunks, finds them)."""
     resource_at: dict[str, int] = field(default_factory=dict)
-    """Each resource's position in ``state_resources`` (patched in place while the order holds)."""
+    """Each resource's position in ``state_resources`` (the same while the order holds)."""
     workload_at: dict[str, int] = field(default_factory=dict)
-    """Each workload's position in ``state_workloads`` (patched in place while no name comes or
+    """Each workload's position in ``state_workloads`` (the same while no name comes or
     goes)."""
     problems: dict[tuple[str, str], tuple[Diagnostic, ...]] = field(default_factory=dict)
     """The problems of each workload (``("w", name)``) and resource (``("r", uid)``) that has
@@ -318,13 +321,12 @@ class Incremental(Generic[K, R]):
         if reorder or not last.resource_at:
             assert last.ordering is not None
             placed = (*last.ordering.order, *last.ordering.blocked)
-            last.state_resources = tuple(_desired(last.resources[uid]) for uid in placed)
+            last.state_resources = Chunked.of(_desired(last.resources[uid]) for uid in placed)
             last.resource_at = {uid: i for i, uid in enumerate(placed)}
         elif resources_to_resolve:
-            patched = list(last.state_resources)
-            for uid in resources_to_resolve:
-                patched[last.resource_at[uid]] = _desired(last.resources[uid])
-            last.state_resources = tuple(patched)
+            last.state_resources = last.state_resources.replaced(
+                {last.resource_at[u]: _desired(last.resources[u]) for u in resources_to_resolve}
+            )
 
         # 5. workloads
         for name in sorted(to_resolve):
@@ -353,22 +355,26 @@ class Incremental(Generic[K, R]):
         last: _Snapshot, changed: set[str], to_resolve: set[str], same_names: bool
     ) -> None:
         """The state's workloads (by name) and services: patched where the names are the
-        same as in the last build, made again when one came or went."""
+        same as in the last build, made again when one came or went. The services are copied
+        (the last state keeps its own) only when a changed workload's service is another
+        value: most changes (a variable, an image) leave it alone."""
         if not same_names:
             ordered = sorted(last.workloads)
-            last.state_workloads = tuple(_desired_workload(last.workloads[n]) for n in ordered)
+            last.state_workloads = Chunked.of(_desired_workload(last.workloads[n]) for n in ordered)
             last.workload_at = {n: i for i, n in enumerate(ordered)}
             last.services = {n: last.workloads[n].service for n in ordered}
             return
         if to_resolve:
-            patched = list(last.state_workloads)
-            for name in to_resolve:
-                patched[last.workload_at[name]] = _desired_workload(last.workloads[name])
-            last.state_workloads = tuple(patched)
-        if changed:
-            last.services = dict(last.services)
-            for name in changed:
-                last.services[name] = last.workloads[name].service
+            last.state_workloads = last.state_workloads.replaced(
+                {last.workload_at[n]: _desired_workload(last.workloads[n]) for n in to_resolve}
+            )
+        services = {
+            name: service
+            for name in changed
+            if (service := last.workloads[name].service) != last.services.get(name)
+        }
+        if services:
+            last.services = {**last.services, **services}
 
     def _workloads(
         self,

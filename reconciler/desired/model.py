@@ -12,6 +12,7 @@ import hashlib
 import json
 import sys
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,8 +163,9 @@ class DesiredState:
     """
 
     environment: str
-    resources: tuple[DesiredResource, ...]
-    workloads: tuple[DesiredWorkload, ...]
+    resources: Sequence[DesiredResource]
+    """A tuple, or a ``Chunked`` from the incremental builder (equal to the tuple)."""
+    workloads: Sequence[DesiredWorkload]
     workload_services: dict[str, Any] = field(default_factory=dict, hash=False)
     variables: dict[str, str] = field(default_factory=dict, hash=False)
 

@@ -14,6 +14,7 @@ from itertools import compress, repeat
 from operator import attrgetter, is_not
 from typing import Any, Protocol, overload
 
+from reconciler.chunked import Chunked
 from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload
 from reconciler.desired.secrets import SCHEME, redact
 from reconciler.diagnostics import Diagnostic
@@ -249,7 +250,10 @@ class ActionMemo:
     on. When the next diff places the same resources in the same order (and so gives every
     unchanged one the same dependencies), it takes the last actions in bulk and recomputes only
     those whose desired or recorded object is another one (by identity: frozen values, kept
-    alive here): a scan of identities, not a comparison of values, per unchanged object.
+    alive here): a scan of identities, not a comparison of values, per unchanged object. When
+    the desired sequences are the incremental builder's ``Chunked`` versions of the last ones,
+    the scan skips every chunk the builder left alone, and the actions are kept in chunks too:
+    a one-workload commit's diff does not visit every resource and workload.
     """
 
     __slots__ = ("lock", "resources", "workloads")
@@ -283,7 +287,7 @@ class _Block:
         self.haves: list[object] = []
         self.present = 0
         """How many of ``haves`` are recorded (not None), counted as they change."""
-        self.actions: list[Action] = []
+        self.actions: Chunked[Action] = Chunked()
         self.placed: frozenset[str] = frozenset()
         """For workloads: the resources placed before them (every workload depends on some)."""
         self.steps: dict[str, str] = {}
@@ -316,7 +320,7 @@ class _Block:
         the recorded objects of those positions are looked up again in place (the lists are
         the memo's own: a plan gets its actions as a tuple)."""
         if recorded is self.recorded and len(wanted) == len(self.wants):
-            positions = list(compress(range(len(wanted)), map(is_not, wanted, self.wants)))
+            positions = _moved(wanted, self.wants)
             if all(id_of(wanted[i]) == self.ids[i] for i in positions):
                 haves = self.haves
                 for i in positions:
@@ -330,9 +334,8 @@ class _Block:
 
     def changed(self, wants: Sequence[object], haves: list[object]) -> list[int]:
         """Positions whose desired or recorded object is not the last diff's (a scan in C)."""
-        positions = range(len(haves))
-        found = set(compress(positions, map(is_not, wants, self.wants)))
-        found.update(compress(positions, map(is_not, haves, self.haves)))
+        found = set(_moved(wants, self.wants))
+        found.update(compress(range(len(haves)), map(is_not, haves, self.haves)))
         return sorted(found)
 
     def keep(
@@ -340,7 +343,7 @@ class _Block:
         ids: list[str],
         wants: Sequence[object],
         haves: list[object],
-        actions: list[Action],
+        actions: Chunked[Action],
         recorded: Mapping[str, object],
         placed: frozenset[str] = frozenset(),
     ) -> None:
@@ -358,6 +361,16 @@ class _Block:
         )
 
 
+def _moved(wanted: Sequence[object], before: Sequence[object]) -> list[int]:
+    """The positions whose object is not ``before``'s (the same lengths): chunk by chunk for
+    two versions of one ``Chunked``, else item by item (in C)."""
+    if isinstance(wanted, Chunked) and isinstance(before, Chunked):
+        found = wanted.changed_from(before)
+        if found is not None:
+            return found
+    return list(compress(range(len(wanted)), map(is_not, wanted, before)))
+
+
 def _depends(wanted: tuple[str, ...], step_of: Mapping[str, str]) -> tuple[str, ...]:
     if not wanted:
         return ()
@@ -368,25 +381,27 @@ def _resource_actions(
     wanted: Sequence[DesiredResource],
     resources: Mapping[str, RecordedResource],
     last: _Block,
-) -> tuple[list[Action], dict[str, str], bool]:
+) -> tuple[Chunked[Action], dict[str, str], bool]:
     """Actions for the desired resources, in order, the step of each placed resource, and
     whether the same resources were placed in the same order as in the last diff."""
     uids, haves, positions = last.scan(wanted, resources, _UID)
     same = positions is not None
     if positions is not None:
         step_of = last.steps
-        actions = last.actions
         position = last.position()
+        redone: dict[int, Action] = {}
         for i in positions:
             want = wanted[i]
             before = {u: step_of[u] for u in want.depends_on if position.get(u, i) < i}
-            actions[i] = _resource_action(want, resources.get(want.uid), before)
+            redone[i] = _resource_action(want, resources.get(want.uid), before)
+        actions = last.actions.replaced(redone)
     else:
         step_of = {}
-        actions = []
+        made = []
         for want in wanted:
-            actions.append(_resource_action(want, resources.get(want.uid), step_of))
+            made.append(_resource_action(want, resources.get(want.uid), step_of))
             step_of[want.uid] = f"resource:{want.uid}"
+        actions = Chunked.of(made)
         last.steps = step_of
     last.keep(uids, wanted, haves, actions, resources)
     return actions, step_of, same
@@ -398,23 +413,25 @@ def _workload_actions(
     step_of: Mapping[str, str],
     same_placed: bool,
     last: _Block,
-) -> list[Action]:
+) -> Chunked[Action]:
     """Actions for the desired workloads, in order, each after the resources it uses
     (``same_placed``: the same as in the last diff)."""
     names, haves, positions = last.scan(wanted, workloads, _NAME)
     placed = last.placed if same_placed else frozenset(step_of)
     if positions is not None and (placed is last.placed or placed == last.placed):
-        actions = last.actions
         leaving = last.leaving
+        redone: dict[int, Action] = {}
         for i in positions:
-            actions[i] = _workload_action(wanted[i], workloads.get(names[i]), step_of)
-            if actions[i].action in _LEAVING:
-                leaving[i] = actions[i].step_id
+            action = redone[i] = _workload_action(wanted[i], workloads.get(names[i]), step_of)
+            if action.action in _LEAVING:
+                leaving[i] = action.step_id
             else:
                 leaving.pop(i, None)
+        actions = last.actions.replaced(redone)
     else:
-        actions = [_workload_action(w, workloads.get(w.name), step_of) for w in wanted]
-        leaving = {i: a.step_id for i, a in enumerate(actions) if a.action in _LEAVING}
+        made = [_workload_action(w, workloads.get(w.name), step_of) for w in wanted]
+        leaving = {i: a.step_id for i, a in enumerate(made) if a.action in _LEAVING}
+        actions = Chunked.of(made)
     last.leaving = leaving
     last.keep(names, wanted, haves, actions, workloads, placed)
     return actions
@@ -489,6 +506,8 @@ def _diff(
         environment=desired.environment,
         commit=commit,
         base_commit=base_commit,
-        actions=(*resource_actions, *workload_actions, *removed_workloads, *removed_resources),
+        actions=Chunked.joined(
+            resource_actions, workload_actions, removed_workloads, removed_resources
+        ),
         diagnostics=tuple(diagnostics),
     )

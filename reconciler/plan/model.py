@@ -113,7 +113,8 @@ class Plan:
     environment: str
     commit: str
     base_commit: str | None
-    actions: tuple[Action, ...]
+    actions: Sequence[Action]
+    """In order; a tuple, or a ``Chunked`` from the diff (equal to the tuple)."""
     diagnostics: tuple[Diagnostic, ...] = ()
 
     def changes(self) -> Iterator[Action]:

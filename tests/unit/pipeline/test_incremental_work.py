@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.chunked import Chunked
 from reconciler.gitops.repository import Repository
 from reconciler.pipeline import (
     EnvironmentPlan,
@@ -145,6 +146,60 @@ def test_a_one_workload_commit_resolves_one_workload(
     assert after.plan is not None
     assert not after.plan.summary.has_changes
     assert plan(repo, store).resolved == ()
+
+
+def test_a_one_workload_commit_shares_what_it_did_not_change(
+    make_repo: MakeRepo, store: Store, tmp_path: Path
+) -> None:
+    """The desired state's sequences and the plan's actions are the last ones with the items
+    the commit changed replaced (``Chunked``): the diff finds those by comparing chunks, and the
+    plan equals one made from nothing. A service that changed is a new services mapping."""
+    repo = make_repo()
+    repo.commit(files())
+    record(repo, store, plan(repo, store))
+    settled = plan(repo, store)
+    assert settled.desired is not None
+    assert settled.plan is not None
+
+    repo.commit({"apps/svc-0500/score.yaml": workload(500, "2")})
+    changed = plan(repo, store)
+    assert changed.desired is not None
+    assert changed.plan is not None
+    assert to_json(changed.plan) == from_nothing(repo, tmp_path, store, "variable")
+    workloads, resources = changed.desired.workloads, changed.desired.resources
+    assert isinstance(workloads, Chunked)
+    assert isinstance(resources, Chunked)
+    assert isinstance(settled.desired.workloads, Chunked)
+    assert isinstance(settled.desired.resources, Chunked)
+    assert workloads.changed_from(settled.desired.workloads) == [500]
+    moved = resources.changed_from(settled.desired.resources)
+    assert moved is not None
+    assert {resources[i].uid for i in moved} == set(_builder(store, "default").work.resources)
+    actions = changed.plan.actions
+    assert isinstance(actions, Chunked)
+    assert isinstance(settled.plan.actions, Chunked)
+    redone = actions.changed_from(settled.plan.actions)
+    assert redone is not None
+    assert {actions[i].id for i in redone} == {"svc-0500", *(resources[i].uid for i in moved)}
+    # a variable leaves the services alone: the same mapping
+    assert changed.desired.workload_services is settled.desired.workload_services
+
+    # a port is a service's: a new mapping, as a build from nothing makes it
+    with_port = workload(500, "2") + "service:\n  ports:\n    web:\n      port: 8080\n"
+    repo.commit({"apps/svc-0500/score.yaml": with_port})
+    ported = plan(repo, store)
+    assert ported.desired is not None
+    assert ported.desired.workload_services is not changed.desired.workload_services
+    assert ported.desired.workload_services["svc-0500"]["ports"]["web"]["port"] == 8080
+    assert changed.desired.workload_services["svc-0500"]["ports"] == {}
+    fresh = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        again = plan(repo, fresh)
+    finally:
+        fresh.close()
+    assert again.desired is not None
+    assert ported.desired.to_json() == again.desired.to_json()
+    assert to_json(ported.plan) == to_json(again.plan)  # type: ignore[arg-type]
 
 
 def test_a_changed_output_resolves_the_workloads_that_use_it(
