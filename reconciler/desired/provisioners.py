@@ -89,11 +89,23 @@ class ProvisionerSet:
     """Provisioners in precedence order: the repository's files first, the built-ins last."""
 
     provisioners: tuple[Provisioner, ...] = ()
+    by_type: Mapping[str, tuple[Provisioner, ...]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
+    """The provisioners of each type, in precedence order: a match looks only at those of its
+    type (a plan matches every resource; the built-ins alone are a score of provisioners)."""
+
+    def __post_init__(self) -> None:
+        by_type: dict[str, list[Provisioner]] = {}
+        for provisioner in self.provisioners:
+            by_type.setdefault(provisioner.type, []).append(provisioner)
+        indexed = {kind: tuple(found) for kind, found in by_type.items()}
+        object.__setattr__(self, "by_type", indexed)  # frozen: set once, here
 
     def match(self, uid: ResourceUid | str) -> Provisioner | None:
         """The first provisioner that matches ``uid``, or None."""
         target = uid if isinstance(uid, ResourceUid) else parse(uid)
-        return next((p for p in self.provisioners if p.matches(target)), None)
+        return next((p for p in self.by_type.get(target.type, ()) if p.matches(target)), None)
 
     def __iter__(self) -> Iterator[Provisioner]:
         return iter(self.provisioners)
