@@ -165,6 +165,13 @@ class GitTree:
         """``path`` with every link followed and its entry; None once it leaves the tree."""
         if path.startswith("/"):
             return None
+        if self._flat is not None and not path.startswith(".") and "/." not in path:
+            # Once walked, a path of plain names found in the map is reached through folders
+            # only (``_walk`` descends into trees, never links): nothing to follow on the way.
+            # A full plan reads every Score file this way.
+            found = self._flat.get(path)
+            if found is not None and found.mode != FileMode.LINK:
+                return path, found
         parts = deque(_split(path))
         done: list[str] = []
         entry = FOLDER

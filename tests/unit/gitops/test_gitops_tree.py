@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,56 @@ def test_a_blob_missing_from_the_object_database_is_a_read_failure(git_repo: Git
         tree.read("lost.txt")
     assert raised.value.code is Code.GIT_READ_FAILED
     assert "lost.txt" in raised.value.message
+
+
+LOOKUPS = [
+    "apps/web/score.yaml",
+    "apps/web/shared.conf",
+    "apps/web/hop1",
+    "web/score.yaml",
+    "./apps/web/score.yaml",
+    "apps/./web/score.yaml",
+    "apps/web/../web/score.yaml",
+    "apps//web/score.yaml",
+    "apps/web",
+    "apps/web/out",
+    "apps/web/loop-a",
+    "apps/web/dangling",
+    "apps/web/score.yaml/x",
+    "up/etc/passwd",
+    "nope",
+]
+
+
+def _looked_up(tree: GitTree, path: str) -> object:
+    def outcome(call: Callable[[str], object]) -> object:
+        try:
+            return call(path)
+        except OSError as exc:
+            return (type(exc).__name__, exc.errno)
+
+    return [outcome(tree.resolve), outcome(tree.read), tree.blob_id(path), tree.exists(path)]
+
+
+def test_lookups_agree_before_and_after_the_tree_is_walked(git_repo: GitRepo) -> None:
+    """A walked tree answers plain paths from its map (a full plan reads every Score file so);
+    every path, plain, dotted, linked or missing, reads as it does through the folders."""
+    files = {
+        "apps/web/score.yaml": "web\n",
+        "apps/web/shared.conf": Symlink("../../shared/base.conf"),
+        "apps/web/hop1": Symlink("score.yaml"),
+        "apps/web/out": Symlink("../../../outside.conf"),
+        "apps/web/dangling": Symlink("nowhere.conf"),
+        "apps/web/loop-a": Symlink("loop-b"),
+        "apps/web/loop-b": Symlink("loop-a"),
+        "shared/base.conf": "base\n",
+        "web": Symlink("apps/web"),
+        "up": Symlink(".."),
+    }
+    sha = git_repo.commit(files)
+    fresh = Repository.open(git_repo.root).tree(sha)
+    before = {path: _looked_up(fresh, path) for path in LOOKUPS}
+    walked = Repository.open(git_repo.root).tree(sha)
+    assert "apps/web/score.yaml" in set(walked.files())
+    assert {path: _looked_up(walked, path) for path in LOOKUPS} == before
+    assert before["apps/web/score.yaml"][1] == b"web\n"
