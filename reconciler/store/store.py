@@ -222,6 +222,8 @@ class Store:
         # SQLite: the driver connection of ``_autocommit_rows``, kept out of the pool.
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
+        # SQLite: the connection of every write transaction, kept (see ``_writer_connection``).
+        self._writer_conn: Connection | None = None
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -251,6 +253,9 @@ class Store:
     def close(self) -> None:
         with self._reader_lock:
             self._close_reader()
+        if self._writer is not None:
+            with self._writer:
+                self._close_writer()
         self._engine.dispose()
 
     def __enter__(self) -> Store:
@@ -405,8 +410,35 @@ class Store:
             with self._translated(), self._engine.begin() as conn:
                 yield conn
             return
-        with self._writer, self._translated(), self._engine.begin() as conn:
-            yield conn
+        with self._writer, self._translated():
+            conn = self._writer_connection()
+            try:
+                with conn.begin():
+                    yield conn
+            except BaseException:
+                self._close_writer()  # whatever broke, the next write starts on a new one
+                raise
+
+    def _writer_connection(self) -> Connection:
+        """SQLite: the connection every write transaction of this process runs on, made on
+        first use and kept; call holding ``_writer``. The writers queue for ``_writer`` anyway,
+        so one connection serves them all in turn; a pool checkout, and the rollback that
+        resets a connection returned to the pool, cost more than a step's checkpoint
+        statements, and each run makes thousands of write transactions. Kept, its page cache
+        also stays valid from one transaction to the next (no other connection of this
+        process writes), where a pooled one found its pages changed by the others' writes and
+        read them again."""
+        conn = self._writer_conn
+        if conn is None or conn.closed:
+            conn = self._writer_conn = self._engine.connect()
+        return conn
+
+    def _close_writer(self) -> None:
+        """Close the writer connection, if any (holding ``_writer``); the pool rolls back what
+        it left open."""
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None:
+            conn.close()
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:

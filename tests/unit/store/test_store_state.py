@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 def statements_run(store: Store, wanted: Callable[[str], bool] = bool) -> Iterator[list[str]]:
     """The ``wanted`` statements the database driver runs inside the block, as it runs them.
     On SQLite, as the driver traces them, ``BEGIN`` and ``ROLLBACK`` included, so that a read
-    made on the driver's own connection (``plan_inputs``, on the store's reader) counts too; on
+    made on the driver's own connection (``plan_inputs``, on the store's reader) and the writes
+    on the store's kept writer count too; on
     PostgreSQL,
     SQLAlchemy's executions."""
     ran: list[str] = []
@@ -62,7 +64,12 @@ def statements_run(store: Store, wanted: Callable[[str], bool] = bool) -> Iterat
 
     with store._reader_lock:  # the hottest reads' own connection, kept out of the pool
         reader = store._reader_connection()
-    reader.set_trace_callback(count)
+    assert store._writer is not None
+    with store._writer:  # the write transactions' own connection, kept checked out
+        writer = store._writer_connection().connection.driver_connection
+    assert writer is not None
+    for kept in (reader, writer):
+        kept.set_trace_callback(count)
     event.listen(store.engine, "checkout", traced)
     event.listen(store.engine, "checkin", untraced)
     try:
@@ -70,7 +77,8 @@ def statements_run(store: Store, wanted: Callable[[str], bool] = bool) -> Iterat
     finally:
         event.remove(store.engine, "checkout", traced)
         event.remove(store.engine, "checkin", untraced)
-        reader.set_trace_callback(None)
+        for kept in (reader, writer):
+            kept.set_trace_callback(None)
 
 
 @contextmanager
@@ -310,6 +318,69 @@ def test_transaction_is_all_or_nothing(store: Store, build: Builders) -> None:
         store.save_workload("prod", workload())
         store.set_last_commit("prod", "c" * 40)
     assert store.last_commit("prod") == "c" * 40
+
+
+def test_sqlite_write_transactions_share_one_connection_out_of_the_pool(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """Every write transaction of the process runs on one kept connection, from any thread:
+    none checks a connection out of the pool (and none resets one returning to it), and
+    other processes see each write once it returns."""
+    if store.url.dialect != "sqlite":
+        pytest.skip("PostgreSQL writers take pooled connections of their own")
+    workload, resource, _ = build
+    store.save_workload("prod", workload("first"))
+    checkouts: list[object] = []
+
+    def checked_out(*args: object) -> None:
+        checkouts.append(args)
+
+    event.listen(store.engine, "checkout", checked_out)
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda n: store.save_workload("prod", workload(f"w{n}")), range(40)))
+        with store.transaction():
+            store.save_resource("prod", resource())
+            store.set_last_commit("prod", "c" * 40)
+    finally:
+        event.remove(store.engine, "checkout", checked_out)
+    assert checkouts == []
+    with Store.open(store_url) as other:
+        seen = other.recorded("prod")
+        assert len(seen.workloads) == 41
+        assert list(seen.resources) == [resource().uid]
+        assert other.last_commit("prod") == "c" * 40
+
+
+def test_a_write_transaction_that_breaks_its_connection_leaves_the_next_a_new_one(
+    store: Store, build: Builders
+) -> None:
+    """A write that fails on the kept connection itself (here: closed under the store) fails
+    alone: the store drops that connection and the next write runs on a new one; a
+    transaction that raises leaves nothing behind on it either."""
+    if store.url.dialect != "sqlite":
+        pytest.skip("the kept writer connection is SQLite's")
+    workload, _, _ = build
+    store.save_workload("prod", workload("web"))
+    assert store._writer is not None
+    with store._writer:
+        driver = store._writer_connection().connection.driver_connection
+    assert driver is not None
+    driver.close()
+    with pytest.raises((StoreError, sqlite3.ProgrammingError)):  # raised at its BEGIN
+        store.save_workload("prod", workload("lost"))
+
+    def undone() -> None:
+        with store.transaction():
+            store.save_workload("prod", workload("undone"))
+            raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError):
+        undone()
+    store.save_workload("prod", workload("api"))
+    assert sorted(store.recorded("prod").workloads) == ["api", "web"]
+    store.close()
+    assert store._writer_conn is None
 
 
 def test_naive_timestamps_are_refused(store: Store, build: Builders) -> None:
