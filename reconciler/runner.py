@@ -821,11 +821,10 @@ def _publish_step(
 
 def _removed_earlier(state: _Run) -> set[str]:
     """Workloads this run removed before a crash: their removal must still be published."""
-    return {
-        s.target
-        for s in state.store.steps(state.run_id)
-        if s.kind == "workload" and s.action == "delete" and s.status == "Succeeded"
-    }
+    removed = state.store.step_targets(
+        state.run_id, kind="workload", action="delete", status="Succeeded"
+    )
+    return set(removed)
 
 
 # -- rollback ----------------------------------------------------------------------------------

@@ -152,6 +152,18 @@ _STEP_STATUSES: Final = select(steps.c.step_id, steps.c.status).where(
 )
 """A run's steps' statuses alone: read by every executor run (to resume), built once."""
 
+_STEP_TARGETS: Final = (
+    select(steps.c.target)
+    .where(
+        steps.c.run_id == bindparam("run_id"),
+        steps.c.kind == bindparam("kind"),
+        steps.c.action == bindparam("action"),
+        steps.c.status == bindparam("status"),
+    )
+    .order_by(steps.c.target)
+)
+"""The targets of a run's steps of one kind, action and status: what a publish asks, built once."""
+
 _WORKLOAD_COLUMNS: Final = [
     type_coerce(c, Text).label(c.name) if c.name in rows.WORKLOAD_TEXT_COLUMNS else c
     for c in workloads.columns
@@ -1090,6 +1102,14 @@ class Store:
         """A run's steps as ``(step_id, status)``, nothing decoded."""
         with self._read() as conn:
             return [(row[0], row[1]) for row in conn.execute(_STEP_STATUSES, {"run_id": run_id})]
+
+    def step_targets(self, run_id: str, *, kind: str, action: str, status: str) -> list[str]:
+        """The targets of a run's steps of ``kind`` and ``action`` recorded in ``status``,
+        sorted, nothing else read: a publish asks which workloads its run removed, and
+        decoding every step record of a large run to find them cost more than the question."""
+        values = {"run_id": run_id, "kind": kind, "action": action, "status": status}
+        with self._read() as conn:
+            return [row[0] for row in conn.execute(_STEP_TARGETS, values)]
 
     # -- audit ------------------------------------------------------------------------------
 

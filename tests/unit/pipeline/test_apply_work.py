@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 import reconciler.runner as runner_module
+from reconciler.catalogue import Code
 from reconciler.engine import Executor, StoreCheckpointer
 from reconciler.gitops.repository import Repository
 from reconciler.pipeline import EnvironmentPlan, open_source
+from reconciler.providers.base import DriverError
+from reconciler.providers.manifests import ManifestsTarget
 from reconciler.runner import RunOutcome, apply_environment
 from reconciler.services import services_for
 from reconciler.store.store import Store
@@ -88,3 +91,45 @@ def test_a_write_between_the_plan_and_the_run_is_planned_again(
     monkeypatch.setattr(Store, "create_run", create_run_then_write)
     assert apply(repo, store).status == "Succeeded"
     assert len(plans) == 3
+
+
+def test_a_removal_made_before_an_interruption_is_published_by_the_resumed_run(
+    make_repo: MakeRepo, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run interrupted after removing a workload, before publishing: the run that resumes
+    it does not remove the workload again (its step is recorded Succeeded), and still takes
+    its folder off the deploy branch, from what the store recorded of the first process."""
+    repo = make_repo()
+    repo.commit(
+        {"reconciler.yaml": CONFIG}
+        | {f"apps/{n}/score.yaml": plain_workload(n) for n in ("aa", "bb")}
+    )
+    assert apply(repo, store).status == "Succeeded"
+    (repo.root / "apps" / "bb" / "score.yaml").unlink()
+    repo.commit({})
+    repository = Repository.open(repo.root)
+    source = open_source(repository, "HEAD")
+    env = source.config.environments["staging"]
+    services = services_for(store, repository, "staging", env)
+    executor = Executor(StoreCheckpointer(store))
+    flush = ManifestsTarget.flush
+
+    def interrupted(target: ManifestsTarget, environment: str, message: str) -> str | None:
+        executor.cancel()  # the process is stopping: the publish does not happen
+        raise DriverError(Code.DEPLOY_BRANCH_WRITE_FAILED, "stopping", retryable=True)
+
+    monkeypatch.setattr(ManifestsTarget, "flush", interrupted)
+    first = apply_environment(repository, services, source, "staging", env, executor=executor)
+    assert first.status == "Pending"
+    assert services.target.observe("staging", "bb").exists
+    monkeypatch.setattr(ManifestsTarget, "flush", flush)
+    resumed = apply(repo, store)
+    assert resumed.status == "Succeeded"
+    assert resumed.run is not None
+    assert first.run is not None
+    assert resumed.run.id == first.run.id
+    steps = {s.step_id: s for s in store.steps(first.run.id)}
+    assert steps["workload:bb"].status == "Succeeded"
+    assert steps["publish"].status == "Succeeded"
+    assert not services.target.observe("staging", "bb").exists
+    assert services.target.observe("staging", "aa").exists

@@ -53,6 +53,29 @@ def test_steps_checkpoint_and_round_trip(store: Store, build: Builders) -> None:
     assert store.steps("other-run") == []
 
 
+def test_step_targets_are_those_of_one_kind_action_and_status_in_one_run(
+    store: Store, build: Builders
+) -> None:
+    _, _, step = build
+    run = store.create_run("prod", "c" * 40, trigger="push")
+    other = store.create_run("prod", "d" * 40, trigger="push")
+    removed = {"kind": "workload", "action": "delete", "status": "Succeeded"}
+    store.save_steps(
+        run.id,
+        [
+            step("workload:web", target="web", **removed),
+            step("workload:api", target="api", **removed),
+            step("workload:db", target="db", **(removed | {"status": "Failed"})),
+            step("workload:ui", target="ui", **(removed | {"action": "apply"})),
+            step("resource:x", target="x", **(removed | {"kind": "resource"})),
+        ],
+    )
+    store.save_step(other.id, step("workload:old", target="old", **removed))
+    assert store.step_targets(run.id, **removed) == ["api", "web"]
+    assert store.step_targets(other.id, **removed) == ["old"]
+    assert store.step_targets("no-such-run", **removed) == []
+
+
 def test_audit_chain_verifies(store: Store, clock: TickingClock) -> None:
     assert store.verify_audit() is None
     first = store.audit(actor="daemon", action="apply", subject="web", environment="prod")
