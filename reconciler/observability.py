@@ -26,6 +26,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 SERVICE_NAME = "reconciler"
 _configured = False
+_recorded = True
+"""False once ``configure`` has set up tracing that records no span (no endpoint)."""
 
 
 def configure(*, json: bool | None = None, level: str = "INFO") -> None:
@@ -61,11 +63,13 @@ def configure(*, json: bool | None = None, level: str = "INFO") -> None:
 
 
 def _configure_tracing() -> None:
+    global _recorded  # noqa: PLW0603 - set with the process's one tracer provider
     resource = Resource.create({"service.name": SERVICE_NAME})
     if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         # Nothing would receive a span: each one still gets its ids (the logs' trace id), but
         # none records attributes and times, which halves what a run's step spans cost.
         trace.set_tracer_provider(TracerProvider(resource=resource, sampler=ALWAYS_OFF))
+        _recorded = False
         return
     # Imported only when spans are exported: the exporter and protobuf are about 4 MiB and
     # 115 modules that a process without an endpoint would keep for nothing.
@@ -88,7 +92,20 @@ def tracer() -> trace.Tracer:
 
 @contextmanager
 def span(name: str, **attributes: str) -> Iterator[str]:
-    """A span whose trace id is bound into every log line written inside it."""
+    """A span whose trace id is bound into every log line written inside it.
+
+    When ``configure`` set up tracing that records nothing, a span inside another one is not
+    made: it would record nothing either, and its trace id, all the logs see of it, is its
+    parent's. A run opens one per step, and making one (ids drawn, sampler asked, context
+    set and reset) was most of a step span's cost. A span without a parent is still made:
+    it draws the trace id that its children's logs share."""
+    if not _recorded:
+        parent = trace.get_current_span().get_span_context()
+        if parent.is_valid:
+            trace_id = format(parent.trace_id, "032x")
+            with structlog.contextvars.bound_contextvars(trace_id=trace_id, **attributes):
+                yield trace_id
+            return
     with tracer().start_as_current_span(name, attributes=attributes) as current:
         trace_id = format(current.get_span_context().trace_id, "032x")
         with structlog.contextvars.bound_contextvars(trace_id=trace_id, **attributes):

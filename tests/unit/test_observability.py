@@ -53,3 +53,46 @@ def test_without_an_endpoint_spans_give_trace_ids_but_record_nothing() -> None:
         [sys.executable, "-c", SAMPLED], capture_output=True, text=True, check=True, env=clean
     )
     assert done.stdout.split() == ["True", "32", "True", "False", "False"]
+
+
+NESTED = """
+import os, sys
+import structlog
+from opentelemetry import trace
+from reconciler.observability import configure, span
+configure(json=True)
+with span("outer") as outer:
+    outer_span = trace.get_current_span().get_span_context().span_id
+    with span("inner", step="s1") as inner:
+        bound = structlog.contextvars.get_contextvars()
+        inner_span = trace.get_current_span().get_span_context().span_id
+    after = structlog.contextvars.get_contextvars()
+print(outer == inner == bound["trace_id"], bound["step"], inner_span == outer_span, "step" in after)
+sys.stdout.flush()
+os._exit(0)  # no exporter shutdown: nothing listens at the endpoint
+"""
+
+
+def _nested(**env: str) -> list[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", NESTED],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**clean, **env},
+    )
+    return done.stdout.split()
+
+
+def test_a_span_inside_another_is_made_only_when_spans_are_recorded() -> None:
+    """Without an endpoint, a span inside another (a run's step) makes no span of its own:
+    its logs get its parent's trace id and its attributes, as a span's would. With one, it is
+    a span of its own in the same trace."""
+    assert _nested() == ["True", "s1", "True", "False"]
+    assert _nested(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9") == [
+        "True",
+        "s1",
+        "False",
+        "False",
+    ]
