@@ -102,14 +102,26 @@ def span(name: str, **attributes: str) -> Iterator[str]:
     if not _recorded:
         parent = trace.get_current_span().get_span_context()
         if parent.is_valid:
-            trace_id = format(parent.trace_id, "032x")
-            with structlog.contextvars.bound_contextvars(trace_id=trace_id, **attributes):
+            with _bound(format(parent.trace_id, "032x"), attributes) as trace_id:
                 yield trace_id
             return
     with tracer().start_as_current_span(name, attributes=attributes) as current:
-        trace_id = format(current.get_span_context().trace_id, "032x")
-        with structlog.contextvars.bound_contextvars(trace_id=trace_id, **attributes):
+        made = current.get_span_context()
+        with _bound(format(made.trace_id, "032x"), attributes) as trace_id:
             yield trace_id
+
+
+@contextmanager
+def _bound(trace_id: str, attributes: dict[str, str]) -> Iterator[str]:
+    """The trace id and the span's attributes bound into the logs for the block, as
+    ``structlog.contextvars.bound_contextvars`` binds them, and undone by resetting each
+    variable to what it held before: the same values come back, without the copy of the whole
+    context that ``bound_contextvars`` reads first to save them."""
+    tokens = structlog.contextvars.bind_contextvars(trace_id=trace_id, **attributes)
+    try:
+        yield trace_id
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
 
 
 def logger(name: str = SERVICE_NAME) -> Any:

@@ -6,6 +6,10 @@ import os
 import subprocess
 import sys
 
+import structlog
+
+from reconciler.observability import span
+
 PROGRAM = """
 import sys
 from reconciler.observability import configure
@@ -96,3 +100,21 @@ def test_a_span_inside_another_is_made_only_when_spans_are_recorded() -> None:
         "False",
         "False",
     ]
+
+
+def test_a_span_binds_its_attributes_for_its_block_and_restores_what_was_bound() -> None:
+    """Inside a span, the logs carry its trace id and attributes; after it, what was bound
+    before it is bound again, and what it added is gone."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(step="outer", environment="prod")
+    try:
+        with span("a step", step="inner", run_id="r1") as trace_id:
+            assert structlog.contextvars.get_contextvars() == {
+                "step": "inner",
+                "environment": "prod",
+                "run_id": "r1",
+                "trace_id": trace_id,
+            }
+        assert structlog.contextvars.get_contextvars() == {"step": "outer", "environment": "prod"}
+    finally:
+        structlog.contextvars.clear_contextvars()
