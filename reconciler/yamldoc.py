@@ -368,7 +368,19 @@ def load_libyaml(text: str) -> Any:
     try:
         return loader.get_single_data()
     finally:
-        loader.dispose()
+        _release(loader)
+
+
+def _release(loader: Any) -> None:
+    """Dispose of a loader no one reads from again, and break its references to itself.
+
+    The loader is its own parser, composer, and its constructor's and resolver's loader: a
+    reference cycle, with its last event and their marks, that only the cyclic collector
+    frees. Templates render a text per stage for every resource: thousands of cycles per run,
+    each counting towards the next collection. Not for a loader kept as a constructor
+    (``_compose`` returns its own)."""
+    loader.dispose()
+    vars(loader).clear()
 
 
 def _compose(text: str, file: str) -> tuple[list[Node], Any, list[Diagnostic]]:
@@ -517,7 +529,7 @@ def _plain_from_events(text: str, max_depth: int) -> Any:
             raise _NotPlain  # a second document: the full reader says what is wrong
         return value
     finally:
-        loader.dispose()
+        _release(loader)
 
 
 def _events_value(loader: Any, max_depth: int) -> Any:
