@@ -263,11 +263,16 @@ class Store:
         return store
 
     def close(self) -> None:
+        """Close the connections. A write still in progress on another thread is not waited
+        for (as the pool's ``dispose`` leaves a connection in use open): its connection is
+        left to it."""
         with self._reader_lock:
             self._close_reader()
-        if self._writer is not None:
-            with self._writer:
+        if self._writer is not None and self._writer.acquire(blocking=False):
+            try:
                 self._close_writer()
+            finally:
+                self._writer.release()
         self._engine.dispose()
 
     def __enter__(self) -> Store:

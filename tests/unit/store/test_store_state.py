@@ -383,6 +383,35 @@ def test_a_write_transaction_that_breaks_its_connection_leaves_the_next_a_new_on
     assert store._writer_conn is None
 
 
+def test_closing_does_not_wait_for_a_write_in_progress_and_the_write_lands(
+    store: Store, store_url: str, build: Builders
+) -> None:
+    """``close`` leaves a write transaction another thread has open to finish on its own
+    connection, as the pool's ``dispose`` does: it neither waits for it nor breaks it."""
+    workload, _, _ = build
+    inside, finish = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with store.transaction():
+            store.save_workload("prod", workload("late"))
+            inside.set()
+            finish.wait()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    inside.wait()
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(timeout=30)  # bounds a failure only: close returns at once
+    closed = not closer.is_alive()
+    finish.set()
+    writer.join()
+    closer.join()
+    assert closed
+    with Store.open(store_url) as other:
+        assert list(other.recorded("prod").workloads) == ["late"]
+
+
 def test_naive_timestamps_are_refused(store: Store, build: Builders) -> None:
     _, _, step = build
     run = store.create_run("prod", "c" * 40, trigger="push")
