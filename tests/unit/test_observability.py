@@ -18,16 +18,21 @@ print(any(m.startswith("opentelemetry.exporter") for m in sys.modules))
 """
 
 
-def _exporter_imported(**env: str) -> bool:
+def _printed(program: str, **env: str) -> str:
+    """What ``program`` prints in a fresh interpreter with ``env`` as its only OTEL_ settings."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     done = subprocess.run(
-        [sys.executable, "-c", PROGRAM],
+        [sys.executable, "-c", program],
         capture_output=True,
         text=True,
         check=True,
         env={**clean, **env},
     )
-    return done.stdout.strip() == "True"
+    return done.stdout
+
+
+def _exporter_imported(**env: str) -> bool:
+    return _printed(PROGRAM, **env).strip() == "True"
 
 
 def test_the_exporter_is_imported_only_when_spans_are_exported() -> None:
@@ -78,15 +83,7 @@ os._exit(0)  # no exporter shutdown: nothing listens at the endpoint
 
 
 def _nested(**env: str) -> list[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    done = subprocess.run(
-        [sys.executable, "-c", NESTED],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**clean, **env},
-    )
-    return done.stdout.split()
+    return _printed(NESTED, **env).split()
 
 
 def test_a_span_inside_another_is_made_only_when_spans_are_recorded() -> None:

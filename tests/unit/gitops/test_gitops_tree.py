@@ -92,25 +92,26 @@ def test_blob_id_is_the_content_id(tree: GitTree, git_repo: GitRepo) -> None:
     assert tree.blob_id("nope") is None
 
 
+LINKED: dict[str, str | Symlink] = {
+    "apps/web/score.yaml": "web\n",
+    "apps/web/shared.conf": Symlink("../../shared/base.conf"),
+    "apps/web/same": Symlink("./score.yaml"),
+    "apps/web/hop1": Symlink("same"),
+    "apps/web/out": Symlink("../../../outside.conf"),
+    "apps/web/abs": Symlink("/etc/passwd"),
+    "apps/web/dangling": Symlink("nowhere.conf"),
+    "apps/web/loop-a": Symlink("loop-b"),
+    "apps/web/loop-b": Symlink("loop-a"),
+    "shared/base.conf": "base\n",
+    "web": Symlink("apps/web"),
+    "up": Symlink(".."),
+}
+"""Files and links of every kind a lookup meets: chained, escaping, absolute, dangling, looping."""
+
+
 @pytest.fixture
 def linked(git_repo: GitRepo) -> GitTree:
-    return committed(
-        git_repo,
-        {
-            "apps/web/score.yaml": "web\n",
-            "apps/web/shared.conf": Symlink("../../shared/base.conf"),
-            "apps/web/same": Symlink("./score.yaml"),
-            "apps/web/hop1": Symlink("same"),
-            "apps/web/out": Symlink("../../../outside.conf"),
-            "apps/web/abs": Symlink("/etc/passwd"),
-            "apps/web/dangling": Symlink("nowhere.conf"),
-            "apps/web/loop-a": Symlink("loop-b"),
-            "apps/web/loop-b": Symlink("loop-a"),
-            "shared/base.conf": "base\n",
-            "web": Symlink("apps/web"),
-            "up": Symlink(".."),
-        },
-    )
+    return committed(git_repo, LINKED)
 
 
 def test_a_relative_link_inside_the_tree_resolves_and_reads(linked: GitTree) -> None:
@@ -238,19 +239,7 @@ def _looked_up(tree: GitTree, path: str) -> object:
 def test_lookups_agree_before_and_after_the_tree_is_walked(git_repo: GitRepo) -> None:
     """A walked tree answers plain paths from its map (a full plan reads every Score file so);
     every path, plain, dotted, linked or missing, reads as it does through the folders."""
-    files = {
-        "apps/web/score.yaml": "web\n",
-        "apps/web/shared.conf": Symlink("../../shared/base.conf"),
-        "apps/web/hop1": Symlink("score.yaml"),
-        "apps/web/out": Symlink("../../../outside.conf"),
-        "apps/web/dangling": Symlink("nowhere.conf"),
-        "apps/web/loop-a": Symlink("loop-b"),
-        "apps/web/loop-b": Symlink("loop-a"),
-        "shared/base.conf": "base\n",
-        "web": Symlink("apps/web"),
-        "up": Symlink(".."),
-    }
-    sha = git_repo.commit(files)
+    sha = git_repo.commit(LINKED)
     fresh = Repository.open(git_repo.root).tree(sha)
     before = {path: _looked_up(fresh, path) for path in LOOKUPS}
     walked = Repository.open(git_repo.root).tree(sha)
