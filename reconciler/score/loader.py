@@ -1,4 +1,5 @@
-"""Load one Score file: YAML, then the schema, then the semantic checks, then the typed model.
+"""Load one Score file: YAML, then the typed model, then the schema (only for a document the
+models refuse, to explain why) and the semantic checks.
 
 Who calls it: ``reconciler validate`` and the planner's source stage. It returns every problem it
 found as diagnostics and a typed ``Workload`` only when there is no error, so that nothing
@@ -84,13 +85,22 @@ def load_workload(tree: Tree, path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) 
     doc, problems = load_yaml(raw, path, max_bytes=max_bytes)
     if doc is None:
         return LoadedWorkload(path, None, None, problems)
-    problems = check_document(doc, tree)
-    workload = None
-    if not has_errors(problems):
-        try:
-            workload = Workload.from_data(doc.data)
-        except ValidationError as exc:  # the schema and the models disagree: still a diagnostic
-            problems.extend(model_errors(doc, exc))
+    # Typing first: the models accept exactly what the schema accepts (the conformance tests
+    # check it on every mutation), so a document they type needs no schema pass, and the schema
+    # pass (which explains, with positions) runs only for a document they refuse.
+    typed: Workload | None = None
+    refused: ValidationError | None = None
+    try:
+        typed = Workload.from_data(doc.data)
+    except ValidationError as exc:
+        refused = exc
+    if refused is None:
+        problems = check_semantics(doc, tree)
+    else:
+        problems = check_document(doc, tree)
+        if not has_errors(problems):  # the schema and the models disagree: still a diagnostic
+            problems.extend(model_errors(doc, refused))
+    workload = None if has_errors(problems) else typed
     # Callers keep loaded workloads (a planner for thousands of them): positions are derived
     # again from the bytes for the rare diagnostic placed after loading, and a typed workload
     # keeps no document data beside its model (nothing reads it once typed; the name of one
@@ -104,6 +114,17 @@ def load_workload(tree: Tree, path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) 
 def check_document(doc: YamlDocument, tree: Tree) -> list[Diagnostic]:
     """The schema pass, then the semantic pass, collecting everything."""
     problems = schema_check(doc, score_schema(), PATTERN_WORDS)
+    problems.extend(check_semantics(doc, tree))
+    return problems
+
+
+def check_semantics(doc: YamlDocument, tree: Tree) -> list[Diagnostic]:
+    """What the schema cannot say: placeholders, ``before``, deprecated forms, file sources.
+
+    Alone, for a document that typed (and so passes the schema); after the schema pass in
+    ``check_document``.
+    """
+    problems: list[Diagnostic] = []
     metadata = doc.data.get("metadata")
     metadata = metadata if isinstance(metadata, dict) else {}
     resources = doc.data.get("resources")

@@ -1,0 +1,91 @@
+"""``load_workload`` types a document before checking it against the schema; these tests hold
+it to what checking first gave: the same diagnostics, in the same order, and a typed workload
+exactly when there is no error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from reconciler.diagnostics import Diagnostic, has_errors
+from reconciler.schemacheck import model_errors
+from reconciler.score.loader import LoadedWorkload, check_document, load_workload
+from reconciler.score.models import Workload
+from reconciler.tree import DirectoryTree
+from reconciler.yamldoc import load_yaml
+
+HEAD = "apiVersion: score.dev/v1b1\nmetadata:\n  name: web\n"
+
+DOCUMENTS = {
+    "valid": HEAD + "containers:\n  main:\n    image: nginx\n",
+    "valid with placeholders and resources": HEAD
+    + "containers:\n  main:\n    image: nginx\n    variables:\n"
+    + "      DB: ${resources.db.host}\n      NAME: ${metadata.name}\n"
+    + "resources:\n  db:\n    type: postgres\n",
+    "unknown key": HEAD + "containers:\n  main:\n    imagee: nginx\n",
+    "explicit null": HEAD + "containers:\n  main:\n    image: nginx\n    args: null\n",
+    "wrong type": HEAD + "containers:\n  main:\n    image: 3\n",
+    "two contents": HEAD
+    + "containers:\n  main:\n    image: nginx\n    files:\n      /a:\n"
+    + "        content: x\n        source: y\n",
+    "probe without handler": HEAD
+    + "containers:\n  main:\n    image: nginx\n    livenessProbe: {}\n",
+    "integer key in metadata": "apiVersion: score.dev/v1b1\nmetadata:\n  name: web\n  1: x\n"
+    + "containers:\n  main:\n    image: nginx\n",
+    "schema and placeholder errors": HEAD
+    + "containers:\n  main:\n    image: nginx\n    variables:\n      A: ${resources.nope.x}\n"
+    + "    cpu: 1\n",
+    "placeholder error only": HEAD
+    + "containers:\n  main:\n    image: nginx\n    variables:\n      A: ${metdata.name}\n",
+    "deprecated list form": HEAD
+    + "containers:\n  main:\n    image: nginx\n    files:\n      - target: /a\n"
+    + "        content: x\n",
+    "missing file source": HEAD
+    + "containers:\n  main:\n    image: nginx\n    files:\n      /a:\n        source: gone.txt\n",
+    "before an unknown container": HEAD
+    + "containers:\n  main:\n    image: nginx\n    before:\n      other:\n"
+    + "        ready: started\n",
+    "not a mapping": "- 1\n- 2\n",
+    "float port": HEAD
+    + "containers:\n  main:\n    image: nginx\nservice:\n  ports:\n    www:\n      port: 80.0\n",
+}
+
+
+def _checked_first(tree: DirectoryTree, path: str) -> tuple[list[Diagnostic], Workload | None]:
+    """What loading gave when the schema pass ran before typing."""
+    doc, problems = load_yaml(tree.read(path), path)
+    if doc is None:
+        return problems, None
+    problems = check_document(doc, tree)
+    workload = None
+    if not has_errors(problems):
+        try:
+            workload = Workload.from_data(doc.data)
+        except ValidationError as exc:
+            problems.extend(model_errors(doc, exc))
+    return problems, workload
+
+
+@pytest.mark.parametrize("text", DOCUMENTS.values(), ids=DOCUMENTS.keys())
+def test_typing_first_reports_what_checking_first_did(tmp_path: Path, text: str) -> None:
+    (tmp_path / "score.yaml").write_text(text, encoding="utf-8")
+    tree = DirectoryTree(tmp_path)
+    expected, typed = _checked_first(tree, "score.yaml")
+    loaded: LoadedWorkload = load_workload(tree, "score.yaml")
+    assert loaded.diagnostics == expected
+    assert [str(d) for d in loaded.diagnostics] == [str(d) for d in expected]
+    assert (loaded.workload is None) == (typed is None)
+    if typed is not None:
+        assert loaded.workload == typed
+
+
+def test_the_cases_cover_both_paths(tmp_path: Path) -> None:
+    """Some documents type and some do not, with and without other errors."""
+    outcomes = set()
+    for index, text in enumerate(DOCUMENTS.values()):
+        (tmp_path / f"{index}.yaml").write_text(text, encoding="utf-8")
+        loaded = load_workload(DirectoryTree(tmp_path), f"{index}.yaml")
+        outcomes.add((loaded.workload is not None, has_errors(loaded.diagnostics)))
+    assert outcomes == {(True, False), (False, True)}
