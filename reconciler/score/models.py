@@ -502,7 +502,11 @@ class Workload(ScoreModel):
         return cls.model_validate(data).normalised()
 
     def normalised(self) -> Workload:
+        """This workload with every container's ``files`` and ``volumes`` as maps; unchanged
+        (no copy) when they all were, as in nearly every document."""
         containers = {name: c.normalised() for name, c in self.containers.items()}
+        if all(containers[name] is c for name, c in self.containers.items()):
+            return self
         return self.model_copy(update={"containers": containers})
 
     def to_data(self) -> dict[str, Any]:

@@ -170,6 +170,18 @@ def test_no_files_or_volumes_gives_empty_maps() -> None:
     assert container.volumes_by_target == {}
 
 
+def test_a_workload_in_the_map_forms_is_its_own_normalisation() -> None:
+    """No copy when there is nothing to rewrite; a copy, equal to the rewritten one, when a
+    container uses a list form."""
+    mapped = Workload.model_validate(_doc(files={"/a": {"content": "x"}}))
+    assert mapped.normalised() is mapped
+    listed = Workload.model_validate(_doc(files=[{"target": "/a", "content": "x"}]))
+    normal = listed.normalised()
+    assert normal is not listed
+    assert normal == mapped
+    assert normal.to_data() == mapped.to_data()
+
+
 # -- metadata, resources, probes -------------------------------------------------------------
 
 
