@@ -6,6 +6,9 @@ about a fifth of the time, more than half of what parsing the same files costs. 
 turns a schema into one predicate that answers only "valid or not"; ``schemacheck.check`` asks
 it first and runs jsonschema (which explains each problem) only when the answer is no. So the
 diagnostics are jsonschema's, unchanged, and the gate can only make a valid file faster.
+A Score file goes further: ``score.loader`` types it first, and the models accept exactly
+what the Score schema accepts, so only a file they refuse reaches ``schemacheck.check``; the
+gate's valid answers now come from ``reconciler.yaml`` and workflow files.
 
 The gate implements the keywords the project's schemas use, with jsonschema's Draft 2020-12
 semantics (a bool is not an integer, ``pattern`` searches, keywords for one type ignore other
