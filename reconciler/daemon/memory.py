@@ -25,7 +25,7 @@ from typing import Any
 
 ARENAS = 1
 """malloc arenas for the whole process (glibc's ``M_ARENA_MAX``)."""
-MMAP_THRESHOLD = 64 * 1024
+MMAP_THRESHOLD = 16 * 1024
 """Bytes from which a block is mapped on its own and unmapped when freed (``M_MMAP_THRESHOLD``):
 set once, it no longer grows, so large transient blocks never stay behind in the heap."""
 
