@@ -356,7 +356,7 @@ def nests_deeper_than(text: str, limit: int) -> bool:
     except YAMLError:
         return False  # composing reports the syntax error with its position
     finally:
-        parser.dispose()
+        _release(parser)
     return False
 
 
@@ -376,9 +376,10 @@ def _release(loader: Any) -> None:
 
     The loader is its own parser, composer, and its constructor's and resolver's loader: a
     reference cycle, with its last event and their marks, that only the cyclic collector
-    frees. Templates render a text per stage for every resource: thousands of cycles per run,
-    each counting towards the next collection. Not for a loader kept as a constructor
-    (``_compose`` returns its own)."""
+    frees. Templates render a text per stage for every resource, and a plan reads every Score
+    file twice (``nests_deeper_than``, ``_compose``): thousands of cycles per run, each counting
+    towards the next collection. A loader ``_compose`` returns is its documents' constructor,
+    and holds every node it constructed: released once they are built (``load_yaml_value``)."""
     loader.dispose()
     vars(loader).clear()
 
@@ -427,6 +428,17 @@ def load_yaml_value(
     nodes, constructor, problems = _compose(text, file)
     if problems:
         return None, empty, problems
+    try:
+        return _one_document(nodes, constructor, file)
+    finally:
+        if _LibyamlLoader is not None and isinstance(constructor, _LibyamlLoader):
+            _release(constructor)
+
+
+def _one_document(
+    nodes: list[Node], constructor: Any, file: str
+) -> tuple[Any, Positions, list[Diagnostic]]:
+    empty = Positions()
     nodes = [n for n in nodes if n is not None]
     if not nodes:
         message = "file has no YAML document"

@@ -222,15 +222,27 @@ def test_load_plain_agrees_with_the_full_reader_on_any_text(text: str) -> None:
     assert same(outcome(lambda t: load_plain(t, MAX_DEPTH), text), outcome(full_reader, text))
 
 
-@pytest.mark.parametrize("text", ["a: [1, {b: c}]\nd: 'e'\n", 'host: "db"\nport: 5432\n', ""])
-def test_load_plain_leaves_no_cycle_for_the_collector(text: str) -> None:
-    """Reading a rendered text leaves nothing that only the cyclic collector frees: a run
-    reads thousands, and each loader left a cycle of itself, its last event and their marks."""
-    load_plain(text, MAX_DEPTH)  # warm: first uses make lasting objects
+READERS: dict[str, Callable[[str], object]] = {
+    "load_plain": lambda t: load_plain(t, MAX_DEPTH),
+    "load_yaml": lambda t: load_yaml(t.encode(), "f.yaml"),
+    "nests_deeper_than": lambda t: yamldoc.nests_deeper_than(t, MAX_DEPTH),
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize(
+    "text", ["a: [1, {b: c}]\nd: 'e'\n", 'host: "db"\nport: 5432\n', "", "- 1\n"]
+)
+def test_a_reader_leaves_no_cycle_for_the_collector(reader: str, text: str) -> None:
+    """Reading a text leaves nothing that only the cyclic collector frees: a run reads
+    thousands (every Score file twice, every rendered text), and each loader left a cycle of
+    itself, its last event and their marks, and a composing one every node it built."""
+    read = READERS[reader]
+    read(text)  # warm: first uses make lasting objects
     gc.collect()
     gc.disable()
     try:
-        load_plain(text, MAX_DEPTH)
+        read(text)
         found = gc.collect()
     finally:
         gc.enable()
