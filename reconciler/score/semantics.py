@@ -60,23 +60,27 @@ def check_before(doc: YamlDocument) -> Iterator[Diagnostic]:
 def _find_cycle(edges: Mapping[str, list[str]]) -> list[str] | None:
     """One cycle in the graph, as the list of nodes on it, found by depth-first search."""
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in edges.get(node, []):
-            if state.get(nxt) == 1:
-                return stack[stack.index(nxt) :]
-            if nxt not in state and (found := visit(nxt)):
-                return found
-        stack.pop()
-        state[node] = 2
-        return None
-
     for start in sorted(edges):
-        if start not in state and (found := visit(start)):
+        if start not in state and (found := _visit(start, edges, state, [])):
             return found
+    return None
+
+
+def _visit(
+    node: str, edges: Mapping[str, list[str]], state: dict[str, int], stack: list[str]
+) -> list[str] | None:
+    """``_find_cycle``'s search from ``node``. A function of its own, not a closure: a closure
+    that calls itself is a reference cycle, one per Score file loaded, and a plan of 1,000
+    workloads left nothing else for the cyclic collector."""
+    state[node] = 1
+    stack.append(node)
+    for nxt in edges.get(node, []):
+        if state.get(nxt) == 1:
+            return stack[stack.index(nxt) :]
+        if nxt not in state and (found := _visit(nxt, edges, state, stack)):
+            return found
+    stack.pop()
+    state[node] = 2
     return None
 
 

@@ -4,6 +4,7 @@ exactly when there is no error."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,28 @@ def test_the_cases_cover_both_paths(tmp_path: Path) -> None:
         loaded = load_workload(DirectoryTree(tmp_path), f"{index}.yaml")
         outcomes.add((loaded.workload is not None, has_errors(loaded.diagnostics)))
     assert outcomes == {(True, False), (False, True)}
+
+
+BEFORE = (
+    HEAD
+    + "containers:\n  main:\n    image: nginx\n    before:\n      side:\n        ready: started\n"
+    + "  side:\n    image: busybox\n"
+)
+
+
+@pytest.mark.parametrize("text", [DOCUMENTS["valid with placeholders and resources"], BEFORE])
+def test_loading_leaves_no_cycle_for_the_collector(tmp_path: Path, text: str) -> None:
+    """A valid Score file loads into values that reference counting alone frees: a plan loads
+    every file of the repository, and a cycle per file (a loader, a search closure) made the
+    cyclic collector run more and longer during a first reconcile."""
+    (tmp_path / "score.yaml").write_text(text, encoding="utf-8")
+    tree = DirectoryTree(tmp_path)
+    assert load_workload(tree, "score.yaml").workload is not None  # warm, and valid
+    gc.collect()
+    gc.disable()
+    try:
+        load_workload(tree, "score.yaml")
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert found == 0
