@@ -2,13 +2,87 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import zlib
+from typing import Any
 
 import pytest
 
-from reconciler.store.rows import JsonText, canonical_json, deflated
+from reconciler.store.rows import Canonical, JsonText, canonical_json, deflated
+
+
+def _reference(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+VALUES: list[Any] = [
+    {},
+    [],
+    "",
+    "ünïcode \u2028 \"quoted\" \\ \n\t",
+    0,
+    -1,
+    10**30,
+    1.5,
+    -0.0,
+    1e300,
+    float("nan"),
+    float("inf"),
+    True,
+    None,
+    {"b": [1, 2, {"z": None, "a": False}], "a": {"é": "ü", "": 0.1}},
+    [{"x": [[], {}]}, "s", 3],
+    {1: "int key", 2: 2.5},
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=range(len(VALUES)))
+def test_canonical_json_spells_values_as_json_dumps_does(value: object) -> None:
+    assert canonical_json(value) == _reference(value)
+
+
+def test_canonical_json_spells_random_documents_as_json_dumps_does() -> None:
+    rng = random.Random(7)
+
+    def make(depth: int) -> Any:
+        pick = rng.randrange(6 if depth < 4 else 3)
+        if pick == 0:
+            return rng.choice(["", "a", "ä\u00e9\u4e2d", "x" * rng.randrange(40), '"\\/'])
+        if pick == 1:
+            return rng.choice([rng.randrange(-1000, 1000), rng.random() * 1e6, True, None])
+        if pick == 2:
+            return rng.randrange(10**12)
+        if pick == 3:
+            return [make(depth + 1) for _ in range(rng.randrange(4))]
+        return {f"k{rng.randrange(50)}": make(depth + 1) for _ in range(rng.randrange(5))}
+
+    for _ in range(300):
+        value = make(0)
+        assert canonical_json(value) == _reference(value)
+
+
+def test_canonical_json_refuses_what_json_dumps_refuses() -> None:
+    circular: list[Any] = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="Circular reference"):
+        canonical_json(circular)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        canonical_json({"a": object()})
+    with pytest.raises(TypeError, match="not supported"):
+        canonical_json({1: "mixed", "a": "keys"})
+    with pytest.raises(TypeError, match="not JSON serializable"):  # and goes on working
+        canonical_json([object()])
+    shared = {"a": 1}
+    assert canonical_json([shared, shared]) == '[{"a":1},{"a":1}]'
+
+
+def test_canonical_json_writes_nested_canonical_texts_as_their_objects() -> None:
+    inner = JsonText('{"b":1,"a":2}')
+    assert canonical_json({"x": inner}) == '{"x":{"a":2,"b":1}}'
+    assert canonical_json(inner) == '{"b":1,"a":2}'
+    assert canonical_json(Canonical.of({"z": 1, "y": 2})) == '{"y":2,"z":1}'
 
 
 @pytest.mark.parametrize("size", [0, 1, 255, 256, 300, 2_000, 4_000, 40_000, 200_000])
