@@ -21,7 +21,7 @@ VALUES: list[Any] = [
     {},
     [],
     "",
-    "ünïcode \u2028 \"quoted\" \\ \n\t",
+    'ünïcode \u2028 "quoted" \\ \n\t',
     0,
     -1,
     10**30,

@@ -15,7 +15,7 @@ from sqlalchemy import Table
 from reconciler.store import Store
 from reconciler.store import rows as store_rows
 from reconciler.store.records import AuditRecord, RunRecord
-from reconciler.store.store import _insert_statement, _upsert_statement
+from reconciler.store.store import _insert_statement, _parameters, _upsert_statement
 from reconciler.store.tables import audit, environments, resources, runs, secrets, steps, workloads
 from tests.unit.store.conftest import resource, step, workload
 
@@ -137,3 +137,19 @@ def test_writes_on_the_driver_store_what_sqlalchemy_stores(pair: tuple[Store, St
     finally:
         for store in pair:
             store.close()
+
+
+def test_a_row_becomes_its_values_in_order_each_converted_once() -> None:
+    calls: list[object] = []
+
+    def twice(value: int) -> int:
+        calls.append(value)
+        return value * 2
+
+    both = _parameters(("b", "a", "c"), (None, twice, twice))
+    assert both({"a": 1, "b": 2, "c": 3, "unused": 4}) == [2, 2, 6]
+    assert calls == [1, 3]
+    assert _parameters(("a",), (None,))({"a": 1}) == [1]
+    assert _parameters(("a",), (twice,))({"a": 5}) == [10]
+    with pytest.raises(KeyError):
+        both({"a": 1})
