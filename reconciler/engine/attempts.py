@@ -66,6 +66,12 @@ def _run_timed(step: Step, context: StepContext) -> Outputs:
     return result
 
 
+_OUTPUTS_JSON = json.JSONEncoder(sort_keys=True, allow_nan=False)
+"""``json.dumps(outputs, sort_keys=True, allow_nan=False)`` made once: ``dumps`` builds this
+encoder for every call, which cost more than checking a step's few outputs. ``encode`` keeps
+nothing between calls, so threads share it."""
+
+
 def _checked_outputs(value: object) -> Outputs:
     """Outputs go into the store as JSON: refuse anything else at the step, not the store."""
     if value is None:
@@ -74,7 +80,7 @@ def _checked_outputs(value: object) -> Outputs:
         raise TypeError(f"a step returns a mapping of outputs, not {type(value).__name__}")
     outputs = dict(value)
     try:
-        json.dumps(outputs, sort_keys=True, allow_nan=False)
+        _OUTPUTS_JSON.encode(outputs)
     except (TypeError, ValueError) as error:
         raise TypeError(f"outputs are not JSON: {error}") from error
     return MappingProxyType(outputs)

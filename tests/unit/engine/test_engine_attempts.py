@@ -3,6 +3,7 @@ rest, RETRIES_EXHAUSTED at the end; backoff values; waits that a cancel interrup
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from reconciler.engine import (
     StepStatus,
     backoff_delay,
 )
+from reconciler.engine.attempts import _checked_outputs
 from reconciler.engine.backoff import event_sleep
 from reconciler.providers.base import DriverError
 from tests.unit.engine.support import DEADLINE, FakeSleep, RecordingCheckpointer, step
@@ -187,3 +189,33 @@ def test_backoff_is_exponential_with_proportional_jitter_and_a_cap(
 def test_bad_policies_are_refused(fields: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="must"):
         RetryPolicy(**fields)
+
+
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        {"x": object()},
+        {"x": float("nan")},
+        {"x": [1, {"y": float("inf")}]},
+        {1: "a", "b": 2},
+        {"x": {1, 2}},
+    ],
+    ids=["object", "nan", "inf", "mixed-keys", "set"],
+)
+def test_outputs_that_are_not_json_fail_as_json_dumps_says(outputs: dict[Any, Any]) -> None:
+    with pytest.raises((TypeError, ValueError)) as expected:
+        json.dumps(outputs, sort_keys=True, allow_nan=False)
+    with pytest.raises(TypeError) as refused:
+        _checked_outputs(outputs)
+    assert str(refused.value) == f"outputs are not JSON: {expected.value}"
+
+
+def test_json_outputs_are_kept_as_given() -> None:
+    outputs = {"b": [1, 2.5, None, True], "a": {"é": "x"}}
+    checked = _checked_outputs(outputs)
+    assert checked == outputs
+    assert list(checked) == ["b", "a"]
+    circular: list[Any] = []
+    circular.append(circular)
+    with pytest.raises(TypeError, match="outputs are not JSON: Circular reference detected"):
+        _checked_outputs({"x": circular})
