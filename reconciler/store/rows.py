@@ -469,7 +469,8 @@ def _as_is(value: Any) -> Any:
 
 
 def _as_stored(value: Canonical) -> Any:
-    return decode_json(value.text)
+    text = value.text
+    return {} if text == "{}" else decode_json(text)  # most resources' params: no decoding
 
 
 def _stored_text(value: Canonical) -> JsonText:

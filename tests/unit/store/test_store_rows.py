@@ -6,11 +6,22 @@ import json
 import os
 import random
 import zlib
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from reconciler.store.rows import Canonical, JsonText, canonical_json, deflated
+from reconciler.store.records import ResourceRecord
+from reconciler.store.rows import (
+    Canonical,
+    JsonText,
+    canonical_json,
+    deflated,
+    resource_as_read,
+    resource_row,
+)
+
+NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 
 def _reference(value: object) -> str:
@@ -100,3 +111,24 @@ def test_json_text_packs_with_deflated() -> None:
     long = JsonText(text)
     assert long._packed == deflated(text.encode("utf-8"))
     assert long.text == text
+
+
+def test_a_resource_as_read_has_its_json_columns_decoded_from_their_text() -> None:
+    record = ResourceRecord(
+        uid="redis.default#a",
+        type="redis",
+        class_="default",
+        res_id="a",
+        source_workload="a",
+        provisioner="template://redis",
+        params_hash="h",
+        params={},
+        state={},
+        outputs={"port": 6379, "host": "h"},
+        secret_refs={"password": "secret://prod/redis.default#a/password"},
+    )
+    read = resource_as_read(resource_row("prod", record, NOW))
+    assert read.params == {}
+    assert type(read.params) is dict
+    assert list(read.outputs.items()) == [("host", "h"), ("port", 6379)]
+    assert read.secret_refs == record.secret_refs
