@@ -14,6 +14,7 @@ Who calls it: the planner's source stage with the repository's provisioner files
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -393,6 +394,27 @@ def jinja_environment() -> jinja2.Environment:
     Immutable sandbox: templates may read the data they are given but neither change it nor
     reach Python internals. Strict undefined: a misspelt name is an error, not an empty string.
     """
-    return ImmutableSandboxedEnvironment(
+    environment = ImmutableSandboxedEnvironment(
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
     )
+    environment.policies["json.dumps_function"] = _json_dumps
+    return environment
+
+
+_SORTED_JSON: Final = json.JSONEncoder(sort_keys=True)
+"""What ``json.dumps(value, sort_keys=True)`` builds for every call, made once (``encode``
+keeps nothing between calls, so renders on several threads share it)."""
+
+
+def _json_dumps(value: object, **options: Any) -> str:
+    """``json.dumps`` for the ``tojson`` filter, which passes Jinja's ``json.dumps_kwargs``
+    (``sort_keys=True``): with those, through an encoder made once. Templates call ``tojson``
+    for most values they render (about seven per resource), and ``json.dumps`` with an option
+    builds a new ``JSONEncoder`` each time, which cost more than encoding a short value. The
+    same text either way; other options (``tojson(indent=2)``) go to ``json.dumps``."""
+    if options == _SORT_KEYS:
+        return _SORTED_JSON.encode(value)
+    return json.dumps(value, **options)
+
+
+_SORT_KEYS: Final = {"sort_keys": True}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import jinja2
+import jinja2.sandbox
 import pytest
 
 from reconciler.catalogue import Code
@@ -11,6 +13,7 @@ from reconciler.desired.identity import ResourceUid, parse
 from reconciler.desired.provisioners import (
     Provisioner,
     builtin_provisioner_files,
+    jinja_environment,
     load_provisioners,
 )
 from reconciler.desired.templating import (
@@ -291,3 +294,26 @@ def test_templates_still_see_jinjas_globals() -> None:
     )
     rendered = render(provisioner, _input("thing.default#w.r"), "seed")
     assert rendered.outputs == {"total": 6, "keys": ["a"], "name": k8s_name("a", "b")}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"b": [1, "<a&b>"], "a": "it's", "é": None},
+        ["x", 1.5, True, {"z": {"y": []}}],
+        "plain",
+        float("nan"),
+        {1: "int key"},
+    ],
+    ids=["map", "list", "text", "nan", "int-key"],
+)
+def test_tojson_renders_what_jinja_renders_with_json_dumps(value: object) -> None:
+    source = "{{ v | tojson }}|{{ v | tojson(indent=2) }}"
+    reference = jinja2.sandbox.ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+    expected = reference.from_string(source).render(v=value)
+    assert jinja_environment().from_string(source).render(v=value) == expected
+
+
+def test_tojson_refuses_what_json_dumps_refuses() -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        jinja_environment().from_string("{{ v | tojson }}").render(v={"x": object()})
