@@ -98,9 +98,10 @@ def resolve_workload(
     spec.pop("resources", None)
     sources: set[str] = set()
     found: list[PlaceholderProblem] = []
+    texts: dict[str, Any] = {}
     for name, container in sorted(spec["containers"].items()):
         where: Path = ("containers", name)
-        found.extend(_variables(container, where, resolve))
+        found.extend(_variables(container, where, resolve, texts))
         found.extend(
             _files(
                 loaded.file, document, container, where, resolve, file_contents, sources, problems
@@ -125,8 +126,11 @@ def workload_metadata(workload: Workload) -> dict[str, Any]:
 
 
 def _variables(
-    container: dict[str, Any], where: Path, resolve: Resolver
+    container: dict[str, Any], where: Path, resolve: Resolver, texts: dict[str, Any]
 ) -> list[PlaceholderProblem]:
+    """Resolve the container's variables in place. ``texts`` holds the values this workload
+    resolved already without a problem: its containers often share variables (a database URL
+    in each), and a text resolves to the same value wherever it is in one workload."""
     variables = container.get("variables")
     if not variables:
         return []
@@ -141,9 +145,17 @@ def _variables(
     for name in sorted(variables):
         value = variables[name]
         if "$" in value:
+            known = texts.get(value)
+            if known is not None:
+                out[name] = known
+                continue
             text, problems = substitute_string(value, resolve, (*where, "variables", name))
-            value = jsonable(text)
-            found.extend(problems)
+            resolved = jsonable(text)
+            if problems:
+                found.extend(problems)
+            else:
+                texts[value] = resolved
+            value = resolved
         out[name] = value
     container["variables"] = out
     return found

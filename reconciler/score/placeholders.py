@@ -342,9 +342,12 @@ def check_workload(data: Mapping[str, object]) -> list[PlaceholderProblem]:
         _as_mapping(data.get("metadata")), (str(name) for name in resources)
     )
     problems: list[PlaceholderProblem] = []
+    fine: set[str] = set()
     for name, container in _sorted_items(_as_mapping(data.get("containers"))):
         where: Path = ("containers", _path_element(name))
-        problems.extend(_check_container(_as_mapping(container), where, resolve, resolve_source))
+        problems.extend(
+            _check_container(_as_mapping(container), where, resolve, resolve_source, fine)
+        )
     for name, resource in _sorted_items(resources):
         spec = _as_mapping(resource)
         if "params" in spec:
@@ -375,13 +378,24 @@ def _checking_resolvers(
 
 
 def _check_container(
-    container: Mapping[object, object], where: Path, resolve: Resolver, resolve_source: Resolver
+    container: Mapping[object, object],
+    where: Path,
+    resolve: Resolver,
+    resolve_source: Resolver,
+    fine: set[str],
 ) -> list[PlaceholderProblem]:
+    """The problems of one container's texts. ``fine`` holds the variables' texts this
+    workload checked already and found none in: a workload's containers often share
+    variables, and a text checks the same wherever it is in one workload."""
     problems: list[PlaceholderProblem] = []
     for key, value in _sorted_items(_as_mapping(container.get("variables"))):
-        if isinstance(value, str) and "$" in value:  # no placeholder, no problem: no path
+        if isinstance(value, str) and "$" in value and value not in fine:  # no "$", no problem
             path = (*where, "variables", _path_element(key))
-            problems.extend(substitute_string(value, resolve, path)[1])
+            found = substitute_string(value, resolve, path)[1]
+            if found:
+                problems.extend(found)
+            else:
+                fine.add(value)
     for key, file in _entries(container.get("files")):
         spec = _as_mapping(file)
         content = spec.get("content")

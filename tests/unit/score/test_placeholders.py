@@ -570,3 +570,19 @@ def test_a_long_text_is_cut_each_time_not_kept() -> None:
         [],
     )
     assert placeholders._pieces.cache_info().currsize == 0
+
+
+def test_check_workload_reports_a_text_shared_by_containers_at_each_of_them() -> None:
+    """A text checked fine once is not checked again in the workload's next container; a
+    text with a problem is, so that each place is reported."""
+    shared = {"GOOD": "${metadata.name}/${resources.db.host}", "BAD": "${resources.ghost.x}"}
+    data = {
+        "metadata": {"name": "w"},
+        "containers": {name: {"image": "x", "variables": dict(shared)} for name in ("a", "b")},
+        "resources": {"db": {"type": "postgres"}},
+    }
+    problems = check_workload(data)
+    assert [(p.path, p.code) for p in problems] == [
+        (("containers", "a", "variables", "BAD"), Code.PLACEHOLDER_UNKNOWN_RESOURCE),
+        (("containers", "b", "variables", "BAD"), Code.PLACEHOLDER_UNKNOWN_RESOURCE),
+    ]
