@@ -79,17 +79,24 @@ def redacted_leaves(value: Any) -> dict[str, Any]:
 def _leaves_into(
     value: Mapping[Any, Any] | list[Any] | tuple[Any, ...], path: str, out: dict[str, Any]
 ) -> None:
-    """The leaves of a non-empty map or list under ``path`` (as ``format_path`` writes it)."""
-    if isinstance(value, Mapping):
-        named: Iterable[tuple[str, Any]] = (
+    """The leaves of a non-empty map or list under ``path`` (as ``format_path`` writes it).
+
+    JSON's own types are told apart by their exact type first: ``isinstance`` against
+    ``Mapping`` is an abstract class's check, slow for every number and flag of a spec, and
+    ``redact`` gives those back as they are."""
+    if type(value) is dict or isinstance(value, Mapping):
+        named: Iterable[tuple[str, Any]] = [
             (_key_path(path, str(key)), value[key]) for key in sorted(value, key=str)
-        )
+        ]
     else:
         named = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
     for where, item in named:
-        if type(item) is str:  # most leaves; a secret's text is never in a plan
+        kind = type(item)
+        if kind is str:  # most leaves; a secret's text is never in a plan
             out[where] = item if SCHEME not in item else redact(item)
-        elif isinstance(item, _CONTAINERS):
+        elif kind in _PLAIN:  # as ``redact`` gives them back
+            out[where] = item
+        elif kind is dict or kind is list or isinstance(item, _CONTAINERS):
             if item:
                 _leaves_into(item, where, out)
             else:  # an empty container is a leaf, as redact copies it
@@ -97,6 +104,9 @@ def _leaves_into(
         else:
             out[where] = redact(item)
 
+
+_PLAIN = frozenset({int, float, bool, type(None)})
+"""JSON's scalars other than text, by exact type: ``redact`` returns them unchanged."""
 
 _CONTAINERS = (Mapping, list, tuple)
 

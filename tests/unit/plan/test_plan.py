@@ -292,3 +292,28 @@ def test_creations_and_deletions_make_their_changes_when_read() -> None:
         "old": None,
         "new": "(sensitive value)",
     }
+
+
+def test_redacted_leaves_keep_each_scalar_and_its_type() -> None:
+    """Numbers, flags and nulls are told apart by exact type on the way (a subclass or a
+    mapping that is not a dict takes the general path): each leaf is the value, of the type,
+    that flattening the redacted copy gives."""
+    import enum  # noqa: PLC0415
+    from types import MappingProxyType  # noqa: PLC0415
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    ref = secret_ref("prod", "postgres.default#db", "password")
+    value = {
+        "flags": [True, False, None],
+        "numbers": {"int": 1, "float": 1.5, "zero": 0.0, "big": 10**30, "level": Level.HIGH},
+        "view": MappingProxyType({"b": 1, "a": ref, "e": MappingProxyType({})}),
+        "mixed": [1, "1", 1.0, True, {"x": None}],
+    }
+    found = redacted_leaves(value)
+    expected = flatten(redact(value))
+    assert found == expected
+    assert {k: (type(v), repr(v)) for k, v in found.items()} == {
+        k: (type(v), repr(v)) for k, v in expected.items()
+    }
