@@ -8,7 +8,8 @@ output view and resolved params; the ordering) and, given the next plan's inputs
 - the workloads whose input object changed (a re-parsed file, a record written since), and the
   resources they declare, with every other declaration of those (shared) resources;
 - the resources whose recorded outputs changed, and every workload that uses them (placeholders
-  see outputs), with the resources those workloads are the source of (params see them too);
+  see outputs), with the resources those workloads are the source of whose params hold a
+  placeholder (params see outputs too; params without one resolve alike whatever the outputs);
 - the ordering, only when a resource came, went or changed what it refers to.
 
 Inputs are compared by identity: the store hands back the same record objects while nothing was
@@ -105,6 +106,8 @@ class _Resource:
     primed_problems: tuple[Diagnostic, ...] = ()
     desired: DesiredResource | None = None
     problems: tuple[Diagnostic, ...] = ()
+    fixed: bool = False
+    """Its params hold no placeholder: outputs cannot change what it resolves to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,10 +289,16 @@ class Incremental(Generic[K, R]):
         to_resolve = {name for name in changed if name in last.workloads}
         for uid in viewed:
             to_resolve.update(last.declarers.get(uid, ()))
+        # (a resource whose params hold no placeholder resolves alike whatever the outputs:
+        # it is done again only when its source workload itself changed)
         resources_to_resolve = {uid for uid in affected if uid in last.resources}
         for name in to_resolve:
+            again = name in changed
             for uid in last.workloads[name].uids.values():
-                if last.resources[uid].primed.source.workload == name:
+                entry = last.resources[uid]
+                if entry.primed.source.workload == name and (
+                    again or entry.desired is None or not entry.fixed
+                ):
                     resources_to_resolve.add(uid)
 
         def outputs_of(name: str) -> dict[str, View]:
@@ -476,6 +485,7 @@ class Incremental(Generic[K, R]):
                 view,
                 (*primed_problems, *match_problems),
                 None if old is None else old.desired,
+                fixed=_without_placeholders(primed.params),
             )
         if outputs is last.outputs:  # the same records as last time: no view changed
             return viewed, reorder
@@ -615,6 +625,17 @@ def _prime_one(
                 problems.extend(_merge(primed, definition))
     assert primed is not None
     return primed, problems
+
+
+def _without_placeholders(value: object) -> bool:
+    """No text in ``value`` holds a ``$`` (keys are never substituted): it resolves to itself."""
+    if isinstance(value, str):
+        return "$" not in value
+    if isinstance(value, Mapping):
+        return all(map(_without_placeholders, value.values()))
+    if isinstance(value, list | tuple):
+        return all(map(_without_placeholders, value))
+    return True
 
 
 def _typed(name: str, loaded: LoadedWorkload) -> _Loaded:

@@ -348,3 +348,37 @@ def test_parsed_files_kept_as_stand_ins_plan_alike(
     assert stand_in.kept is not None
     assert stand_in.loaded() is stand_in.kept
     assert [o.metadata.name for o in gc.get_objects() if isinstance(o, Workload)] == ["svc-0001"]
+
+
+def test_outputs_resolve_again_only_the_resources_whose_params_read_them(
+    make_repo: MakeRepo, store: Store, tmp_path: Path
+) -> None:
+    """Provisioning gives every resource outputs: each workload is resolved again, and of its
+    resources only those whose params hold a placeholder (the others resolve alike whatever
+    the outputs). The plan equals one made from nothing. Files are parsed once for both
+    plans, as a run's plans share them."""
+    repo = make_repo()
+    score = (
+        "apiVersion: score.dev/v1b1\nmetadata:\n  name: svc-{i}\n"
+        "containers:\n  main:\n    image: nginx\n    variables:\n"
+        "      DB: ${{resources.db.host}}\n"
+        "resources:\n  db:\n    type: postgres\n"
+        "  cache:\n    type: redis\n    params:\n      note: 'for ${{resources.db.host}}'\n"
+        "  plain:\n    type: redis\n    params:\n      size: small\n"
+    )
+    repo.commit({f"apps/svc-{i}/score.yaml": score.format(i=i) for i in range(3)})
+    parsed: dict[str, LoadedWorkload] = {}
+    first = plan(repo, store, parsed)
+    assert first.desired is not None
+    for resource in first.desired.resources:
+        outputs = {"host": f"h-{resource.id}", "port": 5432}
+        store.save_resource("default", resource_record(resource, outputs=outputs))
+    again = plan(repo, store, parsed)
+    assert again.desired is not None
+    assert again.parsed == ()
+    assert sorted(again.resolved) == ["svc-0", "svc-1", "svc-2"]
+    assert sorted(_builder(store, "default").work.resources) == [
+        f"redis.default#svc-{i}.cache" for i in range(3)
+    ]
+    assert again.plan is not None
+    assert to_json(again.plan) == from_nothing(repo, tmp_path, store, "provisioned")
