@@ -33,8 +33,17 @@ def digest(value: object) -> str:
 
     Interned: a digest is kept by the desired state, the diff's memo and the store's record
     of the same workload or resource (three copies of 71 characters each), and many resources
-    have the same params (one digest for every resource without any)."""
+    have the same params (one digest for every resource without any, known beforehand)."""
+    if type(value) is dict and not value:
+        return _EMPTY_DIGEST
+    return _digest(value)
+
+
+def _digest(value: object) -> str:
     return sys.intern("sha256:" + hashlib.sha256(canonical_json(value).encode()).hexdigest())
+
+
+_EMPTY_DIGEST = _digest({})
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,3 +107,14 @@ def test_a_long_spec_deflates_as_small_as_with_zlibs_defaults() -> None:
         text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False).encode()
         assert zlib.decompress(kept) == text
         assert len(kept) <= len(zlib.compress(text, 1)) * 1.02
+
+
+def test_the_digest_of_no_params_is_that_of_its_text() -> None:
+    """Most resources have no params: their digest is made once, and is the one their
+    canonical text gives (the store compares it with the digests it recorded)."""
+    import hashlib  # noqa: PLC0415
+
+    expected = "sha256:" + hashlib.sha256(b"{}").hexdigest()
+    assert digest({}) == expected
+    assert digest({}) is digest({})
+    assert digest([]) == "sha256:" + hashlib.sha256(b"[]").hexdigest()
