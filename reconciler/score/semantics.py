@@ -60,8 +60,7 @@ def check_before(doc: YamlDocument) -> Iterator[Diagnostic]:
 def _find_cycle(edges: Mapping[str, list[str]]) -> list[str] | None:
     """One cycle in the graph, as the list of nodes on it, found by depth-first search.
 
-    Nearly every workload has no ``before``: then there is no search, and no recursive
-    closure (a reference cycle the collector would have to find) is made for it."""
+    Nearly every workload has no ``before``: then there is no search at all."""
     if not edges:
         return None
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done

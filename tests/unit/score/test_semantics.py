@@ -13,8 +13,8 @@ def test_a_cycle_of_before_is_found() -> None:
 
 
 def test_no_before_leaves_no_garbage_for_the_collector() -> None:
-    """A workload without ``before`` (nearly all) makes no recursive closure: that is a
-    reference cycle per Score file, left for the collector in a plan of thousands."""
+    """A workload without ``before`` (nearly all) leaves nothing for the cyclic collector,
+    which a plan of thousands of Score files would otherwise call on more often."""
     enabled = gc.isenabled()
     gc.disable()
     try:
