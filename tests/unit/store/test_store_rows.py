@@ -7,11 +7,10 @@ import os
 import random
 import zlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from reconciler.store.records import ResourceRecord
 from reconciler.store.rows import (
     Canonical,
     JsonText,
@@ -20,6 +19,9 @@ from reconciler.store.rows import (
     resource_as_read,
     resource_row,
 )
+
+if TYPE_CHECKING:
+    from tests.unit.store.conftest import Builders
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 
@@ -113,17 +115,13 @@ def test_json_text_packs_with_deflated() -> None:
     assert long.text == text
 
 
-def test_a_resource_as_read_has_its_json_columns_decoded_from_their_text() -> None:
-    record = ResourceRecord(
-        uid="redis.default#a",
-        type="redis",
-        class_="default",
-        res_id="a",
-        source_workload="a",
-        provisioner="template://redis",
-        params_hash="h",
+def test_a_resource_as_read_has_its_json_columns_decoded_from_their_text(
+    build: Builders,
+) -> None:
+    _, resource, _ = build
+    record = resource(
+        "redis.default#a",
         params={},
-        state={},
         outputs={"port": 6379, "host": "h"},
         secret_refs={"password": "secret://prod/redis.default#a/password"},
     )
