@@ -3,10 +3,11 @@
 A plan builds many small values that all stay alive until it is done (parsed documents, typed
 models, resolved specs, actions and their changes); CPython counts them as long-lived and, each
 time they have grown by a quarter of the heap, walks the whole heap in a full collection. Those
-walks find next to nothing: the plan's values are alive, and the cyclic garbage of parsing (the
-YAML loaders) is freed by the young collections, which go on as before. In a first plan of
-1,000 workloads they were four full collections and about a sixth of the plan's CPU time; in
-the daemon, whose heap also holds its imports and the store's decoded state, each walk is longer.
+walks find next to nothing: the plan's values are alive, and loading a Score file leaves no
+cyclic garbage (its YAML loaders are released once read); what other cycles a plan makes are
+freed by the young collections, which go on as before. In a first plan of 1,000 workloads
+they were four full collections and about a sixth of the plan's CPU time; in the daemon, whose
+heap also holds its imports and the store's decoded state, each walk is longer.
 
 So while any plan runs, the third generation's threshold is out of reach; when the last plan
 ends, the threshold it had comes back, and the next automatic collection makes the one full
