@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.deflate import deflated
+
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 _IN_ORDER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 """The encoders ``json.dumps`` would make for these options on every call (it keeps one only
@@ -92,13 +94,6 @@ class DesiredResource:
 PACK_FROM = 256
 """Texts from this many characters are kept deflated (``packed``)."""
 
-PACK_MEMORY = 4
-"""zlib's ``memLevel`` for packing. Its default (8) sets up 64 KB hash and symbol tables for
-each text, and clearing and filling them cost more than deflating a spec of one or two
-kilobytes; at 4 (4 KB of each) a spec deflates to the same size within a few bytes, with a
-quarter fewer instructions. Only how the text is deflated changes: ``zlib.decompress`` reads
-it back the same."""
-
 
 def packed(value: object) -> str | bytes:
     """``value`` (JSON data) as its JSON text, deflated from ``PACK_FROM`` characters (zlib
@@ -107,8 +102,7 @@ def packed(value: object) -> str | bytes:
     text = _IN_ORDER.encode(value)
     if len(text) < PACK_FROM:
         return text
-    deflate = zlib.compressobj(1, zlib.DEFLATED, zlib.MAX_WBITS, PACK_MEMORY)
-    return deflate.compress(text.encode("utf-8")) + deflate.flush()
+    return deflated(text.encode("utf-8"))
 
 
 def unpacked(kept: str | bytes) -> Any:

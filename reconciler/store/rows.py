@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from reconciler.deflate import deflated
 from reconciler.store.records import (
     AuditRecord,
     EnvironmentRecord,
@@ -192,23 +193,6 @@ class JsonText(Mapping[str, Any]):
 
 _PACK_FROM = 256
 """Texts this long or longer are kept deflated (shorter ones gain too little)."""
-_PACK_MEM_LEVEL = 4
-"""zlib's ``memLevel`` for ``deflated``: a hash table of 2,048 entries, for texts of a few KB."""
-
-
-def deflated(data: bytes) -> bytes:
-    """``data`` deflated at level 1, in the zlib format ``zlib.decompress`` reads, with a
-    window no larger than the text and a small hash table.
-
-    ``zlib.compress`` sets up a 32 KiB window and tables of about 256 KiB for every call, and
-    clears a 64 KiB one, whatever the size of the text: for the texts of a few KB the store
-    keeps (a workload's spec and source, a resource's state, each written once per step),
-    that was nine tenths of the call (about 100 against 10 microseconds). A window as large as
-    the text finds every match the larger one would; the smaller hash table may miss a few,
-    which costs a few bytes at most."""
-    window = max(9, min(15, (len(data) + 262).bit_length()))  # 262: zlib's lookahead
-    packer = zlib.compressobj(1, zlib.DEFLATED, window, _PACK_MEM_LEVEL)
-    return packer.compress(data) + packer.flush()
 
 
 class _Recent(threading.local):
