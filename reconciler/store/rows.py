@@ -15,7 +15,6 @@ import zlib
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from datetime import datetime
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from sqlalchemy import Row
@@ -39,17 +38,7 @@ def canonical_json(value: object) -> str:
     The engine's JSON serializer too: a ``Canonical`` value is written as the text it holds."""
     if type(value) is Canonical or type(value) is JsonText:
         return value.text
-    if c_make_encoder is None:  # an interpreter without the json module's C accelerator
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
-        )
-    # What ``json.dumps`` with these options runs, without the ``JSONEncoder`` it builds per
-    # call around it (its options checked, a closure for floats the C encoder does not use):
-    # that was most of the cost of the small values a run encodes by the ten thousand (a
-    # step's outputs and dependencies, twice or three times per step). The markers (for
-    # circular references) are new per call, as in ``json.dumps``.
-    encode = c_make_encoder({}, _plain, encode_basestring, None, ":", ",", True, False, True)
-    return "".join(encode(value, 0))
+    return _CANONICAL.encode(value)
 
 
 def _plain(value: object) -> Any:
@@ -57,6 +46,15 @@ def _plain(value: object) -> Any:
     if type(value) is JsonText:
         return value.decoded()
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
+)
+"""The encoder ``json.dumps`` with these options builds for every call, made once (as
+``desired.model`` makes its own): a run encodes small values by the ten thousand (a step's
+outputs and dependencies, each record's JSON columns), and building it was most of their
+cost. ``encode`` keeps nothing between calls, so threads share it."""
 
 
 @dataclass(frozen=True, slots=True)
