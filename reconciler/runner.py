@@ -59,7 +59,7 @@ from reconciler.pipeline import (
     resource_record,
     workload_record,
 )
-from reconciler.plan.diff import diff
+from reconciler.plan.diff import UNPUBLISHED, diff
 from reconciler.plan.model import ActionKind, Plan, Subject
 from reconciler.plan.scope import restrict, scoped_diagnostics
 from reconciler.providers.base import (
@@ -80,7 +80,6 @@ _log = logger("reconciler.run")
 
 MANIFESTS_STATE_KEY = "_manifests"
 """Where a resource's rendered Kubernetes objects are kept in its recorded state."""
-UNPUBLISHED = "Unpublished"
 """A workload recorded but not yet on its target; the publish step marks it Synced."""
 
 OPEN_RUN_STATUSES = ("Pending", "Running")
@@ -753,7 +752,9 @@ def _delete_workload_step(state: _Run, name: str) -> Step:
     def run(ctx: StepContext) -> Mapping[str, Any]:
         state.services.target.delete(state.name, name)
         state.staged.discard(name)
-        ctx.defer(lambda: state.store.delete_workload(state.name, name))
+        # Kept until the publish removes it from the target too: a process killed before
+        # then leaves the record, and the next plan removes the workload again.
+        ctx.defer(lambda: state.store.set_workload_status(state.name, [name], UNPUBLISHED))
         ctx.log(f"removed {name}")
         return {}
 
@@ -793,18 +794,23 @@ def _publish_step(
         wanted |= set(recorded) if changed is None else set(changed) & set(recorded)
         gone = set(removed) | _removed_earlier(state)
         staged = set(state.staged) if ctx.attempt == 1 else set()
+        published: list[str] = []
         for wl in desired.workloads:
-            if wl.name in wanted and wl.name not in staged:
-                request = workload_request(
-                    state.store, state.name, desired, wl, state.source.commit
-                )
-                state.services.target.apply(request)
-        for name in sorted(gone - set(recorded)):
+            if wl.name in wanted:
+                published.append(wl.name)
+                if wl.name not in staged:
+                    request = workload_request(
+                        state.store, state.name, desired, wl, state.source.commit
+                    )
+                    state.services.target.apply(request)
+        gone.difference_update(published)
+        for name in sorted(gone):
             state.services.target.delete(state.name, name)
         message = f"reconciler: {state.name} at {state.source.commit[:7]} (run {state.run_id[:8]})"
         commit = state.services.target.flush(state.name, message)
-        synced = [name for name in sorted(wanted) if recorded[name].status != "Synced"]
+        synced = sorted(n for n in published if recorded[n].status != "Synced")
         ctx.defer(lambda: state.store.set_workload_status(state.name, synced, "Synced"))
+        ctx.defer(lambda: state.store.delete_workloads(state.name, gone))
         ctx.log(f"published {commit}" if commit else "deploy branch already up to date")
         return {"deploy_commit": commit}
 

@@ -44,6 +44,17 @@ class RecordedWorkload(Protocol):
     def spec(self) -> Mapping[str, Any]: ...
     @property
     def spec_hash(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
+UNPUBLISHED = "Unpublished"
+"""A recorded workload's status while the workload target does not hold its last change: set
+when a run applies or removes it, replaced when that run publishes (``Synced``, or the record
+goes). A run killed in between leaves it, and the next plan carries the change out again."""
+
+NOT_PUBLISHED: dict[str, Any] = {"reason": "recorded, not yet published to the target"}
+"""The detail of a workload's update made only to publish it: Terraform's "tainted" line."""
 
 
 def flatten(value: Any, prefix: tuple[str | int, ...] = ()) -> dict[str, Any]:
@@ -243,6 +254,20 @@ def _workload_action(
         hidden = max(len(flatten(want.spec)) - len(changes), 0)
         return Action(
             ActionKind.UPDATE, Subject.WORKLOAD, want.name, depends, changes, want.file, {}, hidden
+        )
+    if have.status == UNPUBLISHED:
+        # The same spec, not published by the run that recorded it: yet (it is still running)
+        # or ever (its process was killed). Nothing else would put it on the target.
+        unchanged = len(flatten(want.spec))
+        return Action(
+            ActionKind.UPDATE,
+            Subject.WORKLOAD,
+            want.name,
+            depends,
+            (),
+            want.file,
+            NOT_PUBLISHED,
+            unchanged,
         )
     return Action(ActionKind.NOOP, Subject.WORKLOAD, want.name, depends, (), want.file)
 

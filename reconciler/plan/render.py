@@ -59,8 +59,10 @@ def show(value: Any) -> str:
 def action_lines(action: Action) -> list[Line]:
     """One item's block: the comment header, the attributes, the closing brace."""
     kind = action.action
+    reason = action.detail.get("reason")
+    header = f"{action.kind} {action.id} {_VERB[kind]}" + (f" ({reason})" if reason else "")
     lines: list[Line] = [
-        (None, "#", f"{action.kind} {action.id} {_VERB[kind]}", 0),
+        (None, "#", header, 0),
         (kind, _SYMBOL[kind].strip(), f"{action.kind} {json.dumps(action.id)} {{", 0),
     ]
     for change in action.changes:

@@ -925,14 +925,24 @@ class Store:
         self._advance(environment, tokens, restated=(wanted, status, now))
 
     def delete_workload(self, environment: str, name: str) -> None:
+        self.delete_workloads(environment, [name])
+
+    def delete_workloads(self, environment: str, names: Collection[str]) -> None:
+        """Forget these recorded workloads in one write (a publish forgets what its run
+        removed)."""
+        gone = sorted(set(names))
+        if not gone:
+            return
         with self._write() as conn:
             tokens = self._bump(conn, environment)
-            conn.execute(
-                delete(workloads).where(
-                    workloads.c.environment == environment, workloads.c.name == name
+            for start in range(0, len(gone), _NAMES_PER_STATEMENT):
+                conn.execute(
+                    delete(workloads).where(
+                        workloads.c.environment == environment,
+                        workloads.c.name.in_(gone[start : start + _NAMES_PER_STATEMENT]),
+                    )
                 )
-            )
-        self._advance(environment, tokens, gone_workloads=[name])
+        self._advance(environment, tokens, gone_workloads=gone)
 
     def save_resource(self, environment: str, record: ResourceRecord) -> None:
         self.save_resources(environment, [record])

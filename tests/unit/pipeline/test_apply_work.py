@@ -133,3 +133,85 @@ def test_a_removal_made_before_an_interruption_is_published_by_the_resumed_run(
     assert steps["publish"].status == "Succeeded"
     assert not services.target.observe("staging", "bb").exists
     assert services.target.observe("staging", "aa").exists
+
+
+def interrupt_publish(
+    repo: GitRepo, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> tuple[RunOutcome, ManifestsTarget]:
+    """Apply HEAD with the process stopping in its publish, then close the run the way the
+    daemon closes a dead process's run (``superseded``, ``reconciled by other runs``): the next
+    apply is a new run, not this one resumed, so nothing but the store says what is pending."""
+    repository = Repository.open(repo.root)
+    source = open_source(repository, "HEAD")
+    env = source.config.environments["staging"]
+    services = services_for(store, repository, "staging", env)
+    executor = Executor(StoreCheckpointer(store))
+
+    def interrupted(target: ManifestsTarget, environment: str, message: str) -> str | None:
+        executor.cancel()
+        raise DriverError(Code.DEPLOY_BRANCH_WRITE_FAILED, "stopping", retryable=True)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ManifestsTarget, "flush", interrupted)
+        first = apply_environment(repository, services, source, "staging", env, executor=executor)
+    assert first.status == "Pending"
+    assert first.run is not None
+    store.update_run(first.run.id, status="Failed", message="closed", finished=True)
+    assert isinstance(services.target, ManifestsTarget)
+    return first, services.target
+
+
+def test_workloads_recorded_by_a_killed_run_are_published_by_the_next_one(
+    make_repo: MakeRepo, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run recorded both workloads, then stopped before publishing them. The next run,
+    of the same commit, must not find the environment in sync: the plan updates them (no
+    field changed) and the run puts them on the deploy branch."""
+    repo = make_repo()
+    repo.commit(
+        {"reconciler.yaml": CONFIG}
+        | {f"apps/{n}/score.yaml": plain_workload(n) for n in ("aa", "bb")}
+    )
+    first, target = interrupt_publish(repo, store, monkeypatch)
+    assert {w.status for w in store.recorded("staging").workloads.values()} == {"Unpublished"}
+    assert not target.observe("staging", "aa").exists
+    again = apply(repo, store)
+    assert again.status == "Succeeded", again.message
+    assert again.run is not None
+    assert first.run is not None
+    assert again.run.id != first.run.id
+    assert again.plan is not None
+    assert {(str(a.action), a.id) for a in again.plan.changes()} == {
+        ("update", "aa"),
+        ("update", "bb"),
+    }
+    assert target.observe("staging", "aa").exists
+    assert target.observe("staging", "bb").exists
+    assert {w.status for w in store.recorded("staging").workloads.values()} == {"Synced"}
+    assert apply(repo, store).message == "no changes"
+
+
+def test_a_removal_by_a_killed_run_is_published_by_the_next_one(
+    make_repo: MakeRepo, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run removed a workload, then stopped before publishing the removal. Its record
+    stays until a publish takes the folder off the branch, so the next run removes it again."""
+    repo = make_repo()
+    repo.commit(
+        {"reconciler.yaml": CONFIG}
+        | {f"apps/{n}/score.yaml": plain_workload(n) for n in ("aa", "bb")}
+    )
+    assert apply(repo, store).status == "Succeeded"
+    (repo.root / "apps" / "bb" / "score.yaml").unlink()
+    repo.commit({})
+    _, target = interrupt_publish(repo, store, monkeypatch)
+    assert store.recorded("staging").workloads["bb"].status == "Unpublished"
+    assert target.observe("staging", "bb").exists
+    again = apply(repo, store)
+    assert again.status == "Succeeded", again.message
+    assert again.plan is not None
+    assert {(str(a.action), a.id) for a in again.plan.changes()} == {("delete", "bb")}
+    assert not target.observe("staging", "bb").exists
+    assert target.observe("staging", "aa").exists
+    assert set(store.recorded("staging").workloads) == {"aa"}
+    assert apply(repo, store).message == "no changes"

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from markdown_it import MarkdownIt
 
 from reconciler.desired.model import DesiredResource, DesiredState, DesiredWorkload, digest
 from reconciler.desired.secrets import embed, redact, secret_ref
-from reconciler.plan.diff import ActionMemo, diff, field_changes, flatten, redacted_leaves
+from reconciler.plan.diff import (
+    UNPUBLISHED,
+    ActionMemo,
+    diff,
+    field_changes,
+    flatten,
+    redacted_leaves,
+)
 from reconciler.plan.model import KNOWN_AFTER_APPLY, ActionKind, Subject
 from reconciler.plan.render import to_json, to_markdown, to_text
 
@@ -31,6 +38,7 @@ class Wl:
     spec: dict[str, Any]
     spec_hash: str = ""
     sources: dict[str, str] = field(default_factory=dict)
+    status: str = "Synced"
 
 
 def resource(uid: str, params: dict[str, Any], depends: tuple[str, ...] = ()) -> DesiredResource:
@@ -104,6 +112,36 @@ def test_an_unchanged_state_plans_nothing() -> None:
     assert {a.action for a in plan.actions} == {ActionKind.NOOP}
     assert not plan.summary.has_changes
     assert "No changes. Your infrastructure matches the configuration." in to_text(plan).plain
+
+
+def test_a_recorded_workload_not_yet_published_is_updated_to_publish_it() -> None:
+    """A run recorded the workload, then its process died before the publish: the spec is the
+    same, but the target may not hold it, so the plan updates it (and says why) rather than
+    calling the environment in sync."""
+    desired = state(resource(DB, {"size": "small"}), workload("orders", {"A": "1"}, (DB,)))
+    resources, workloads = recorded_from(desired)
+    workloads["orders"] = replace(workloads["orders"], status=UNPUBLISHED)
+    memo = ActionMemo()
+    plan = diff(desired, resources, workloads, commit="b" * 40, memo=memo)
+    [action] = plan.changes()
+    assert (action.action, action.kind, action.id) == (
+        ActionKind.UPDATE,
+        Subject.WORKLOAD,
+        "orders",
+    )
+    assert list(action.changes) == []
+    assert action.detail == {"reason": "recorded, not yet published to the target"}
+    assert plan.summary.change == 1
+    text = to_text(plan).plain
+    assert (
+        "# workload orders will be updated in-place (recorded, not yet published to the target)"
+        in text
+    )
+    assert json.loads(to_json(plan))["actions"][1]["detail"] == action.detail
+    # Published since: the next plan (same memo; the store hands out a new mapping) is in sync.
+    published = {**workloads, "orders": replace(workloads["orders"], status="Synced")}
+    again = diff(desired, resources, published, commit="b" * 40, memo=memo)
+    assert not again.summary.has_changes
 
 
 def test_update_create_delete_with_field_changes() -> None:
