@@ -33,6 +33,7 @@ from reconciler.desired.provisioners import (
 from reconciler.desired.workloads import file_sources
 from reconciler.diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from reconciler.gitops.changes import ChangeSet
+from reconciler.gitops.errors import GitError
 from reconciler.gitops.repository import Repository
 from reconciler.gitops.tree import GitTree
 from reconciler.plan.collector import full_collections_held
@@ -243,7 +244,9 @@ def _plan_environment(
     # load: parse what changed, take the rest from what was recorded with the last commit
     pins = _Pins(repo, source.commit, stored.pins)
     index = builder.index_of(recorded)
-    loaded = _load_workloads(source, env, index, None if full else changes, parsed, pins)
+    unsettled = stored.unsettled - {base, source.commit}
+    ahead = _changed_since_recorded(repo, index, unsettled, source.commit) if not full else None
+    loaded = _load_workloads(source, env, index, None if full else changes, parsed, pins, ahead)
     # provisioners: the repository's files in reconciler.yaml order, then the built-in ones
     provisioners, problems = load_provisioners(
         [(p, source.tree.read(p)) for p in provisioner_files] + builtin_provisioner_files()
@@ -294,7 +297,9 @@ def _plan_environment(
         tuple(loaded.expired),
     )
     if not loaded.workloads:  # all from records: the plan keeps no parsed file alive
-        builder.last_plan = _LastPlan(source.commit, env, recorded, base, stored.pins, planned)
+        builder.last_plan = _LastPlan(
+            source.commit, env, recorded, base, stored.pins, stored.unsettled, planned
+        )
     return planned
 
 
@@ -320,6 +325,7 @@ class _LastPlan:
     recorded: RecordedState
     last_commit: str | None
     pins: Mapping[str, PinRecord]
+    unsettled: frozenset[str]
     plan: EnvironmentPlan
 
     def matches(
@@ -330,6 +336,7 @@ class _LastPlan:
             and commit == self.commit
             and stored.last_commit == self.last_commit
             and stored.pins == self.pins
+            and stored.unsettled == self.unsettled
             and (env is self.env or env == self.env)
         )
 
@@ -384,6 +391,7 @@ class _RecordIndex:
         """The records that keep their normalised document: the others must be parsed."""
         self.undocumented = sorted(set(self.by_file) - set(self.documented))
         self.users: dict[str, set[str]] = {}
+        self._by_commit: dict[str, set[str]] | None = None
         self._without: (
             tuple[frozenset[str], tuple[dict[str, WorkloadRecord], list[WorkloadRecord], list[str]]]
             | None
@@ -416,6 +424,14 @@ class _RecordIndex:
         for path in paths:
             found.update(self.users.get(path, ()))
         return found
+
+    def files_at(self, commit: str) -> set[str]:
+        """The files of the workloads recorded at ``commit`` (grouped on first use)."""
+        if self._by_commit is None:
+            self._by_commit = {}
+            for record in self.records:
+                self._by_commit.setdefault(record.commit, set()).add(record.file)
+        return self._by_commit.get(commit, set())
 
 
 # One builder per (store, environment): what the last plan built, reused by the next one. The
@@ -642,13 +658,14 @@ def _load_workloads(
     changes: ChangeSet | None,
     cache: dict[str, LoadedWorkload] | ParsedFiles | None = None,
     pins: _Pins | None = None,
+    ahead: frozenset[str] | None = None,
 ) -> _Loaded:
     out = _Loaded()
     if changes is None:
         paths = [p for p in source.tree.files() if _in_environment(p, source.config, env)]
         paths = _reuse_applied_here(source, index, paths, pins, out)
     else:
-        paths = _reuse_unchanged(source, env, index, changes, pins, out)
+        paths = _reuse_unchanged(source, env, index, changes, pins, out, ahead or frozenset())
     used: set[str] = set()
     for path in paths:
         tree, key = source.tree, path
@@ -697,19 +714,45 @@ def _reuse_unchanged(
     changes: ChangeSet,
     pins: _Pins | None,
     out: _Loaded,
+    ahead: frozenset[str],
 ) -> list[str]:
     """Put in ``out.reused`` the recorded workloads none of whose files changed (nor are
-    pinned); return the files to parse: the others, and the new ones. The work follows the
-    change set's size: the untouched records are taken in bulk."""
+    pinned, nor ``ahead``: recorded at an unsettled commit and changed since); return the
+    files to parse: the others, and the new ones. The work follows the change set's size: the
+    untouched records are taken in bulk."""
     pinned = pins.files() if pins is not None else frozenset()
-    redo = index.touched(changes.all) | {f for f in pinned if f in index.by_file}
+    redo = index.touched(changes.all) | {f for f in pinned if f in index.by_file} | ahead
     reuse, out.reused, out.reused_names = index.without(frozenset(redo | changes.deleted))
     out.reused_files = reuse
     parse = redo.union(index.undocumented) - changes.deleted
+    # A file added and removed again since the last commit is in no change set: it is gone.
+    parse.difference_update([p for p in ahead if not source.tree.exists(p)])
     parse.update(
         p for p in changes.added | changes.modified if _in_environment(p, source.config, env)
     )
     return sorted(p for p in parse if p not in reuse)
+
+
+def _changed_since_recorded(
+    repo: Repository, index: _RecordIndex, commits: frozenset[str], head: str
+) -> frozenset[str]:
+    """The files of workloads recorded at one of ``commits`` (runs that never settled: killed,
+    or superseded by a newer push) that changed, or whose sources changed, between that commit
+    and ``head``. Their records are as the files were at their commit, so the change since the
+    last commit does not say whether they are current: a file added after it and removed again
+    is in no change set, and its record would be taken for a workload still there."""
+    stale: set[str] = set()
+    for commit in sorted(commits):
+        files = index.files_at(commit)
+        if not files:
+            continue
+        try:
+            changed = repo.changed_paths(commit, head).all
+        except GitError:  # the commit is gone (a force-push, then gc): read them all again
+            stale.update(files)
+            continue
+        stale.update(index.touched(changed) & files)
+    return frozenset(stale)
 
 
 def _reuse_applied_here(

@@ -102,6 +102,10 @@ class PlanInputs:
     """The commit the environment was last reconciled at (None: never, or forgotten)."""
     pins: Mapping[str, PinRecord]
     """Pinned workloads by name (``reconciler rollback``)."""
+    unsettled: frozenset[str] = frozenset()
+    """Commits runs started applying since ``last_commit`` was settled: a workload recorded at
+    one of them may be ahead of ``last_commit``, so what changed since ``last_commit`` does not
+    tell whether its file changed since; a plan compares its file at its own commit."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,6 +125,7 @@ _HEAD_AND_PINS: Final = union_all(
     select(
         environments.c.revision,
         environments.c.last_commit,
+        environments.c.unsettled,
         null().label("workload"),
         null().label("file"),
         null().label("commit"),
@@ -133,15 +134,43 @@ _HEAD_AND_PINS: Final = union_all(
     select(
         null(),
         null(),
+        null(),
         pins_table.c.workload,
         pins_table.c.file,
         pins_table.c.commit,
         pins_table.c.head,
     ).where(pins_table.c.environment == bindparam("environment")),
 )
-"""What every plan reads first, as one statement: the environment's row (its token and last
-commit; the row whose ``workload`` is NULL, absent when the environment has none) and its pins
-(a pin's workload is never NULL). One statement instead of two is a tenth of a no-op resync."""
+"""What every plan reads first, as one statement: the environment's row (its token, last commit
+and unsettled commits; the row whose ``workload`` is NULL, absent when the environment has none)
+and its pins (a pin's workload is never NULL). One statement instead of two is a tenth of a
+no-op resync."""
+
+_OPEN_RUNS: Final = ("Pending", "Running")
+_Head = tuple[str | None, str | None, frozenset[str]]
+"""An environment's row as plans read it: revision token, last commit, unsettled commits."""
+_NONE: Final[frozenset[str]] = frozenset()
+
+_NOTE_APPLYING: Final = (
+    update(environments)
+    .where(
+        environments.c.name == bindparam("environment"),
+        func.coalesce(environments.c.last_commit, "") != bindparam("commit"),
+        (" " + func.coalesce(environments.c.unsettled, "") + " ").not_like(bindparam("pattern")),
+    )
+    .values(
+        unsettled=func.coalesce(environments.c.unsettled + " ", "") + bindparam("commit"),
+    )
+)
+"""Add a commit a run starts applying to the environment's unsettled ones, unless it is there
+or is the last commit: one statement, so that concurrent runs cannot lose each other's."""
+
+_OPEN_RUN_COMMITS: Final = (
+    select(runs.c.commit)
+    .distinct()
+    .where(runs.c.environment == bindparam("environment"), runs.c.status.in_(_OPEN_RUNS))
+)
+"""The commits of the environment's runs still open: they stay unsettled through a settle."""
 _PINS: Final = select(pins_table).where(pins_table.c.environment == bindparam("environment"))
 """The reads of every plan, built once (building a statement costs more than running it)."""
 
@@ -648,10 +677,17 @@ class Store:
 
     def set_last_commit(self, environment: str, commit: str | None) -> None:
         """Record the commit an environment was last reconciled at; None forgets it (after a
-        destroy, the next plan must read every workload again)."""
+        destroy, the next plan must read every workload again).
+
+        Settling a commit settles the runs of other commits before it too (every record agrees
+        with this one now), but for runs still open: a replica's run may record after this, so
+        their commits stay unsettled (``plan_inputs``)."""
         now = self.now()
-        row = {"name": environment, "last_commit": commit}
+        row: dict[str, Any] = {"name": environment, "last_commit": commit}
         with self._write() as conn:
+            found = conn.execute(_OPEN_RUN_COMMITS, {"environment": environment})
+            still = sorted({c for (c,) in found} - {commit})
+            row["unsettled"] = " ".join(still) or None
             self._upsert(
                 conn,
                 environments,
@@ -705,7 +741,7 @@ class Store:
                 # first plan of an environment skips two queries and their compilation.
                 return PlanInputs(self._kept_empty(environment), None, pins)
             recorded = self._recorded_in(conn, environment, head[0])
-        return PlanInputs(recorded, head[1], pins)
+        return PlanInputs(recorded, head[1], pins, head[2])
 
     def _quick_plan_inputs(self, environment: str) -> PlanInputs | None:
         """``plan_inputs`` by one statement on SQLite's own connection, when that is all a plan
@@ -726,7 +762,7 @@ class Store:
         with self._recorded_lock:
             kept = self._recorded.get(environment)
             if kept is not None and kept.token == head[0]:
-                return PlanInputs(kept.shared(environment), head[1], pins)
+                return PlanInputs(kept.shared(environment), head[1], pins, head[2])
         return None
 
     def plan_key(self, environment: str) -> tuple[str | None, str | None, dict[str, PinRecord]]:
@@ -744,18 +780,18 @@ class Store:
             head, pins = self._head_and_pins(conn, environment)
         return (None, None, pins) if head is None else (head[0], head[1], pins)
 
-    def _head_and_pins_now(
-        self, environment: str
-    ) -> tuple[tuple[str | None, str | None] | None, dict[str, PinRecord]]:
+    def _head_and_pins_now(self, environment: str) -> tuple[_Head | None, dict[str, PinRecord]]:
         """``_head_and_pins`` on SQLite by one statement in autocommit (one snapshot): the
-        environment's token and last commit (None without a row), and its pins."""
+        environment's token, last commit and unsettled commits (None without a row), and its
+        pins."""
         return _split_head_and_pins(self._autocommit_rows(_HEAD_AND_PINS, environment))
 
     @staticmethod
     def _head_and_pins(
         conn: Connection, environment: str
-    ) -> tuple[tuple[str | None, str | None] | None, dict[str, PinRecord]]:
-        """The environment's row (its token and last commit; None without one) and its pins."""
+    ) -> tuple[_Head | None, dict[str, PinRecord]]:
+        """The environment's row (its token, last commit and unsettled commits; None without
+        one) and its pins."""
         return _split_head_and_pins(conn.execute(_HEAD_AND_PINS, {"environment": environment}))
 
     def _kept_empty(self, environment: str) -> RecordedState:
@@ -997,6 +1033,8 @@ class Store:
         )
         with self._write() as conn:
             self._ensure_environment(conn, environment, run.started_at)
+            if status == "Running":
+                self._note_applying(conn, environment, commit)
             # The row as the statement's parameters, never in it (``.values(row)``):
             # SQLAlchemy caches the first statement it compiles of a shape, with the values in
             # it, for the process's life, and a run's plan holds an action per workload and
@@ -1035,8 +1073,18 @@ class Store:
             if done.rowcount != 1:
                 raise KeyError(run_id)
             columns = [c for c in runs.columns if with_plan or c.name != "plan"]
-            found = conn.execute(select(*columns).where(runs.c.id == run_id)).one()
-            return rows.run_record(found)
+            found = rows.run_record(conn.execute(select(*columns).where(runs.c.id == run_id)).one())
+            if status == "Running":
+                self._note_applying(conn, found.environment, found.commit)
+            return found
+
+    def _note_applying(self, conn: Connection, environment: str, commit: str) -> None:
+        """A run starts (or resumes) applying ``commit``: until a commit is settled after it,
+        what it records may be ahead of the last commit (``plan_inputs``)."""
+        conn.execute(
+            _NOTE_APPLYING,
+            {"environment": environment, "commit": commit, "pattern": f"% {commit} %"},
+        )
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._read() as conn:
@@ -1195,16 +1243,15 @@ def _schema_revision(conn: Connection) -> str | None:
     return versions[0] if versions else None
 
 
-def _split_head_and_pins(
-    found: Iterable[Any],
-) -> tuple[tuple[str | None, str | None] | None, dict[str, PinRecord]]:
-    """``_HEAD_AND_PINS``' rows, from SQLAlchemy or the driver: the environment's token and last
-    commit (the row whose workload is NULL; None without one) and its pins by workload."""
+def _split_head_and_pins(found: Iterable[Any]) -> tuple[_Head | None, dict[str, PinRecord]]:
+    """``_HEAD_AND_PINS``' rows, from SQLAlchemy or the driver: the environment's token, last
+    commit and unsettled commits (the row whose workload is NULL; None without one) and its
+    pins by workload."""
     head = None
     pins: dict[str, PinRecord] = {}
-    for revision, last_commit, workload, file, commit, pinned_head in found:
+    for revision, last_commit, unsettled, workload, file, commit, pinned_head in found:
         if workload is None:
-            head = (revision, last_commit)
+            head = (revision, last_commit, frozenset(unsettled.split()) if unsettled else _NONE)
         else:
             pins[workload] = PinRecord(workload, file, commit, pinned_head)
     return head, pins

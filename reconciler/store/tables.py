@@ -83,6 +83,9 @@ environments = Table(
     # Replaced (a random token) by every write to the environment's workloads or resources, so
     # that a reader can tell whether the recorded state it decoded earlier is still current.
     Column("revision", String(32)),
+    # The commits runs started applying since ``last_commit`` was settled, space-separated
+    # (NULL: none): what they recorded may be ahead of ``last_commit`` (Store.plan_inputs).
+    Column("unsettled", Text),
 )
 
 workloads = Table(

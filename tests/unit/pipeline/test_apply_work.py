@@ -215,3 +215,58 @@ def test_a_removal_by_a_killed_run_is_published_by_the_next_one(
     assert target.observe("staging", "aa").exists
     assert set(store.recorded("staging").workloads) == {"aa"}
     assert apply(repo, store).message == "no changes"
+
+
+def test_a_workload_a_killed_run_added_then_a_commit_removed_is_not_kept(
+    make_repo: MakeRepo, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commit B adds bb; its run records bb and is killed (closed later). Commit C removes bb
+    again: C's tree is the last reconciled commit's, so nothing changed since it, and bb's
+    record, made at B, must still not be taken for a workload at C."""
+    repo = make_repo()
+    repo.commit({"reconciler.yaml": CONFIG, "apps/aa/score.yaml": plain_workload("aa")})
+    assert apply(repo, store).status == "Succeeded"
+    repo.commit({"apps/bb/score.yaml": plain_workload("bb")})
+    _, target = interrupt_publish(repo, store, monkeypatch)
+    assert "bb" in store.recorded("staging").workloads
+    (repo.root / "apps" / "bb" / "score.yaml").unlink()
+    repo.commit({})
+    again = apply(repo, store)
+    assert again.status == "Succeeded", again.message
+    assert again.plan is not None
+    assert {(str(a.action), a.id) for a in again.plan.changes()} == {
+        ("delete", "bb"),
+        ("delete", "redis.default#bb.cache"),
+    }
+    assert set(store.recorded("staging").workloads) == {"aa"}
+    assert not target.observe("staging", "bb").exists
+    assert store.plan_inputs("staging").unsettled == frozenset()
+
+
+def test_a_change_a_killed_run_recorded_then_a_commit_reverted_is_reverted(
+    make_repo: MakeRepo, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commit B changes aa's image; its run records aa at B and is killed. Commit C puts the
+    image back: nothing changed since the last reconciled commit, yet the record holds B's
+    image, so the plan updates aa back rather than publishing B's."""
+    repo = make_repo()
+    repo.commit({"reconciler.yaml": CONFIG, "apps/aa/score.yaml": plain_workload("aa")})
+    assert apply(repo, store).status == "Succeeded"
+    first = repo.commit({"apps/aa/score.yaml": plain_workload("aa", "nginx:1.28")})
+    interrupt_publish(repo, store, monkeypatch)
+    assert store.recorded("staging").workloads["aa"].commit == first
+    assert store.plan_inputs("staging").unsettled == {first}
+    repo.commit({"apps/aa/score.yaml": plain_workload("aa")})
+    again = apply(repo, store)
+    assert again.status == "Succeeded", again.message
+    assert again.plan is not None
+    [action] = again.plan.changes()
+    assert (str(action.action), action.id) == ("update", "aa")
+    assert [(c.path, c.old, c.new) for c in action.changes] == [
+        ("containers.main.image", "nginx:1.28", "nginx:1.27")
+    ]
+    branch = Repository.open(repo.root).branch_head("reconciler/deploy/staging")
+    assert branch is not None
+    manifests = Repository.open(repo.root).tree(branch).read("aa/manifests.yaml")
+    assert b"nginx:1.27" in manifests
+    assert b"nginx:1.28" not in manifests

@@ -43,6 +43,34 @@ def test_list_runs_newest_first_filtered_and_limited(store: Store) -> None:
     assert [r.id for r in store.list_runs(limit=1)] == [made[2].id]
 
 
+def test_commits_runs_apply_stay_unsettled_until_a_settle_after_them(store: Store) -> None:
+    """A run that starts applying (created Running, or moved to Running) makes its commit
+    unsettled, once; settling a commit settles them all but those of runs still open."""
+    a, b, c, d = ("a" * 40, "b" * 40, "c" * 40, "d" * 40)
+    store.set_last_commit("prod", a)
+    own = store.create_run("prod", a, trigger="push", status="Running")  # the last commit
+    store.update_run(own.id, status="Succeeded", finished=True)
+    waiting = store.create_run("prod", b, trigger="push")  # Pending: applies nothing yet
+    assert store.plan_inputs("prod").unsettled == frozenset()
+    store.update_run(waiting.id, status="Running")
+    store.create_run("prod", b, trigger="push", status="Running")  # noted once
+    killed = store.create_run("prod", c, trigger="push", status="Running")
+    store.create_run("dev", d, trigger="push", status="Running")
+    assert store.plan_inputs("prod").unsettled == {b, c}
+    store.update_run(waiting.id, status="Succeeded", finished=True)
+    store.set_last_commit("prod", d)  # c's run is still open: a replica may still record
+    assert store.plan_inputs("prod").unsettled == {b, c}
+    for run in store.list_runs("prod"):
+        if run.status in ("Pending", "Running") and run.id != killed.id:
+            store.update_run(run.id, status="Failed", finished=True)
+    store.set_last_commit("prod", d)
+    assert store.plan_inputs("prod").unsettled == {c}
+    store.update_run(killed.id, status="Failed", finished=True)
+    store.set_last_commit("prod", d)
+    assert store.plan_inputs("prod").unsettled == frozenset()
+    assert store.plan_inputs("dev").unsettled == {d}
+
+
 def test_steps_checkpoint_and_round_trip(store: Store, build: Builders) -> None:
     _, _, step = build
     run = store.create_run("prod", "c" * 40, trigger="push")

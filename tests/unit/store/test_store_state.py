@@ -96,7 +96,7 @@ def selects_from(store: Store, table: str) -> Iterator[list[str]]:
 def test_open_twice_migrates_once_and_keeps_data(store_url: str, build: Builders) -> None:
     workload, _, _ = build
     with Store.open(store_url) as first:
-        assert first.revision() == head() == "0006"
+        assert first.revision() == head() == "0007"
         first.save_workload("prod", workload())
     with Store.open(store_url) as second:
         assert second.revision() == head()
