@@ -33,7 +33,9 @@ from sqlalchemy import (
     delete,
     func,
     inspect,
+    literal_column,
     null,
+    or_,
     select,
     table,
     type_coerce,
@@ -146,31 +148,39 @@ and unsettled commits; the row whose ``workload`` is NULL, absent when the envir
 and its pins (a pin's workload is never NULL). One statement instead of two is a tenth of a
 no-op resync."""
 
-_OPEN_RUNS: Final = ("Pending", "Running")
 _Head = tuple[str | None, str | None, frozenset[str]]
 """An environment's row as plans read it: revision token, last commit, unsettled commits."""
 _NONE: Final[frozenset[str]] = frozenset()
 
+_SPACE: Final = literal_column("' '", Text)
+_EMPTY: Final = literal_column("''", Text)
 _NOTE_APPLYING: Final = (
     update(environments)
     .where(
         environments.c.name == bindparam("environment"),
-        func.coalesce(environments.c.last_commit, "") != bindparam("commit"),
-        (" " + func.coalesce(environments.c.unsettled, "") + " ").not_like(bindparam("pattern")),
+        func.coalesce(environments.c.last_commit, _EMPTY) != bindparam("commit"),
+        (_SPACE + func.coalesce(environments.c.unsettled, _EMPTY) + _SPACE).not_like(
+            bindparam("pattern")
+        ),
     )
     .values(
-        unsettled=func.coalesce(environments.c.unsettled + " ", "") + bindparam("commit"),
+        unsettled=func.coalesce(environments.c.unsettled + _SPACE, _EMPTY) + bindparam("commit"),
     )
 )
 """Add a commit a run starts applying to the environment's unsettled ones, unless it is there
-or is the last commit: one statement, so that concurrent runs cannot lose each other's."""
+or is the last commit: one statement, so that concurrent runs cannot lose each other's. Its
+constants are literals, so that it runs as text compiled once per process (``_run_in``)."""
 
 _OPEN_RUN_COMMITS: Final = (
     select(runs.c.commit)
     .distinct()
-    .where(runs.c.environment == bindparam("environment"), runs.c.status.in_(_OPEN_RUNS))
+    .where(
+        runs.c.environment == bindparam("environment"),
+        or_(runs.c.status == bindparam("pending"), runs.c.status == bindparam("running")),
+    )
 )
 """The commits of the environment's runs still open: they stay unsettled through a settle."""
+_OPEN: Final = {"pending": "Pending", "running": "Running"}
 _PINS: Final = select(pins_table).where(pins_table.c.environment == bindparam("environment"))
 """The reads of every plan, built once (building a statement costs more than running it)."""
 
@@ -685,7 +695,7 @@ class Store:
         now = self.now()
         row: dict[str, Any] = {"name": environment, "last_commit": commit}
         with self._write() as conn:
-            found = conn.execute(_OPEN_RUN_COMMITS, {"environment": environment})
+            found = self._run_in(conn, _OPEN_RUN_COMMITS, _OPEN | {"environment": environment})
             still = sorted({c for (c,) in found} - {commit})
             row["unsettled"] = " ".join(still) or None
             self._upsert(
@@ -1081,10 +1091,8 @@ class Store:
     def _note_applying(self, conn: Connection, environment: str, commit: str) -> None:
         """A run starts (or resumes) applying ``commit``: until a commit is settled after it,
         what it records may be ahead of the last commit (``plan_inputs``)."""
-        conn.execute(
-            _NOTE_APPLYING,
-            {"environment": environment, "commit": commit, "pattern": f"% {commit} %"},
-        )
+        values = {"environment": environment, "commit": commit, "pattern": f"% {commit} %"}
+        self._run_in(conn, _NOTE_APPLYING, values)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._read() as conn:
