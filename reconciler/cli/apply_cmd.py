@@ -35,6 +35,7 @@ from reconciler.diagnostics import has_errors
 from reconciler.engine import Executor, StoreCheckpointer
 from reconciler.gitops.errors import GitError
 from reconciler.pipeline import EnvironmentPlan, open_source, select_environments
+from reconciler.plan.collector import full_collections_held
 from reconciler.plan.render import to_text
 from reconciler.providers.base import DriverError
 from reconciler.render import diagnostics as render_diagnostics
@@ -95,7 +96,12 @@ def _run_one(
             fail(exc.code, exc.message)
         checkpointer = ProgressCheckpointer(StoreCheckpointer(store), console)
         executor = Executor(checkpointer, parallelism=parallelism)
-        with claimed(store, name, lock_timeout), cancel_on_signals(executor):
+        # A command ends with its run: no full collection during it (plan/collector.py).
+        with (
+            claimed(store, name, lock_timeout),
+            cancel_on_signals(executor),
+            full_collections_held(),
+        ):
             outcome = apply_environment(
                 repository,
                 services,

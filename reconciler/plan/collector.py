@@ -15,6 +15,13 @@ collection the plan's growth calls for. Process-wide (the collector is), counted
 so that overlapping plans keep the pause until the last one ends; but the daemon's workers can
 plan back to back for a long time, so a plan that ends while others still hold makes the full
 collection itself once ``MAX_HOLD`` seconds have passed without one.
+
+``reconciler apply`` holds them for its whole run, not only its plans: the process ends with
+the run, and what a full collection would walk then is the run's own values, alive until it
+ends (its steps' records and rendered files, the plan they came from). That was two full
+collections and 6 to 9 % of a first apply of 1,000 workloads. The daemon does not: it lives on
+after its runs, and its peak memory at 10,000 workloads sits at its budget, which a run's
+cyclic garbage, kept until the run ends, went past.
 """
 
 from __future__ import annotations

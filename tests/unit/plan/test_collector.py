@@ -131,3 +131,62 @@ def test_a_plan_makes_no_full_collection(make_repo: MakeRepo, tmp_path: Path) ->
     assert len(during) > 100  # the plan's own: young collections went on
     assert 2 not in during
     assert after == (1, 1, 1)
+
+
+@pytest.mark.usefixtures("thresholds")
+def test_reconciler_apply_makes_no_full_collection_during_its_run(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command holds full collections for its whole run (plans, steps, records), not only
+    its plans: it ends with the run. Young collections go on; the threshold comes back after."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from reconciler.cli import apply_cmd  # noqa: PLC0415
+    from reconciler.cli.app import app  # noqa: PLC0415
+
+    running = threading.Event()  # while the runner applies: the window the test looks at
+    real = apply_cmd.apply_environment
+
+    def applying(*args: Any, **kwargs: Any) -> Any:
+        running.set()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            running.clear()
+
+    monkeypatch.setattr(apply_cmd, "apply_environment", applying)
+
+    repo = make_repo()
+    repo.commit(
+        {
+            f"apps/w{i}/score.yaml": (
+                "apiVersion: score.dev/v1b1\n"
+                f"metadata:\n  name: w{i}\n"
+                "containers:\n  main:\n    image: nginx\n"
+            )
+            for i in range(5)
+        }
+    )
+    started: list[tuple[int, bool]] = []
+
+    def count(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started.append((info["generation"], running.is_set()))
+
+    store = f"sqlite:///{tmp_path / 'state.db'}"
+    args = ["apply", "--repo", str(repo.root), "--store", store, "--auto-approve"]
+    gc.set_threshold(1, 1, 1)  # unheld, a full collection every few allocations
+    gc.callbacks.append(count)
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        gc.callbacks.remove(count)
+        after = gc.get_threshold()
+        gc.set_threshold(700, 10, 10)
+    assert result.exit_code == 0, result.output
+    assert "Succeeded" in result.output
+    during = [generation for generation, inside in started if inside]
+    assert len(during) > 100  # the run's own young collections
+    assert 2 not in during
+    assert any(generation == 2 for generation, inside in started if not inside)  # around it
+    assert after == (1, 1, 1)
