@@ -211,7 +211,9 @@ def check_graph(steps: Sequence[Step]) -> dict[str, Step]:
             raise ValueError(f"duplicate step id '{step.id}'")
         by_id[step.id] = step
     for sid in sorted(by_id):
-        unknown = sorted(set(by_id[sid].depends_on) - by_id.keys())
+        # Each dependency looked up, not the set of ids taken apart: ``set - dict.keys()``
+        # walks every key, which made this quadratic (about 3 s for a run of 10,000).
+        unknown = sorted({d for d in by_id[sid].depends_on if d not in by_id})
         if unknown:
             raise ValueError(f"step '{sid}' depends on unknown steps: {', '.join(unknown)}")
     indegree = {sid: len(set(step.depends_on)) for sid, step in by_id.items()}
