@@ -703,11 +703,10 @@ def _workload_steps(state: _Run, planned: EnvironmentPlan) -> list[Step]:
     desired, plan = planned.desired, planned.plan
     assert planned.provisioners is not None
     steps: list[Step] = []
+    by_name = {w.name: w for w in desired.workloads}  # ``desired.workload`` scans them all
     for action in plan.changes():
         if action.kind is Subject.WORKLOAD and action.action is not ActionKind.DELETE:
-            wl = desired.workload(action.id)
-            assert wl is not None
-            steps.append(_workload_step(state, planned, wl))
+            steps.append(_workload_step(state, planned, by_name[action.id]))
         elif action.kind is Subject.WORKLOAD:
             steps.append(_delete_workload_step(state, action.id))
     workload_ids = [s.id for s in steps]

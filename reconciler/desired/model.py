@@ -189,9 +189,11 @@ class DesiredState:
     variables: dict[str, str] = field(default_factory=dict, hash=False)
 
     def resource(self, uid: str) -> DesiredResource | None:
+        """One resource, by a scan: index ``resources`` to look up many."""
         return next((r for r in self.resources if r.uid == uid), None)
 
     def workload(self, name: str) -> DesiredWorkload | None:
+        """One workload, by a scan: index ``workloads`` to look up many."""
         return next((w for w in self.workloads if w.name == name), None)
 
     def to_data(self) -> dict[str, Any]:
