@@ -99,30 +99,9 @@ def test_a_removal_made_before_an_interruption_is_published_by_the_resumed_run(
     """A run interrupted after removing a workload, before publishing: the run that resumes
     it does not remove the workload again (its step is recorded Succeeded), and still takes
     its folder off the deploy branch, from what the store recorded of the first process."""
-    repo = make_repo()
-    repo.commit(
-        {"reconciler.yaml": CONFIG}
-        | {f"apps/{n}/score.yaml": plain_workload(n) for n in ("aa", "bb")}
-    )
-    assert apply(repo, store).status == "Succeeded"
-    (repo.root / "apps" / "bb" / "score.yaml").unlink()
-    repo.commit({})
-    repository = Repository.open(repo.root)
-    source = open_source(repository, "HEAD")
-    env = source.config.environments["staging"]
-    services = services_for(store, repository, "staging", env)
-    executor = Executor(StoreCheckpointer(store))
-    flush = ManifestsTarget.flush
-
-    def interrupted(target: ManifestsTarget, environment: str, message: str) -> str | None:
-        executor.cancel()  # the process is stopping: the publish does not happen
-        raise DriverError(Code.DEPLOY_BRANCH_WRITE_FAILED, "stopping", retryable=True)
-
-    monkeypatch.setattr(ManifestsTarget, "flush", interrupted)
-    first = apply_environment(repository, services, source, "staging", env, executor=executor)
-    assert first.status == "Pending"
-    assert services.target.observe("staging", "bb").exists
-    monkeypatch.setattr(ManifestsTarget, "flush", flush)
+    repo = applied_then_bb_removed(make_repo, store)
+    first, target = interrupt_publish(repo, store, monkeypatch, close=False)
+    assert target.observe("staging", "bb").exists
     resumed = apply(repo, store)
     assert resumed.status == "Succeeded"
     assert resumed.run is not None
@@ -131,16 +110,30 @@ def test_a_removal_made_before_an_interruption_is_published_by_the_resumed_run(
     steps = {s.step_id: s for s in store.steps(first.run.id)}
     assert steps["workload:bb"].status == "Succeeded"
     assert steps["publish"].status == "Succeeded"
-    assert not services.target.observe("staging", "bb").exists
-    assert services.target.observe("staging", "aa").exists
+    assert not target.observe("staging", "bb").exists
+    assert target.observe("staging", "aa").exists
+
+
+def applied_then_bb_removed(make_repo: MakeRepo, store: Store) -> GitRepo:
+    """Workloads aa and bb applied, then a commit removing bb (not applied yet)."""
+    repo = make_repo()
+    repo.commit(
+        {"reconciler.yaml": CONFIG}
+        | {f"apps/{n}/score.yaml": plain_workload(n) for n in ("aa", "bb")}
+    )
+    assert apply(repo, store).status == "Succeeded"
+    (repo.root / "apps" / "bb" / "score.yaml").unlink()
+    repo.commit({})
+    return repo
 
 
 def interrupt_publish(
-    repo: GitRepo, store: Store, monkeypatch: pytest.MonkeyPatch
+    repo: GitRepo, store: Store, monkeypatch: pytest.MonkeyPatch, *, close: bool = True
 ) -> tuple[RunOutcome, ManifestsTarget]:
-    """Apply HEAD with the process stopping in its publish, then close the run the way the
-    daemon closes a dead process's run (``superseded``, ``reconciled by other runs``): the next
-    apply is a new run, not this one resumed, so nothing but the store says what is pending."""
+    """Apply HEAD with the process stopping in its publish; with ``close``, then close the run
+    the way the daemon closes a dead process's run (``superseded``, ``reconciled by other
+    runs``): the next apply is a new run, not this one resumed, so nothing but the store says
+    what is pending."""
     repository = Repository.open(repo.root)
     source = open_source(repository, "HEAD")
     env = source.config.environments["staging"]
@@ -156,7 +149,8 @@ def interrupt_publish(
         first = apply_environment(repository, services, source, "staging", env, executor=executor)
     assert first.status == "Pending"
     assert first.run is not None
-    store.update_run(first.run.id, status="Failed", message="closed", finished=True)
+    if close:
+        store.update_run(first.run.id, status="Failed", message="closed", finished=True)
     assert isinstance(services.target, ManifestsTarget)
     return first, services.target
 
@@ -196,14 +190,7 @@ def test_a_removal_by_a_killed_run_is_published_by_the_next_one(
 ) -> None:
     """The run removed a workload, then stopped before publishing the removal. Its record
     stays until a publish takes the folder off the branch, so the next run removes it again."""
-    repo = make_repo()
-    repo.commit(
-        {"reconciler.yaml": CONFIG}
-        | {f"apps/{n}/score.yaml": plain_workload(n) for n in ("aa", "bb")}
-    )
-    assert apply(repo, store).status == "Succeeded"
-    (repo.root / "apps" / "bb" / "score.yaml").unlink()
-    repo.commit({})
+    repo = applied_then_bb_removed(make_repo, store)
     _, target = interrupt_publish(repo, store, monkeypatch)
     assert store.recorded("staging").workloads["bb"].status == "Unpublished"
     assert target.observe("staging", "bb").exists
