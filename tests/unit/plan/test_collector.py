@@ -134,28 +134,29 @@ def test_a_plan_makes_no_full_collection(make_repo: MakeRepo, tmp_path: Path) ->
 
 
 @pytest.mark.usefixtures("thresholds")
-def test_reconciler_apply_makes_no_full_collection_during_its_run(
+def test_reconciler_apply_holds_full_collections_for_its_whole_run(
     make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The command holds full collections for its whole run (plans, steps, records), not only
-    its plans: it ends with the run. Young collections go on; the threshold comes back after."""
-    from typer.testing import CliRunner  # noqa: PLC0415
+    its plans: it ends with the run. Seen from the runner's call: held before its first plan
+    and still after its last, and given back once the command's run is over."""
+    import io  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
 
     from reconciler.cli import apply_cmd  # noqa: PLC0415
-    from reconciler.cli.app import app  # noqa: PLC0415
 
-    running = threading.Event()  # while the runner applies: the window the test looks at
+    held: list[bool] = []
     real = apply_cmd.apply_environment
 
     def applying(*args: Any, **kwargs: Any) -> Any:
-        running.set()
+        held.append(gc.get_threshold()[2] > 10**9)  # before the run's first plan
         try:
             return real(*args, **kwargs)
         finally:
-            running.clear()
+            held.append(gc.get_threshold()[2] > 10**9)  # after its last plan and step
 
     monkeypatch.setattr(apply_cmd, "apply_environment", applying)
-
     repo = make_repo()
     repo.commit(
         {
@@ -164,29 +165,15 @@ def test_reconciler_apply_makes_no_full_collection_during_its_run(
                 f"metadata:\n  name: w{i}\n"
                 "containers:\n  main:\n    image: nginx\n"
             )
-            for i in range(5)
+            for i in range(3)
         }
     )
-    started: list[tuple[int, bool]] = []
-
-    def count(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            started.append((info["generation"], running.is_set()))
-
-    store = f"sqlite:///{tmp_path / 'state.db'}"
-    args = ["apply", "--repo", str(repo.root), "--store", store, "--auto-approve"]
-    gc.set_threshold(1, 1, 1)  # unheld, a full collection every few allocations
-    gc.callbacks.append(count)
-    try:
-        result = CliRunner().invoke(app, args)
-    finally:
-        gc.callbacks.remove(count)
-        after = gc.get_threshold()
-        gc.set_threshold(700, 10, 10)
-    assert result.exit_code == 0, result.output
-    assert "Succeeded" in result.output
-    during = [generation for generation, inside in started if inside]
-    assert len(during) > 100  # the run's own young collections
-    assert 2 not in during
-    assert any(generation == 2 for generation, inside in started if not inside)  # around it
-    assert after == (1, 1, 1)
+    gc.set_threshold(700, 10, 10)
+    console = Console(file=io.StringIO())
+    with Store.open(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        [outcome] = apply_cmd._run_one(
+            store, repo.root, "HEAD", None, auto_approve=True, parallelism=2, console=console
+        )
+    assert outcome.status == "Succeeded", outcome.message
+    assert held == [True, True]
+    assert gc.get_threshold() == (700, 10, 10)
