@@ -80,7 +80,6 @@ _log = logger("reconciler.run")
 
 MANIFESTS_STATE_KEY = "_manifests"
 """Where a resource's rendered Kubernetes objects are kept in its recorded state."""
-"""A workload recorded but not yet on its target; the publish step marks it Synced."""
 
 OPEN_RUN_STATUSES = ("Pending", "Running")
 MAX_WAVES = 64
@@ -783,6 +782,8 @@ def _publish_step(
     ``changed=None`` stages every recorded workload (self-healing after drift). A workload this
     run's own step staged in this process is staged already, from the same recorded state, and
     is not rendered again, except on a retry (a failed flush may have dropped what it held).
+    The workloads published are marked ``Synced`` and the records of those removed are
+    forgotten with the step's checkpoint; until then both stay ``UNPUBLISHED``.
     """
 
     def run(ctx: StepContext) -> Mapping[str, Any]:
