@@ -71,7 +71,7 @@ from reconciler.providers.base import (
 )
 from reconciler.providers.registry import driver_for
 from reconciler.score.loader import LoadedWorkload
-from reconciler.store.records import ResourceRecord, RunRecord
+from reconciler.store.records import OPEN_RUN_STATUSES, ResourceRecord, RunRecord
 from reconciler.store.store import Store
 from reconciler.workflows.loader import load_workflows
 from reconciler.workflows.run import Runtime, Stage, run_hooks
@@ -81,7 +81,6 @@ _log = logger("reconciler.run")
 MANIFESTS_STATE_KEY = "_manifests"
 """Where a resource's rendered Kubernetes objects are kept in its recorded state."""
 
-OPEN_RUN_STATUSES = ("Pending", "Running")
 MAX_WAVES = 64
 
 DriverFactory = Callable[[str, ProvisionerSet], ResourceDriver]
@@ -258,7 +257,7 @@ def _supersede(
     for run in store.list_runs(environment, limit=20) if recent is None else recent:
         if (
             run.commit != commit
-            and run.status in ("WaitingApproval", "Pending", "Running")
+            and run.status in (*OPEN_RUN_STATUSES, "WaitingApproval")
             and _overlaps(run, scope)
         ):
             store.update_run(
@@ -826,7 +825,10 @@ def _publish_step(
 
 
 def _removed_earlier(state: _Run) -> set[str]:
-    """Workloads this run removed before a crash: their removal must still be published."""
+    """Workloads this run removed before a crash: their removal must still be published.
+
+    The plan names them again anyway (a removal's record stays until its publish); this also
+    covers a run killed under an earlier version, whose removals deleted their records at once."""
     removed = state.store.step_targets(
         state.run_id, kind="workload", action="delete", status="Succeeded"
     )

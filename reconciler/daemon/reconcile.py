@@ -49,7 +49,7 @@ from reconciler.services import services_for
 from reconciler.store.envlock import environment_holders
 from reconciler.store.errors import StoreError
 from reconciler.store.leases import LeaseManager
-from reconciler.store.records import RunRecord
+from reconciler.store.records import OPEN_RUN_STATUSES, RunRecord
 from reconciler.store.store import Store
 
 log = logger("reconciler.daemon")
@@ -269,9 +269,9 @@ class Reconciler:
         ``commit``: runs of older commits, and runs of this one whose workloads other runs
         finished. A run whose workloads some replica still leases is alive and left alone."""
         for run in self.store.list_runs(name, limit=50):
-            if run.commit == commit and run.status not in ("Pending", "Running"):
+            if run.commit == commit and run.status not in OPEN_RUN_STATUSES:
                 continue
-            if run.commit != commit and run.status not in ("Pending", "Running", "WaitingApproval"):
+            if run.commit != commit and run.status not in (*OPEN_RUN_STATUSES, "WaitingApproval"):
                 continue
             if run.scope is None:
                 if run.commit == commit:

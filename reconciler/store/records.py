@@ -19,6 +19,9 @@ from typing import Any
 
 JsonObject = Mapping[str, Any]
 
+OPEN_RUN_STATUSES = ("Pending", "Running")
+"""A run some process may still be applying (or will resume): neither ended nor waiting."""
+
 
 def _require_aware(record: object, *names: str) -> None:
     """Refuse naive timestamps when a record is built, not later in a database driver: a naive

@@ -51,6 +51,7 @@ from reconciler.store import migrations, rows
 from reconciler.store.engine import READ_OPTION, create_engine, prepare_sqlite_file
 from reconciler.store.errors import StoreError, translate, translated
 from reconciler.store.records import (
+    OPEN_RUN_STATUSES,
     AuditRecord,
     EnvironmentRecord,
     JsonObject,
@@ -176,11 +177,10 @@ _OPEN_RUN_COMMITS: Final = (
     .distinct()
     .where(
         runs.c.environment == bindparam("environment"),
-        or_(runs.c.status == bindparam("pending"), runs.c.status == bindparam("running")),
+        or_(*(runs.c.status == literal_column(f"'{s}'") for s in OPEN_RUN_STATUSES)),
     )
 )
 """The commits of the environment's runs still open: they stay unsettled through a settle."""
-_OPEN: Final = {"pending": "Pending", "running": "Running"}
 _PINS: Final = select(pins_table).where(pins_table.c.environment == bindparam("environment"))
 """The reads of every plan, built once (building a statement costs more than running it)."""
 
@@ -695,7 +695,7 @@ class Store:
         now = self.now()
         row: dict[str, Any] = {"name": environment, "last_commit": commit}
         with self._write() as conn:
-            found = self._run_in(conn, _OPEN_RUN_COMMITS, _OPEN | {"environment": environment})
+            found = self._run_in(conn, _OPEN_RUN_COMMITS, {"environment": environment})
             still = sorted({c for (c,) in found} - {commit})
             row["unsettled"] = " ".join(still) or None
             self._upsert(

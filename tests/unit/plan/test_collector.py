@@ -8,13 +8,16 @@ go on. Counted with the collector's own callbacks, never timed.
 from __future__ import annotations
 
 import gc
+import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
+from reconciler.cli import apply_cmd
 from reconciler.gitops.repository import Repository
 from reconciler.pipeline import open_source, plan_environment, select_environments
 from reconciler.plan.collector import MAX_HOLD, _Hold, full_collections_held
@@ -140,12 +143,6 @@ def test_reconciler_apply_holds_full_collections_for_its_whole_run(
     """The command holds full collections for its whole run (plans, steps, records), not only
     its plans: it ends with the run. Seen from the runner's call: held before its first plan
     and still after its last, and given back once the command's run is over."""
-    import io  # noqa: PLC0415
-
-    from rich.console import Console  # noqa: PLC0415
-
-    from reconciler.cli import apply_cmd  # noqa: PLC0415
-
     held: list[bool] = []
     real = apply_cmd.apply_environment
 
