@@ -345,9 +345,14 @@ def run_row(record: RunRecord) -> dict[str, Any]:
 
 
 def run_record(row: Row[Any]) -> RunRecord:
-    values = dict(_m(row))
-    scope = values.pop("scope", None)
-    return RunRecord(**values, scope=None if scope is None else tuple(scope))
+    return run_from(_m(row))
+
+
+def run_from(values: Mapping[str, Any]) -> RunRecord:
+    """A run from its columns by name (a row's mapping, or the store's own read of one)."""
+    fields = dict(values)
+    scope = fields.pop("scope", None)
+    return RunRecord(**fields, scope=None if scope is None else tuple(scope))
 
 
 def step_row(run_id: str, record: StepRecord) -> dict[str, Any]:

@@ -25,9 +25,11 @@ from typing import Any, Final
 from sqlalchemy import (
     Engine,
     Insert,
+    Select,
     String,
     Table,
     Text,
+    Update,
     bindparam,
     column,
     delete,
@@ -186,6 +188,10 @@ _PINS: Final = select(pins_table).where(pins_table.c.environment == bindparam("e
 
 _STEPS: Final = select(steps).where(steps.c.run_id == bindparam("run_id")).order_by(steps.c.step_id)
 """A run's steps, built once."""
+
+_AUDIT_HEAD: Final = select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
+"""The audit chain's last entry, that an append follows: built once, and with its limit a
+literal, so that it runs as text compiled once per process (``_run_in``)."""
 
 _STEP_STATUSES: Final = select(steps.c.step_id, steps.c.status).where(
     steps.c.run_id == bindparam("run_id")
@@ -590,10 +596,10 @@ class Store:
         if self._writer is None:  # PostgreSQL
             result = conn.execute(statement, dict(values))
             return list(result) if result.returns_rows else []
-        sql, names = _raw_sqlite(statement)
+        sql, bind = _raw_sqlite(statement)
         cursor = _driver(conn).cursor()
         try:
-            rows: list[Any] = cursor.execute(sql, tuple(values[n] for n in names)).fetchall()
+            rows: list[Any] = cursor.execute(sql, bind(values)).fetchall()
         finally:
             cursor.close()
         return rows
@@ -733,6 +739,14 @@ class Store:
         it and nothing sets it back, so a first reconcile's steps read the empty state kept by
         its plan instead of querying for resources not recorded yet.
         """
+        if self._writer is not None and self._current.get() is None:
+            # SQLite: the token alone first, without SQLAlchemy's execution around it; the
+            # state kept at that token is most often the answer (a publish reads it).
+            token = self._token_now(environment)
+            with self._recorded_lock:
+                kept = self._recorded.get(environment)
+                if kept is not None and kept.token == token:
+                    return kept.shared(environment)
         with self._read() as conn:
             return self._recorded_in(conn, environment, self._token(conn, environment))
 
@@ -794,7 +808,8 @@ class Store:
         """``_head_and_pins`` on SQLite by one statement in autocommit (one snapshot): the
         environment's token, last commit and unsettled commits (None without a row), and its
         pins."""
-        return _split_head_and_pins(self._autocommit_rows(_HEAD_AND_PINS, environment))
+        found = self._autocommit_rows(_HEAD_AND_PINS, {"environment": environment})
+        return _split_head_and_pins(found)
 
     @staticmethod
     def _head_and_pins(
@@ -855,22 +870,63 @@ class Store:
         if self._writer is None:  # PostgreSQL
             with self._read() as conn:
                 return self._token(conn, environment)
-        found = self._autocommit_rows(_TOKEN, environment)
+        found = self._autocommit_rows(_TOKEN, {"environment": environment})
         token: str | None = found[0][0] if found else None
         return token
 
-    def _autocommit_rows(self, statement: Any, environment: str) -> list[Any]:
+    def _rows(
+        self, statement: Any, values: Mapping[str, Any], conn: Connection | None = None
+    ) -> list[Any]:
+        """``statement``'s rows, read in ``conn``'s transaction, else in the open
+        ``transaction()`` if there is one, else alone. On SQLite straight on a driver
+        connection (``_run_in``, ``_autocommit_rows``): for statements whose values and
+        columns need no conversion (strings, integers)."""
+        conn = conn or self._current.get()
+        if conn is not None:
+            with self._translated():
+                return self._run_in(conn, statement, values)
+        if self._writer is None:  # PostgreSQL
+            with self._read() as conn:
+                return list(conn.execute(statement, dict(values)))
+        return self._autocommit_rows(statement, values)
+
+    def _mappings(
+        self, statement: Select[Any], values: Mapping[str, Any], conn: Connection | None = None
+    ) -> list[Mapping[str, Any]]:
+        """``statement``'s rows as ``_rows`` reads them, as mappings of its columns' keys to
+        values converted as SQLAlchemy's result would convert them (timestamps, JSON)."""
+        found = self._rows(statement, values, conn)
+        if self._writer is None:  # PostgreSQL: SQLAlchemy's rows, converted already
+            return [row._mapping for row in found]
+        convert = _sqlite_result(statement)
+        return [convert(row) for row in found]
+
+    def _change_row(self, conn: Connection, statement: Update, values: Mapping[str, Any]) -> int:
+        """Run ``statement`` (an update of this module's, built once) with ``values``, in
+        ``conn``'s transaction, and return how many rows it changed; the keys of ``values``
+        that name columns are what it sets. On SQLite on the driver connection, as
+        ``_write_rows`` runs its inserts, each value converted as SQLAlchemy would convert it."""
+        if self._writer is None:  # PostgreSQL
+            return int(conn.execute(statement, dict(values)).rowcount)
+        sql, parameters = _raw_sqlite_write(statement, tuple(values))
+        cursor = _driver(conn).cursor()
+        try:
+            return int(cursor.execute(sql, parameters(values)).rowcount)
+        finally:
+            cursor.close()
+
+    def _autocommit_rows(self, statement: Any, values: Mapping[str, Any]) -> list[Any]:
         """``statement``'s rows on SQLite, as one statement in autocommit on the store's reader
         connection (see ``_reader_connection``): one statement is one snapshot, and
         SQLAlchemy's execution around it (``BEGIN``, events, result processing, the rollback,
-        a new engine's compilation) is skipped. For the hottest reads only: a resync's plan
-        inputs and each step's token check."""
-        sql, names = _raw_sqlite(statement)
-        assert len(set(names)) <= 1, names
+        a new engine's compilation) is skipped. For reads of every plan and step, and for the
+        run's own records: each costs a few statements, and a new engine (one per ``reconciler
+        apply``) compiled each of them first."""
+        sql, bind = _raw_sqlite(statement)
         with self._translated(), self._reader_lock:
             reader = self._reader_connection()
             try:
-                rows: list[Any] = reader.execute(sql, (environment,) * len(names)).fetchall()
+                rows: list[Any] = reader.execute(sql, bind(values)).fetchall()
             except BaseException:
                 self._close_reader()  # whatever broke, the next read starts on a new one
                 raise
@@ -1079,11 +1135,10 @@ class Store:
         if finished:
             changes["finished_at"] = self.now()
         with self._write() as conn:
-            done = conn.execute(update(runs).where(runs.c.id == run_id).values(changes))
-            if done.rowcount != 1:
+            if self._change_row(conn, _UPDATE_RUN, {**changes, "run_id": run_id}) != 1:
                 raise KeyError(run_id)
-            columns = [c for c in runs.columns if with_plan or c.name != "plan"]
-            found = rows.run_record(conn.execute(select(*columns).where(runs.c.id == run_id)).one())
+            (values,) = self._mappings(_run_statement(with_plan), {"run_id": run_id}, conn)
+            found = rows.run_from(values)
             if status == "Running":
                 self._note_applying(conn, found.environment, found.commit)
             return found
@@ -1105,12 +1160,11 @@ class Store:
         """Newest first. Plans are left out (``plan`` is None) unless asked for: a plan holds an
         action per workload and resource, and decoding twenty of them for every reconcile of a
         large environment costs more than the reconcile."""
-        columns = [c for c in runs.columns if with_plans or c.name != "plan"]
-        query = select(*columns).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
+        query = _runs_statement(with_plans, environment is not None)
+        values: dict[str, Any] = {"limit": limit}
         if environment is not None:
-            query = query.where(runs.c.environment == environment)
-        with self._read() as conn:
-            return [rows.run_record(row) for row in conn.execute(query)]
+            values["environment"] = environment
+        return [rows.run_from(found) for found in self._mappings(query, values)]
 
     def pins(self, environment: str) -> dict[str, PinRecord]:
         """The environment's pinned workloads, by name."""
@@ -1166,16 +1220,14 @@ class Store:
 
     def step_statuses(self, run_id: str) -> list[tuple[str, str]]:
         """A run's steps as ``(step_id, status)``, nothing decoded."""
-        with self._read() as conn:
-            return [(row[0], row[1]) for row in conn.execute(_STEP_STATUSES, {"run_id": run_id})]
+        return [(row[0], row[1]) for row in self._rows(_STEP_STATUSES, {"run_id": run_id})]
 
     def step_targets(self, run_id: str, *, kind: str, action: str, status: str) -> list[str]:
         """The targets of a run's steps of ``kind`` and ``action`` recorded in ``status``,
         sorted, nothing else read: a publish asks which workloads its run removed, and
         decoding every step record of a large run to find them cost more than the question."""
         values = {"run_id": run_id, "kind": kind, "action": action, "status": status}
-        with self._read() as conn:
-            return [row[0] for row in conn.execute(_STEP_TARGETS, values)]
+        return [row[0] for row in self._rows(_STEP_TARGETS, values)]
 
     # -- audit ------------------------------------------------------------------------------
 
@@ -1193,11 +1245,10 @@ class Store:
         with self._write() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(AUDIT_LOCK)))
-            last = conn.execute(
-                select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
-            ).one_or_none()
+            found = self._run_in(conn, _AUDIT_HEAD, {})
+            last = found[0] if found else None
             fields: dict[str, Any] = {
-                "id": 1 if last is None else last.id + 1,
+                "id": 1 if last is None else last[0] + 1,
                 "at": self.now(),
                 "actor": actor,
                 "action": action,
@@ -1205,7 +1256,7 @@ class Store:
                 "subject": subject,
                 "detail": dict(detail or {}),
             }
-            prev = rows.GENESIS if last is None else last.hash
+            prev = rows.GENESIS if last is None else last[1]
             record = AuditRecord(**fields, prev_hash=prev, hash=rows.audit_hash(prev, fields))
             self._write_rows(conn, _insert_statement(audit), [rows.audit_row(record)])
         return record
@@ -1273,13 +1324,20 @@ def _driver(conn: Connection) -> sqlite3.Connection:
     return driver
 
 
-@lru_cache(maxsize=8)
-def _raw_sqlite(statement: Any) -> tuple[str, tuple[str, ...]]:
-    """A statement as SQLite's driver runs it: its text and the names of the values it binds,
-    in order. Compiled once per process, not once per engine (an engine's compiled cache
-    starts empty)."""
+@lru_cache(maxsize=64)
+def _raw_sqlite(statement: Any) -> tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]:
+    """A statement as SQLite's driver runs it: its text, and what puts the values it binds in
+    order (the caller's, and the constants SQLAlchemy binds itself: a limit's offset).
+    Compiled once per process, not once per engine (an engine's compiled cache starts
+    empty)."""
     compiled = statement.compile(dialect=_sqlite_dialect())
-    return str(compiled), tuple(compiled.positiontup or ())
+    names = tuple(compiled.positiontup or ())
+    constants = {name: value for name, value in compiled.params.items() if value is not None}
+
+    def bind(values: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(values[n] if n in values else constants[n] for n in names)
+
+    return str(compiled), bind
 
 
 class _Savepoint:
@@ -1335,11 +1393,11 @@ def _sqlite_dialect() -> Dialect:
 
 @lru_cache(maxsize=64)
 def _raw_sqlite_write(
-    statement: Insert, keys: tuple[str, ...]
+    statement: Insert | Update, keys: tuple[str, ...]
 ) -> tuple[str, Callable[[Mapping[str, Any]], list[Any]]]:
-    """An insert for rows with ``keys``, as SQLite's driver runs it: its text, and what turns a
-    row into the values it binds, in order, each converted as SQLAlchemy's execution would
-    (JSON, timestamps). Compiled once per process, not once per engine."""
+    """An insert (or update) for rows with ``keys``, as SQLite's driver runs it: its text, and
+    what turns a row into the values it binds, in order, each converted as SQLAlchemy's
+    execution would (JSON, timestamps). Compiled once per process, not once per engine."""
     dialect = _sqlite_dialect()
     compiled = statement.compile(dialect=dialect, column_keys=list(keys))
     names = tuple(compiled.positiontup or ())
@@ -1367,6 +1425,51 @@ def _parameters(
         return values
 
     return parameters
+
+
+@lru_cache(maxsize=16)
+def _sqlite_result(statement: Select[Any]) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    """What turns a row of ``statement`` read on SQLite's driver into a mapping of its
+    columns' keys to their values, each converted by the processor SQLAlchemy's result would
+    use (timestamps, JSON); built once per process."""
+    dialect = _sqlite_dialect()
+    columns = list(statement.selected_columns)
+    keys = tuple(str(column.key) for column in columns)
+    converted = tuple(
+        (i, process)
+        for i, column in enumerate(columns)
+        if (process := column.type.dialect_impl(dialect).result_processor(dialect, None))
+        is not None
+    )
+
+    def mapping(row: Sequence[Any]) -> dict[str, Any]:
+        values = list(row)
+        for i, process in converted:
+            values[i] = process(values[i])
+        return dict(zip(keys, values, strict=True))
+
+    return mapping
+
+
+_UPDATE_RUN: Final = update(runs).where(runs.c.id == bindparam("run_id"))
+"""A run's update: the columns it sets are the keys of the values it runs with."""
+
+
+@lru_cache(maxsize=2)
+def _run_statement(with_plan: bool) -> Select[Any]:
+    """One run by id, its plan left out unless asked for; built once."""
+    columns = [c for c in runs.columns if with_plan or c.name != "plan"]
+    return select(*columns).where(runs.c.id == bindparam("run_id"))
+
+
+@lru_cache(maxsize=4)
+def _runs_statement(with_plans: bool, of_environment: bool) -> Select[Any]:
+    """The newest runs (of one environment), plans left out unless asked for; built once."""
+    columns = [c for c in runs.columns if with_plans or c.name != "plan"]
+    query = select(*columns).order_by(runs.c.started_at.desc(), runs.c.id.desc())
+    if of_environment:
+        query = query.where(runs.c.environment == bindparam("environment"))
+    return query.limit(bindparam("limit"))
 
 
 @lru_cache(maxsize=16)
