@@ -2,11 +2,12 @@
 
 The composer builds one executor per daemon and calls ``run`` per run id; the daemon's SIGTERM
 handler calls ``cancel``. One coordinator (the thread calling ``run``) owns all scheduling state
-and is the only reader of the inbox where workers report; a fixed set of worker threads each
-drive one step at a time through its attempts, writing the step's checkpoints themselves. Only
-the coordinator writes batches (Pending at start, Skipped) and the states of steps it gives up
-on, and it marks those steps abandoned under the step's lock first, so that a late worker can
-never overwrite what the run reported.
+and is the only reader of the inbox where workers report; worker threads, added up to the
+parallelism while steps wait (``_Run._ramp``), each drive one step at a time through its
+attempts, writing the step's checkpoints themselves. Only the coordinator writes batches
+(Pending at start, Skipped) and the states of steps it gives up on, and it marks those steps
+abandoned under the step's lock first, so that a late worker can never overwrite what the run
+reported.
 
 Failures never escape as exceptions except one: a checkpoint that cannot be written. Then the
 run stops starting steps, waits for the running ones, and re-raises the store's error, because
@@ -59,7 +60,11 @@ RUNNING_FLUSH = 0.05
 """Seconds within which a step's first Running checkpoint is written when no other
 transaction took it first (see ``Checkpointer.save_soon``): a long step shows Running at once,
 and a step of a few milliseconds costs no transaction of its own to say so."""
+WORKER_RAMP = 0.002
+"""Seconds a step runs, mostly waiting rather than computing, before the coordinator starts
+another worker for the ready steps behind it (see ``_Run._ramp``)."""
 _CANCEL = object()
+_LOOK_AGAIN = object()
 
 
 def utc_now() -> datetime:
@@ -96,6 +101,10 @@ class _Slot:
     lock: threading.Lock = field(default_factory=threading.Lock)
     abandoned: bool = False
     context: StepContext | None = None
+    clock: int | None = None
+    """The CPU-time clock of the worker that took the step, once it has (``_Run._ramp``)."""
+    taken_at: float = 0.0
+    cpu_at: float = 0.0
 
 
 class Executor:
@@ -177,21 +186,19 @@ class _Run:
         self.fatal: BaseException | None = None
         self.unsaved: dict[str, StepRecord] = {}  # Pending, written with the first Running
         self.flush_at: float | None = None  # monotonic time by which ``save_soon`` is flushed
+        self.workers: list[threading.Thread] = []
+        self.most_workers = min(ex._parallelism, len(steps))
 
     # -- coordinator ------------------------------------------------------------------------
 
     def execute(self, *, rollback: bool) -> RunResult:
         self._start()
-        workers = [
-            threading.Thread(target=self._work, name=f"engine-{i}", daemon=True)
-            for i in range(min(self.ex._parallelism, len(self.steps)))
-        ]
-        for worker in workers:
-            worker.start()
+        if self.most_workers:
+            self._add_worker()
         try:
             self._loop()
         finally:
-            for _ in workers:
+            for _ in self.workers:
                 self.work.put(None)
             self._flush()
         if self.fatal is None:
@@ -233,14 +240,63 @@ class _Run:
                 self.ready.append(sid)
         heapq.heapify(self.ready)
 
+    def _add_worker(self) -> None:
+        name = f"engine-{len(self.workers)}"
+        worker = threading.Thread(target=self._work, name=name, daemon=True)
+        worker.start()
+        self.workers.append(worker)
+
+    def _ramp(self) -> float | None:
+        """Start another worker when ready steps wait behind a step that waits: one that has
+        run for ``WORKER_RAMP`` and spent less than a quarter of that on the CPU (a request, a
+        command, a lock). Workers are added one at a time up to ``parallelism`` and kept for
+        the run. Returns the monotonic time to look again, or None when nothing is to wait
+        for.
+
+        A run starts with one worker, so steps that compute run one after another, as they
+        would under the GIL anyway: four workers computing at once only took the GIL from each
+        other, and the hand-offs cost a run of short steps more than a tenth of its time."""
+        if not self.ready or len(self.workers) >= self.most_workers or self.stop.is_set():
+            return None
+        if len(self.running) < len(self.workers):
+            return None  # a worker is free: ``_dispatch`` gives it the next step
+        now = time.monotonic()
+        again: float | None = None
+        for slot in self.running.values():
+            clock = slot.clock
+            if clock is None:  # not taken yet: look again soon after
+                again = now + WORKER_RAMP if again is None else min(again, now + WORKER_RAMP)
+                continue
+            ran = now - slot.taken_at
+            if ran < WORKER_RAMP:
+                due = slot.taken_at + WORKER_RAMP
+                again = due if again is None else min(again, due)
+                continue
+            try:
+                computed = time.clock_gettime(clock) - slot.cpu_at
+            except OSError:  # the worker is gone (it ended): its report is on its way
+                continue
+            if computed < ran / 4:
+                self._add_worker()
+                return now
+            due = now + max(WORKER_RAMP, ran)  # the longer it computed, the less often
+            again = due if again is None else min(again, due)
+        return again
+
     def _loop(self) -> None:
         while True:
             self._dispatch()
             if not self.running:
                 return
+            workers = len(self.workers)
+            look_at = self._ramp()
+            if len(self.workers) > workers:
+                continue  # a worker was added: give it a step
             if self.flush_at is not None and time.monotonic() >= self.flush_at:
                 self._flush()
-            message = self._next_message()
+            message = self._next_message(look_at)
+            if message is _LOOK_AGAIN:
+                continue
             if message is None:  # the grace period is over
                 self._abandon_running()
                 return
@@ -265,7 +321,7 @@ class _Run:
         started: list[_Slot] = []
         while (
             self.ready
-            and len(self.running) + len(started) < self.ex._parallelism
+            and len(self.running) + len(started) < len(self.workers)
             and not self.stop.is_set()
         ):
             sid = heapq.heappop(self.ready)
@@ -297,23 +353,31 @@ class _Run:
             self.running[slot.step.id] = slot
             self.work.put(slot)
 
-    def _next_message(self) -> object | None:
+    def _next_message(self, look_at: float | None = None) -> object | None:
         """The next message of the inbox, or None once the grace period has run out; waited
         for in slices of ``SIGNAL_POLL`` on the main thread, so that signal handlers run, and
-        no later than ``flush_at``, to flush the Running checkpoints no transaction took."""
+        no later than ``flush_at``, to flush the Running checkpoints no transaction took, and
+        ``look_at``, when it is ``_LOOK_AGAIN`` (see ``_ramp``)."""
         remaining = self._remaining_grace()
         main = threading.current_thread() is threading.main_thread()
         while True:
             wait = remaining
             if main:
                 wait = SIGNAL_POLL if wait is None else min(SIGNAL_POLL, wait)
-            flush_in = None if self.flush_at is None else self.flush_at - time.monotonic()
+            now = time.monotonic()
+            flush_in = None if self.flush_at is None else self.flush_at - now
+            look_in = None if look_at is None else look_at - now
             flushing = flush_in is not None and (wait is None or flush_in < wait)
             if flushing:
                 wait = max(0.0, flush_in or 0.0)
+            looking = look_in is not None and (wait is None or look_in < wait)
+            if looking:
+                wait = max(0.0, look_in or 0.0)
             try:
                 return self.inbox.get(timeout=wait)
             except queue.Empty:
+                if looking:
+                    return _LOOK_AGAIN
                 if flushing:
                     self._flush()
                 if remaining is not None:
@@ -454,7 +518,11 @@ class _Run:
     # -- workers ----------------------------------------------------------------------------
 
     def _work(self) -> None:
+        clock = time.pthread_getcpuclockid(threading.get_ident())
         while (slot := self.work.get()) is not None:
+            slot.cpu_at = time.clock_gettime(clock)
+            slot.taken_at = time.monotonic()
+            slot.clock = clock  # last: the coordinator reads the two above once this is set
             try:
                 outcome = self._drive(slot)
             except _Abandoned:

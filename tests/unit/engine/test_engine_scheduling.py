@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from reconciler.catalogue import Code
 from reconciler.engine import Executor, RunStatus, StepContext, StepStatus
+from reconciler.engine.executor import WORKER_RAMP
 from tests.unit.engine.support import DEADLINE, Calls, RecordingCheckpointer, step
 
 
@@ -44,6 +46,49 @@ def test_parallelism_runs_that_many_steps_at_once_and_no_more(
     result = Executor(recorder, parallelism=2).run(run_id, steps)
     assert result.status is RunStatus.SUCCEEDED
     assert active[1] == 2
+
+
+def test_steps_that_compute_share_one_worker(recorder: RecordingCheckpointer, run_id: str) -> None:
+    """Workers are added for steps that wait, not for steps that compute: under the GIL, a
+    second worker computing would only take turns with the first."""
+    threads: set[int] = set()
+
+    def compute(context: StepContext) -> Mapping[str, Any]:
+        threads.add(threading.get_ident())
+        until = time.thread_time() + 4 * WORKER_RAMP  # on the CPU, longer than the ramp
+        while time.thread_time() < until:
+            pass
+        return {}
+
+    steps = [step(f"s{i}", compute) for i in range(6)]
+    result = Executor(recorder, parallelism=4).run(run_id, steps)
+    assert result.status is RunStatus.SUCCEEDED
+    assert len(threads) == 1
+
+
+def test_a_step_that_waits_gets_workers_added_beside_it(
+    recorder: RecordingCheckpointer, run_id: str
+) -> None:
+    """The first step waits for the last one to start: with one worker it would wait out the
+    deadline; workers are added, up to the parallelism, once it has waited ``WORKER_RAMP``."""
+    last_started = threading.Event()
+    threads: set[int] = set()
+
+    def wait_for_last(context: StepContext) -> Mapping[str, Any]:
+        threads.add(threading.get_ident())
+        return {"waited": last_started.wait(DEADLINE)}
+
+    def quick(context: StepContext) -> Mapping[str, Any]:
+        threads.add(threading.get_ident())
+        if context.step_id == "d":
+            last_started.set()
+        return {}
+
+    steps = [step("a", wait_for_last), *(step(name, quick) for name in "bcd")]
+    result = Executor(recorder, parallelism=3).run(run_id, steps)
+    assert result.status is RunStatus.SUCCEEDED
+    assert dict(result.steps["a"].outputs) == {"waited": True}
+    assert 2 <= len(threads) <= 3
 
 
 def test_failed_step_skips_its_dependents_and_other_branches_go_on(
