@@ -190,8 +190,8 @@ _STEPS: Final = select(steps).where(steps.c.run_id == bindparam("run_id")).order
 """A run's steps, built once."""
 
 _AUDIT_HEAD: Final = select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
-"""The audit chain's last entry, that an append follows: built once, and with its limit a
-literal, so that it runs as text compiled once per process (``_run_in``)."""
+"""The audit chain's last entry, that an append follows: built once, and run as text compiled
+once per process (``_run_in``; ``_raw_sqlite`` binds its limit)."""
 
 _STEP_STATUSES: Final = select(steps.c.step_id, steps.c.status).where(
     steps.c.run_id == bindparam("run_id")
