@@ -252,6 +252,22 @@ _SET_STATUS: Final = (
     .values(status=bindparam("new_status"), updated_at=bindparam("now"))
 )
 
+_SET_STATUS_SQLITE: Final = (
+    update(workloads)
+    .where(
+        workloads.c.environment == bindparam("in_environment"),
+        workloads.c.name.in_(
+            select(literal_column("value"))
+            .select_from(func.json_each(bindparam("names")))
+            .scalar_subquery()
+        ),
+    )
+    .values(status=bindparam("new_status"), updated_at=bindparam("now"))
+)
+"""``_SET_STATUS`` on SQLite, its names one JSON array (``json_each``): one text, compiled once
+per process and run on the driver (``_change_row``), whatever the number of names; an
+expanding ``IN`` is compiled anew for each count, on each new engine."""
+
 
 class Store:
     """The state store. Build it with ``Store.open``; close it (or use ``with``) when done."""
@@ -1013,17 +1029,22 @@ class Store:
         now = self.now()
         with self._write() as conn:
             tokens = self._bump(conn, environment)
-            for start in range(0, len(wanted), _NAMES_PER_STATEMENT):
-                chunk = wanted[start : start + _NAMES_PER_STATEMENT]
-                conn.execute(
-                    _SET_STATUS,
-                    {
-                        "in_environment": environment,
-                        "names": chunk,
-                        "new_status": status,
-                        "now": now,
-                    },
-                )
+            if self._writer is not None:  # SQLite: one statement, the names one JSON array
+                names = rows.canonical_json(wanted)
+                values = {"in_environment": environment, "names": names, "new_status": status}
+                self._change_row(conn, _SET_STATUS_SQLITE, {**values, "now": now})
+            else:
+                for start in range(0, len(wanted), _NAMES_PER_STATEMENT):
+                    chunk = wanted[start : start + _NAMES_PER_STATEMENT]
+                    conn.execute(
+                        _SET_STATUS,
+                        {
+                            "in_environment": environment,
+                            "names": chunk,
+                            "new_status": status,
+                            "now": now,
+                        },
+                    )
         self._advance(environment, tokens, restated=(wanted, status, now))
 
     def delete_workload(self, environment: str, name: str) -> None:

@@ -286,6 +286,35 @@ def test_deletes_remove_only_their_row(store: Store, build: Builders) -> None:
     assert list(store.recorded("staging").workloads) == ["web"]
 
 
+def test_set_workload_status_marks_just_the_named_workloads(
+    store: Store, store_url: str, build: Builders, clock: TickingClock
+) -> None:
+    """The status and its stamp change for the named workloads of that environment only; names
+    are matched exactly, whatever they hold (SQLite passes them as one JSON array)."""
+    workload, _, _ = build
+    names = ["web", 'quo"te', "ünï", "api"]
+    for name in names:
+        store.save_workload("prod", workload(name, status="Unpublished"))
+    store.save_workload("staging", workload("web", status="Unpublished"))
+    store.set_workload_status("prod", ["web", 'quo"te', "ünï", "missing"], "Synced")
+    marked_at = clock.current
+
+    def statuses(state: RecordedState) -> dict[str, tuple[str, datetime | None]]:
+        return {n: (w.status, w.updated_at) for n, w in state.workloads.items()}
+
+    with Store.open(store_url) as fresh:  # read back, not the state this store kept
+        prod, staging = fresh.recorded("prod"), fresh.recorded("staging")
+    assert statuses(prod) == {
+        "api": ("Unpublished", prod.workloads["api"].updated_at),
+        'quo"te': ("Synced", marked_at),
+        "web": ("Synced", marked_at),
+        "ünï": ("Synced", marked_at),
+    }
+    assert prod.workloads["api"].updated_at != marked_at
+    assert [w.status for w in staging.workloads.values()] == ["Unpublished"]
+    assert statuses(store.recorded("prod")) == statuses(prod)
+
+
 def test_environments_and_last_commit(store: Store, build: Builders, clock: TickingClock) -> None:
     workload, _, _ = build
     assert store.last_commit("prod") is None
