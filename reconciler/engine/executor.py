@@ -250,8 +250,8 @@ class _Run:
         """Start another worker when ready steps wait behind a step that waits: one that has
         run for ``WORKER_RAMP`` and spent less than a quarter of that on the CPU (a request, a
         command, a lock). Workers are added one at a time up to ``parallelism`` and kept for
-        the run. Returns the monotonic time to look again, or None when nothing is to wait
-        for.
+        the run. Returns the monotonic time to look again, or None when there is nothing to
+        look for (or a worker was just added).
 
         A run starts with one worker, so steps that compute run one after another, as they
         would under the GIL anyway: four workers computing at once only took the GIL from each
@@ -261,16 +261,15 @@ class _Run:
         if len(self.running) < len(self.workers):
             return None  # a worker is free: ``_dispatch`` gives it the next step
         now = time.monotonic()
-        again: float | None = None
+        looks: list[float] = []
         for slot in self.running.values():
             clock = slot.clock
             if clock is None:  # not taken yet: look again soon after
-                again = now + WORKER_RAMP if again is None else min(again, now + WORKER_RAMP)
+                looks.append(now + WORKER_RAMP)
                 continue
             ran = now - slot.taken_at
             if ran < WORKER_RAMP:
-                due = slot.taken_at + WORKER_RAMP
-                again = due if again is None else min(again, due)
+                looks.append(slot.taken_at + WORKER_RAMP)
                 continue
             try:
                 computed = time.clock_gettime(clock) - slot.cpu_at
@@ -278,10 +277,9 @@ class _Run:
                 continue
             if computed < ran / 4:
                 self._add_worker()
-                return now
-            due = now + max(WORKER_RAMP, ran)  # the longer it computed, the less often
-            again = due if again is None else min(again, due)
-        return again
+                return None
+            looks.append(now + max(WORKER_RAMP, ran))  # the longer it computed, the less often
+        return min(looks, default=None)
 
     def _loop(self) -> None:
         while True:

@@ -758,11 +758,9 @@ class Store:
         if self._writer is not None and self._current.get() is None:
             # SQLite: the token alone first, without SQLAlchemy's execution around it; the
             # state kept at that token is most often the answer (a publish reads it).
-            token = self._token_now(environment)
-            with self._recorded_lock:
-                kept = self._recorded.get(environment)
-                if kept is not None and kept.token == token:
-                    return kept.shared(environment)
+            state = self._kept_state(environment, self._token_now(environment))
+            if state is not None:
+                return state
         with self._read() as conn:
             return self._recorded_in(conn, environment, self._token(conn, environment))
 
@@ -799,11 +797,15 @@ class Store:
         head, pins = self._head_and_pins_now(environment)
         if head is None:  # no row, so nothing recorded (as in ``plan_inputs``)
             return PlanInputs(self._kept_empty(environment), None, pins)
+        kept = self._kept_state(environment, head[0])
+        return None if kept is None else PlanInputs(kept, head[1], pins, head[2])
+
+    def _kept_state(self, environment: str, token: str | None) -> RecordedState | None:
+        """The state ``recorded`` keeps decoded for ``environment``, if it is the state at
+        ``token``."""
         with self._recorded_lock:
             kept = self._recorded.get(environment)
-            if kept is not None and kept.token == head[0]:
-                return PlanInputs(kept.shared(environment), head[1], pins, head[2])
-        return None
+            return None if kept is None or kept.token != token else kept.shared(environment)
 
     def plan_key(self, environment: str) -> tuple[str | None, str | None, dict[str, PinRecord]]:
         """The revision token, the last commit and the pins, by the one statement
@@ -851,10 +853,9 @@ class Store:
         """``recorded`` on an open connection, ``token`` read on it already."""
         if self._current.get() is not None:
             return self._read_recorded(conn, environment)
-        with self._recorded_lock:
-            kept = self._recorded.get(environment)
-            if kept is not None and kept.token == token:
-                return kept.shared(environment)
+        state = self._kept_state(environment, token)
+        if state is not None:
+            return state
         by_name, by_uid = self._read_rows(conn, environment)
         with self._recorded_lock:
             if self._token(conn, environment) == token:
@@ -1476,18 +1477,22 @@ _UPDATE_RUN: Final = update(runs).where(runs.c.id == bindparam("run_id"))
 """A run's update: the columns it sets are the keys of the values it runs with."""
 
 
+def _run_columns(with_plan: bool) -> list[Any]:
+    """A run's columns, its plan left out unless asked for (see ``update_run``)."""
+    return [c for c in runs.columns if with_plan or c.name != "plan"]
+
+
 @lru_cache(maxsize=2)
 def _run_statement(with_plan: bool) -> Select[Any]:
-    """One run by id, its plan left out unless asked for; built once."""
-    columns = [c for c in runs.columns if with_plan or c.name != "plan"]
-    return select(*columns).where(runs.c.id == bindparam("run_id"))
+    """One run by id; built once."""
+    return select(*_run_columns(with_plan)).where(runs.c.id == bindparam("run_id"))
 
 
 @lru_cache(maxsize=4)
 def _runs_statement(with_plans: bool, of_environment: bool) -> Select[Any]:
-    """The newest runs (of one environment), plans left out unless asked for; built once."""
-    columns = [c for c in runs.columns if with_plans or c.name != "plan"]
-    query = select(*columns).order_by(runs.c.started_at.desc(), runs.c.id.desc())
+    """The newest runs (of one environment); built once."""
+    query = select(*_run_columns(with_plans))
+    query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc())
     if of_environment:
         query = query.where(runs.c.environment == bindparam("environment"))
     return query.limit(bindparam("limit"))
