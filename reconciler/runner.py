@@ -63,6 +63,7 @@ from reconciler.plan.diff import UNPUBLISHED, diff
 from reconciler.plan.model import ActionKind, Plan, Subject
 from reconciler.plan.scope import restrict, scoped_diagnostics
 from reconciler.providers.base import (
+    DriverError,
     ResourceDriver,
     ResourceRequest,
     SecretStore,
@@ -177,17 +178,7 @@ class _Run:
     def execute(self, steps: Sequence[Step]) -> RunResult:
         known = {s.id for s in steps}
         steps = [
-            Step(
-                id=s.id,
-                run=traced(s),
-                depends_on=tuple(d for d in s.depends_on if d in known),
-                kind=s.kind,
-                target=s.target,
-                action=s.action,
-                timeout=s.timeout,
-                retry=s.retry,
-                compensate=s.compensate,
-            )
+            replace(s, run=traced(s), depends_on=tuple(d for d in s.depends_on if d in known))
             for s in steps
         ]
         result = self.executor.run(self.run_id, steps)
@@ -619,7 +610,20 @@ def _provision_step(state: _Run, planned: EnvironmentPlan, resource: DesiredReso
         target=resource.uid,
         action="apply",
         retry=_retry(state),
+        inline=_provisions_locally(state, resource.provisioner, provisioners),
     )
+
+
+def _provisions_locally(state: _Run, uri: str, provisioners: ProvisionerSet) -> bool:
+    """Whether provisioning with ``uri`` only computes and writes the store (``Step.inline``):
+    a template driver, and secrets kept in the store rather than in Vault. A driver that
+    cannot be made fails in its step, which says why."""
+    if not state.services.secrets.in_state_store:
+        return False
+    try:
+        return state.services.drivers(uri, provisioners).local
+    except DriverError:
+        return False
 
 
 def _delete_resource_step(
@@ -742,6 +746,7 @@ def _workload_step(state: _Run, planned: EnvironmentPlan, wl: DesiredWorkload) -
         target=wl.name,
         action="apply",
         retry=_retry(state),
+        inline=state.services.target.local,
     )
 
 
@@ -762,6 +767,7 @@ def _delete_workload_step(state: _Run, name: str) -> Step:
         target=name,
         action="delete",
         retry=_retry(state),
+        inline=state.services.target.local,
     )
 
 
@@ -821,6 +827,7 @@ def _publish_step(
         target=state.name,
         action="publish",
         retry=_retry(state),
+        inline=state.services.target.local,
     )
 
 

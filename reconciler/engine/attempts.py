@@ -31,10 +31,15 @@ class _TimedOut(Exception):
 
 
 def run_attempt(step: Step, context: StepContext) -> Outputs | Failure:
-    """The attempt's outputs, or why it failed. Closes the context: a late ``log`` is dropped."""
+    """The attempt's outputs, or why it failed. Closes the context: a late ``log`` is dropped.
+
+    Ctrl-C is not the step's failure: it reaches the main thread only, where the executor runs
+    inline steps (``Step.inline``), and stops the run there as a failed checkpoint does."""
     try:
         value = step.run(context) if step.timeout is None else _run_timed(step, context)
         return _checked_outputs(value)
+    except KeyboardInterrupt:
+        raise
     except BaseException as error:
         return failure_of(error, step)
     finally:

@@ -4,10 +4,11 @@ The composer builds one executor per daemon and calls ``run`` per run id; the da
 handler calls ``cancel``. One coordinator (the thread calling ``run``) owns all scheduling state
 and is the only reader of the inbox where workers report; worker threads, added up to the
 parallelism while steps wait (``_Run._ramp``), each drive one step at a time through its
-attempts, writing the step's checkpoints themselves. Only the coordinator writes batches
-(Pending at start, Skipped) and the states of steps it gives up on, and it marks those steps
-abandoned under the step's lock first, so that a late worker can never overwrite what the run
-reported.
+attempts, writing the step's checkpoints themselves; the coordinator makes the first attempt of
+an ``inline`` step itself, the same way, between its other duties. Only the coordinator writes
+batches (Pending at start, Skipped) and the states of steps it gives up on, and it marks those
+steps abandoned under the step's lock first, so that a late worker can never overwrite what
+the run reported.
 
 Failures never escape as exceptions except one: a checkpoint that cannot be written. Then the
 run stops starting steps, waits for the running ones, and re-raises the store's error, because
@@ -105,6 +106,10 @@ class _Slot:
     """The CPU-time clock of the worker that took the step, once it has (``_Run._ramp``)."""
     taken_at: float = 0.0
     cpu_at: float = 0.0
+    attempts: int = 0
+    """Attempts made so far; with ``failure``, where a worker takes up an inline step."""
+    failure: Failure | None = None
+    """Why the last attempt failed, when it is to be retried after a backoff."""
 
 
 class Executor:
@@ -193,8 +198,6 @@ class _Run:
 
     def execute(self, *, rollback: bool) -> RunResult:
         self._start()
-        if self.most_workers:
-            self._add_worker()
         try:
             self._loop()
         finally:
@@ -283,7 +286,9 @@ class _Run:
 
     def _loop(self) -> None:
         while True:
-            self._dispatch()
+            if self._dispatch():  # it ran a step: take the reports that came meanwhile
+                self._take_reports()
+                continue
             if not self.running:
                 return
             workers = len(self.workers)
@@ -298,36 +303,55 @@ class _Run:
             if message is None:  # the grace period is over
                 self._abandon_running()
                 return
-            while True:  # every report waiting, so that the steps they free start together
-                if message is _CANCEL:
-                    self._begin_stop()
-                elif isinstance(message, _Report):
-                    self._finish(message)
-                try:
-                    message = self.inbox.get_nowait()
-                except queue.Empty:
-                    break
+            self._take_reports(message)
 
-    def _dispatch(self) -> None:
-        """Start what is ready. The first call writes every step Pending, with the Running
+    def _take_reports(self, message: object = None) -> None:
+        """Handle ``message`` and every other one waiting, so that the steps they free start
+        together."""
+        while True:
+            if message is _CANCEL:
+                self._begin_stop()
+            elif isinstance(message, _Report):
+                self._finish(message)
+            try:
+                message = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _dispatch(self) -> bool:
+        """Start what is ready, in id order, and run the first ready ``inline`` step here; True
+        when it ran one. The first call writes every step Pending, with the Running
         checkpoints of the steps it starts, in one transaction before any runs; later calls
         queue the Running checkpoints with ``save_soon`` (see ``RUNNING_FLUSH``): with
         SQLite's one writer, a transaction of their own made the workers queue for it, and
-        it was most of a short step's cost."""
+        it was most of a short step's cost. The first worker is started for the first step
+        that is not inline: a run of inline steps starts no thread."""
         if self.ex._cancelled:  # seen before its inbox message: start nothing more
             self._begin_stop()
         started: list[_Slot] = []
-        while (
-            self.ready
-            and len(self.running) + len(started) < len(self.workers)
-            and not self.stop.is_set()
-        ):
-            sid = heapq.heappop(self.ready)
-            started.append(_Slot(self.steps[sid], self.logs.setdefault(sid, []), self.ex._now()))
-        if not started and not self.unsaved:
-            return
+        inline: _Slot | None = None
+        while self.ready and not self.stop.is_set():
+            step = self.steps[self.ready[0]]
+            busy = len(self.running) + len(started)
+            if step.inline:
+                if busy >= self.ex._parallelism:
+                    break
+            elif busy >= len(self.workers):
+                if self.workers:
+                    break
+                self._add_worker()
+            heapq.heappop(self.ready)
+            slot = _Slot(step, self.logs.setdefault(step.id, []), self.ex._now())
+            if step.inline:
+                inline = slot
+                break
+            started.append(slot)
+        if inline is None and not started and not self.unsaved:
+            return False
         records, self.unsaved = self.unsaved, {}
         first = bool(records)
+        if inline is not None:
+            started.append(inline)
         for slot in started:
             records[slot.step.id] = self._record(
                 slot.step.id,
@@ -346,10 +370,30 @@ class _Run:
             for slot in started:
                 self.outcomes[slot.step.id] = StepOutcome(StepStatus.FAILED, message=str(error))
             self._begin_stop()
-            return
+            return False
         for slot in started:
             self.running[slot.step.id] = slot
-            self.work.put(slot)
+            if slot is not inline:
+                self.work.put(slot)
+        if inline is None:
+            return False
+        self._run_inline(inline)
+        return True
+
+    def _run_inline(self, slot: _Slot) -> None:
+        """The first attempt of an inline step, here; a retry goes to a worker, which waits
+        the backoff and makes the next attempts (see ``_drive``)."""
+        try:
+            outcome = self._drive(slot, inline=True)
+        except BaseException as error:  # a checkpoint failed (or Ctrl-C): stop the run
+            self._finish(_Report(slot.step.id, error=error))
+            return
+        if outcome is not None:
+            self._finish(_Report(slot.step.id, outcome=outcome))
+            return
+        if len(self.running) > len(self.workers) and len(self.workers) < self.most_workers:
+            self._add_worker()  # every worker is busy: the retry does not wait for one
+        self.work.put(slot)
 
     def _next_message(self, look_at: float | None = None) -> object | None:
         """The next message of the inbox, or None once the grace period has run out; waited
@@ -530,15 +574,28 @@ class _Run:
             else:
                 self.inbox.put(_Report(slot.step.id, outcome=outcome))
 
-    def _drive(self, slot: _Slot) -> StepOutcome:
-        """All attempts of one step, with a checkpoint before and after each."""
+    def _drive(self, slot: _Slot, *, inline: bool = False) -> StepOutcome | None:
+        """The attempts of one step, with a checkpoint before and after each, from where
+        ``slot`` stands (a worker takes up an inline step after its first attempt). On the
+        coordinator (``inline``), None when the attempt is to be retried: the backoff would
+        hold up the whole run there."""
         policy = slot.step.retry
         started = slot.started
-        for attempt in range(1, policy.max_attempts + 1):
+        while True:
+            failure = slot.failure
+            if failure is not None:  # retryable, with attempts left: wait, then try again
+                if inline:
+                    return None
+                slot.failure = None
+                if self._wait_to_retry(slot, failure):
+                    interruption = interrupted("while waiting to retry")
+                    return self._end(slot, slot.attempts, started, interruption)
+            attempt = slot.attempts + 1
             if self.stop.is_set():
                 return self._end(slot, attempt - 1, started, interrupted("before the attempt"))
             if attempt > 1:  # the first attempt's was written by the coordinator (_dispatch)
                 self._write(slot, StepOutcome(StepStatus.RUNNING, attempt, started_at=started))
+            slot.attempts = attempt
             result = self._attempt(slot, attempt)
             if not isinstance(result, Failure):
                 outcome = StepOutcome(
@@ -553,18 +610,22 @@ class _Run:
                 return self._end(slot, attempt, started, interrupted("", result))
             if not result.retryable:
                 return self._end(slot, attempt, started, result)
-            if attempt == policy.max_attempts:
+            if attempt >= policy.max_attempts:
                 return self._end(slot, attempt, started, exhausted(result, attempt))
-            delay = backoff_delay(policy, attempt, self.ex._uniform)
-            note = f"attempt {attempt} failed: {result.code.id} {result.message}; "
-            slot.lines.append(note + f"retrying in {delay:.1f} s")
-            waiting = StepOutcome(
-                StepStatus.RUNNING, attempt, result.code, slot.lines[-1], started_at=started
-            )
-            self._write(slot, waiting)
-            if self.ex._sleep(delay, self.stop):
-                return self._end(slot, attempt, started, interrupted("while waiting to retry"))
-        raise AssertionError("unreachable: the last attempt returns")
+            slot.failure = result
+
+    def _wait_to_retry(self, slot: _Slot, failure: Failure) -> bool:
+        """Checkpoint why the step waits, then wait the backoff; True if the run was
+        cancelled meanwhile."""
+        attempt = slot.attempts
+        delay = backoff_delay(slot.step.retry, attempt, self.ex._uniform)
+        note = f"attempt {attempt} failed: {failure.code.id} {failure.message}; "
+        slot.lines.append(note + f"retrying in {delay:.1f} s")
+        waiting = StepOutcome(
+            StepStatus.RUNNING, attempt, failure.code, slot.lines[-1], started_at=slot.started
+        )
+        self._write(slot, waiting)
+        return self.ex._sleep(delay, self.stop)
 
     def _attempt(self, slot: _Slot, attempt: int) -> Outputs | Failure:
         step = slot.step

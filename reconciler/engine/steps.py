@@ -153,7 +153,15 @@ class OutputsView(Mapping[str, Outputs]):
 @dataclass(frozen=True, slots=True)
 class Step:
     """One node of the DAG. ``kind``, ``target`` and ``action`` are only recorded (for
-    ``reconciler run-show``); ``timeout`` bounds each attempt, in seconds."""
+    ``reconciler run-show``); ``timeout`` bounds each attempt, in seconds.
+
+    ``inline`` says the step only computes and uses the store and local files: no request to a
+    server, no command, no wait on anything but the store. The thread running the executor
+    then makes its first attempt itself instead of handing it to a worker thread and waiting
+    for the report: for steps of a few milliseconds, the two hand-offs were a sixth of a run's
+    CPU time. Its context's ``cancelled`` is not set while it runs (nobody else is there to set
+    it); a cancel stops the run after it. A retry waits and runs on a worker, as any step's.
+    """
 
     id: str
     run: Callable[[StepContext], Outputs]
@@ -164,6 +172,7 @@ class Step:
     timeout: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     compensate: Callable[[StepContext], None] | None = None
+    inline: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "depends_on", tuple(dict.fromkeys(self.depends_on)))

@@ -77,6 +77,12 @@ class Observation:
 
 
 class ResourceDriver(Protocol):
+    @property
+    def local(self) -> bool:
+        """Whether the driver only computes: no server, no command. Its steps then run on the
+        engine's coordinator thread (``Step.inline``), with no hand-off to a worker."""
+        ...
+
     def apply(self, request: ResourceRequest) -> ResourceResult: ...
 
     def delete(self, request: ResourceRequest) -> None: ...
@@ -127,6 +133,13 @@ class WorkloadRequest:
 
 class WorkloadTarget(Protocol):
     """Where workloads go. Changes may be staged per workload and made visible by ``flush``."""
+
+    @property
+    def local(self) -> bool:
+        """Whether every method only computes and writes local files (a branch of the local
+        repository, pushed nowhere): the runner's workload and publish steps then run on the
+        engine's coordinator thread (``Step.inline``)."""
+        ...
 
     def apply(self, request: WorkloadRequest) -> Observation: ...
 

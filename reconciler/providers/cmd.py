@@ -59,6 +59,8 @@ _HIDDEN_VARIABLES: Final = frozenset(
 class CmdDriver:
     """Runs ``cmd://`` provisioners; ``timeout`` is in seconds per call."""
 
+    local = False  # a command: the engine starts other steps while it runs
+
     def __init__(
         self,
         provisioners: ProvisionerSet,

@@ -108,6 +108,8 @@ class KubernetesTarget:
     """A ``WorkloadTarget`` applying each environment's workloads to the namespace
     ``namespace_template.format(environment=...)``, which must exist."""
 
+    local = False  # requests to the API server
+
     def __init__(
         self,
         api_client: k8s.ApiClient,

@@ -60,6 +60,12 @@ class ManifestsTarget:
         self._lock = threading.Lock()
         self._staged: dict[str, dict[str, Staged]] = {}
 
+    @property
+    def local(self) -> bool:
+        """Staging renders in memory and a flush commits to the local repository; only a
+        flush that pushes (``remote``) talks to a server."""
+        return self.remote is None
+
     def branch(self, environment: str) -> str:
         return self.branch_template.format(environment=environment)
 

@@ -61,6 +61,8 @@ class PostgresDriver:
     URL's, which is right when the reconciler reaches the server the way workloads do.
     """
 
+    local = False  # requests to the server
+
     def __init__(
         self,
         admin_url: str,

@@ -35,6 +35,8 @@ SEED_KEY: Final = "_seed"
 class TemplateDriver:
     """Renders ``template://`` provisioners; holds no state of its own between calls."""
 
+    local = True  # templates render in the process
+
     def __init__(self, provisioners: ProvisionerSet) -> None:
         self._provisioners = provisioners
 

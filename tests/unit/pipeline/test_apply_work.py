@@ -4,14 +4,14 @@ Real Git repository, real SQLite store; the counters wrap the real functions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 import reconciler.runner as runner_module
 from reconciler.catalogue import Code
-from reconciler.engine import Executor, StoreCheckpointer
+from reconciler.engine import Executor, RunResult, Step, StoreCheckpointer
 from reconciler.gitops.repository import Repository
 from reconciler.pipeline import EnvironmentPlan, open_source
 from reconciler.providers.base import DriverError
@@ -32,12 +32,12 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield opened
 
 
-def apply(repo: GitRepo, store: Store) -> RunOutcome:
+def apply(repo: GitRepo, store: Store, executor: Executor | None = None) -> RunOutcome:
     repository = Repository.open(repo.root)
     source = open_source(repository, "HEAD")
     env = source.config.environments["staging"]
     services = services_for(store, repository, "staging", env)
-    executor = Executor(StoreCheckpointer(store))
+    executor = executor or Executor(StoreCheckpointer(store))
     return apply_environment(repository, services, source, "staging", env, executor=executor)
 
 
@@ -257,3 +257,58 @@ def test_a_change_a_killed_run_recorded_then_a_commit_reverted_is_reverted(
     manifests = Repository.open(repo.root).tree(branch).read("aa/manifests.yaml")
     assert b"nginx:1.27" in manifests
     assert b"nginx:1.28" not in manifests
+
+
+COMMAND_PROVISIONER = """\
+import json, sys
+json.load(sys.stdin)
+print(json.dumps({"resource_state": {}, "resource_outputs": {"url": "u"}, "shared_state": {}}))
+"""
+
+
+class InlineMarks(Executor):
+    """The real executor, noting which steps the runner handed it as ``inline``."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(StoreCheckpointer(store))
+        self.inline: dict[str, bool] = {}
+
+    def run(self, run_id: str, steps: Sequence[Step], *, rollback: bool = False) -> RunResult:
+        self.inline.update((s.id, s.inline) for s in steps)
+        return super().run(run_id, steps, rollback=rollback)
+
+
+def test_steps_that_only_compute_run_inline_and_a_command_on_a_worker(
+    make_repo: MakeRepo, store: Store, tmp_path: Path
+) -> None:
+    """A template resource, the manifests target's workload step and its publish only compute
+    (the executor's own thread makes them); a ``cmd://`` resource runs a command."""
+    script = tmp_path / "queue.py"
+    script.write_text(COMMAND_PROVISIONER)
+    provisioner = (
+        f"- uri: cmd://python3\n  type: queue\n  args: [{str(script)!r}]\n"
+        "  expected_outputs: [url]\n"
+    )
+    workload = plain_workload("aa").replace(
+        "resources:\n", "resources:\n  jobs:\n    type: queue\n"
+    )
+    repo = make_repo()
+    repo.commit(
+        {
+            "reconciler.yaml": CONFIG + "provisioners: [provisioners/*.yaml]\n",
+            "provisioners/queue.yaml": provisioner,
+            "apps/aa/score.yaml": workload,
+        }
+    )
+    executor = InlineMarks(store)
+    outcome = apply(repo, store, executor)
+    assert outcome.status == "Succeeded", outcome.message
+    resources = {sid: inline for sid, inline in executor.inline.items() if "resource:" in sid}
+    assert {sid.split(".")[0]: inline for sid, inline in resources.items()} == {
+        "resource:queue": False,
+        "resource:redis": True,
+    }
+    assert {sid: executor.inline[sid] for sid in ("workload:aa", "publish")} == {
+        "workload:aa": True,
+        "publish": True,
+    }

@@ -63,6 +63,13 @@ def test_it_is_a_workload_target(repo: GitRepo) -> None:
     assert target.flush(ENV, "nothing") is None
 
 
+def test_it_is_local_unless_it_pushes(repo: GitRepo) -> None:
+    """Local: the runner's workload and publish steps run inline (``Step.inline``); a flush
+    that pushes talks to a server, and they go to workers."""
+    assert ManifestsTarget(repo.root).local is True
+    assert ManifestsTarget(repo.root, remote="https://git.example.com/deploy.git").local is False
+
+
 def test_two_workloads_land_in_one_commit(repo: GitRepo) -> None:
     target = ManifestsTarget(repo.root)
     target.apply(_request("web"))
