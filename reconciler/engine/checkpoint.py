@@ -140,21 +140,56 @@ class StoreCheckpointer:
                     batch[0].apply(store)
             else:
                 with store.transaction():
-                    for queued in batch:
-                        try:
-                            if queued.writes:
-                                with store.savepoint():
-                                    queued.apply(store)
-                            else:  # a checkpoint that fails stops the run: no savepoint
-                                queued.apply(store)
-                        except Exception as error:  # this step's part only is undone
-                            queued.error = error
+                    _write_together(store, batch)
         except BaseException as error:  # nothing of the batch was committed
             for queued in batch:
                 queued.error = queued.error or error
         finally:
             for queued in batch:
                 queued.done = True
+
+
+def _write_together(store: Store, batch: list[_Queued]) -> None:
+    """Every checkpoint of ``batch`` in the caller's transaction, the writes of each in a
+    savepoint, so that a write that raises undoes its step's part only.
+
+    A Running state queued with ``save_soon`` is left out when a later checkpoint of the batch
+    is its step's: a step of a few milliseconds (an inline one always) finds its own Running
+    state queued when it checkpoints Succeeded, and writing the row twice in one transaction
+    was a step's third statement. Should that later checkpoint fail, the state left out is
+    written after all, so that the row ends as it would have."""
+    keys = [{(q.run_id, r.step_id) for r in q.records} for q in batch]
+    later: set[tuple[str, str]] = set()
+    superseded: list[set[tuple[str, str]]] = []
+    for queued, written in zip(reversed(batch), reversed(keys), strict=True):
+        superseded.append(written & later if queued.soon else set())
+        if not queued.soon:
+            later |= written
+    superseded.reverse()
+    left_out: dict[tuple[str, str], StepRecord] = {}
+    for queued, skip in zip(batch, superseded, strict=True):
+        records = queued.records
+        if skip:
+            kept = []
+            for record in records:
+                key = (queued.run_id, record.step_id)
+                if key in skip:
+                    left_out[key] = record
+                else:
+                    kept.append(record)
+            records = tuple(kept)
+        try:
+            if queued.writes:
+                with store.savepoint():
+                    queued.apply(store, records)
+            else:  # a checkpoint that fails stops the run: no savepoint
+                queued.apply(store, records)
+        except Exception as error:  # this step's part only is undone
+            queued.error = error
+    for queued, written in zip(batch, keys, strict=True):
+        if queued.error is not None and not queued.soon:
+            back = [left_out[key] for key in sorted(written) if key in left_out]
+            store.save_steps(queued.run_id, back)
 
 
 @dataclass(slots=True)
@@ -168,10 +203,11 @@ class _Queued:
     done: bool = False
     error: BaseException | None = None
 
-    def apply(self, store: Store) -> None:
+    def apply(self, store: Store, records: Sequence[StepRecord] | None = None) -> None:
+        """Make the writes, then save ``records`` (all of this checkpoint's by default)."""
         for write in self.writes:
             write()
-        store.save_steps(self.run_id, self.records)
+        store.save_steps(self.run_id, self.records if records is None else records)
 
 
 class MemoryCheckpointer:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -322,6 +323,32 @@ def _succeeded(step_id: str) -> StepRecord:
     return StepRecord(
         step_id=step_id, kind="test", target=step_id, action="apply", status="Succeeded"
     )
+
+
+def test_a_queued_running_state_gives_way_to_its_steps_next_checkpoint_unless_that_fails(
+    any_store: Store,
+) -> None:
+    """A Running state from ``save_soon`` rides on the next transaction; when that transaction
+    checkpoints the same step again, the row ends in the later state, and if the later one's
+    write raises, in the Running state, as if both had been written in turn."""
+    run_id = new_run(any_store)
+    checkpointer = StoreCheckpointer(any_store)
+    running = [replace(_succeeded(sid), status="Running") for sid in ("a", "b", "c")]
+    checkpointer.save_soon(run_id, running[:2])
+    checkpointer.save(run_id, _succeeded("a"))
+    assert {r.step_id: r.status for r in checkpointer.load(run_id)} == {
+        "a": "Succeeded",
+        "b": "Running",
+    }
+    checkpointer.save_soon(run_id, running[2:])
+    failing = _raising(RuntimeError("the record cannot be written"))
+    with pytest.raises(RuntimeError, match="the record cannot be written"):
+        checkpointer.save(run_id, _succeeded("c"), [failing])
+    assert {r.step_id: r.status for r in checkpointer.load(run_id)} == {
+        "a": "Succeeded",
+        "b": "Running",
+        "c": "Running",
+    }
 
 
 def test_checkpoints_saved_while_a_transaction_is_open_share_the_next_one(
