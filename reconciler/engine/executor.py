@@ -256,9 +256,10 @@ class _Run:
         the run. Returns the monotonic time to look again, or None when there is nothing to
         look for (or a worker was just added).
 
-        A run starts with one worker, so steps that compute run one after another, as they
-        would under the GIL anyway: four workers computing at once only took the GIL from each
-        other, and the hand-offs cost a run of short steps more than a tenth of its time."""
+        A run starts one worker (for its first step that is not inline), so steps that compute
+        run one after another, as they would under the GIL anyway: four workers computing at
+        once only took the GIL from each other, and the hand-offs cost a run of short steps
+        more than a tenth of its time."""
         if not self.ready or len(self.workers) >= self.most_workers or self.stop.is_set():
             return None
         if len(self.running) < len(self.workers):

@@ -158,9 +158,10 @@ class Step:
     ``inline`` says the step only computes and uses the store and local files: no request to a
     server, no command, no wait on anything but the store. The thread running the executor
     then makes its first attempt itself instead of handing it to a worker thread and waiting
-    for the report: for steps of a few milliseconds, the two hand-offs were a sixth of a run's
-    CPU time. Its context's ``cancelled`` is not set while it runs (nobody else is there to set
-    it); a cancel stops the run after it. A retry waits and runs on a worker, as any step's.
+    for the report: for steps of a few milliseconds, the two hand-offs cost a tenth of a first
+    reconcile of 10 workloads and a fifth of one of 1,000. Its context's ``cancelled`` is not
+    set while it runs (nobody else is there to set it); a cancel stops the run after it. A
+    retry waits and runs on a worker, as any step's.
     """
 
     id: str
