@@ -101,15 +101,36 @@ def timed(
     A collection before each repetition keeps garbage left by the previous one from being
     charged to this one; collections the run itself triggers stay in, as they would in the daemon.
     """
-    seconds: list[float] = []
-    for _ in range(repetitions):
-        if setup is not None:
-            setup()
-        gc.collect()
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    return Sample(seconds)
+    return Sample([_once(run, setup) for _ in range(repetitions)])
+
+
+def timed_in_turns(
+    first: Callable[[], object],
+    second: Callable[[], object],
+    repetitions: int,
+    first_setup: Callable[[], object] | None = None,
+    second_setup: Callable[[], object] | None = None,
+) -> tuple[Sample, Sample]:
+    """``timed`` for a figure and its reference together: a repetition of each in turn, which
+    goes first swapped each time. This machine's speed moves by a tenth or more within a
+    minute, and a ratio of two samples taken one after the other took that move whole."""
+    seconds: tuple[list[float], list[float]] = ([], [])
+    for repetition in range(repetitions):
+        for which in (0, 1) if repetition % 2 == 0 else (1, 0):
+            if which == 0:
+                seconds[0].append(_once(first, first_setup))
+            else:
+                seconds[1].append(_once(second, second_setup))
+    return Sample(seconds[0]), Sample(seconds[1])
+
+
+def _once(run: Callable[[], object], setup: Callable[[], object] | None) -> float:
+    if setup is not None:
+        setup()
+    gc.collect()
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 # -- the repositories and stores the figures share --------------------------------------------
@@ -298,9 +319,11 @@ def measure_full_plan(bench: Bench) -> dict[str, Any]:
             for path, raw in prepared.blobs:
                 load_yaml(raw, path)
 
-        planned = timed(plan, reps, setup=fresh_store)
+        # The last plan is dropped before each parse, as before each plan (``keep_records``).
+        planned, parsed = timed_in_turns(
+            plan, parse, reps, first_setup=fresh_store, second_setup=keep_records
+        )
         keep_records()
-        parsed = timed(parse, reps)
         for old in stores:
             old.close()
         rows.append(row(size, planned, parsed, FULL_PLAN_TARGET, labels=("plan", "parse")))
