@@ -135,6 +135,20 @@ def plain_workload(name: str, image: str = "nginx:1.27") -> str:
     )
 
 
+def command_provisioner(script: Path, resource_type: str) -> str:
+    """A ``cmd://python3`` provisioner of ``resource_type`` that runs ``script``; it outputs
+    ``url``."""
+    return (
+        f"- uri: cmd://python3\n  type: {resource_type}\n  args: [{str(script)!r}]\n"
+        "  expected_outputs: [url]\n"
+    )
+
+
+def with_resource(workload: str, name: str, resource_type: str) -> str:
+    """``workload`` (a ``plain_workload``) with one more resource."""
+    return workload.replace("resources:\n", f"resources:\n  {name}:\n    type: {resource_type}\n")
+
+
 def config(env: str, extra: str = "") -> str:
     return f"environments:\n  {env}:\n    branch: main\n    resync: 1h\n{extra}"
 

@@ -24,10 +24,12 @@ from tests.e2e.test_cli_validate import RECONCILER
 from tests.reliability.conftest import (
     Daemon,
     PrivateCluster,
+    command_provisioner,
     config,
     deployed_workloads,
     final_phase,
     plain_workload,
+    with_resource,
 )
 from tests.support.waiting import eventually
 
@@ -49,13 +51,8 @@ def gated_repo(make_repo: MakeRepo, tmp_path: Path, env: str) -> tuple[object, s
     """A repository whose one workload needs a resource whose provisioner waits for a file."""
     script = tmp_path / "gated.py"
     script.write_text(GATED_PROVISIONER)
-    provisioner = (
-        f"- uri: cmd://python3\n  type: gated\n  args: [{str(script)!r}]\n"
-        "  expected_outputs: [url]\n"
-    )
-    workload = plain_workload("aa").replace(
-        "resources:\n", "resources:\n  gated:\n    type: gated\n"
-    )
+    provisioner = command_provisioner(script, "gated")
+    workload = with_resource(plain_workload("aa"), "gated", "gated")
     repo = make_repo()
     head = repo.commit(
         {

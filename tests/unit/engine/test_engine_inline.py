@@ -51,43 +51,26 @@ def test_inline_and_worker_steps_start_in_id_order(
     assert calls.order == ["a", "b", "c", "d"]
 
 
-def test_an_inline_step_runs_beside_a_worker_step_that_waits(
-    recorder: RecordingCheckpointer, run_id: str
+@pytest.mark.parametrize(("parallelism", "wait", "saw_b"), [(2, 10.0, True), (1, 0.25, False)])
+def test_an_inline_step_runs_beside_a_worker_step_within_the_parallelism(
+    recorder: RecordingCheckpointer, run_id: str, parallelism: int, wait: float, saw_b: bool
 ) -> None:
-    """``a`` waits for ``b`` to start; ``b`` is inline, and the parallelism of 2 lets it run."""
+    """``a`` runs on a worker and waits for ``b`` (inline) to start: with a parallelism of 2,
+    ``b`` runs beside it; with 1, ``b`` must not start until ``a`` ends, and ``a`` gives up
+    waiting after a quarter of a second."""
     b_ran = threading.Event()
 
     def wait_for_b(context: StepContext) -> Mapping[str, Any]:
-        return {"saw_b": b_ran.wait(10.0)}
+        return {"saw_b": b_ran.wait(wait)}
 
     def mark(context: StepContext) -> Mapping[str, Any]:
         b_ran.set()
         return {}
 
     steps = [step("a", wait_for_b), step("b", mark, inline=True)]
-    result = Executor(recorder, parallelism=2).run(run_id, steps)
+    result = Executor(recorder, parallelism=parallelism).run(run_id, steps)
     assert result.status is RunStatus.SUCCEEDED
-    assert dict(result.steps["a"].outputs) == {"saw_b": True}
-
-
-def test_an_inline_step_waits_for_a_free_slot_at_full_parallelism(
-    recorder: RecordingCheckpointer, run_id: str
-) -> None:
-    """With a parallelism of 1, ``b`` (inline) must not start while ``a`` runs on its worker:
-    ``a`` gives ``b`` a quarter of a second to show up, and must not see it."""
-    b_ran = threading.Event()
-
-    def look_for_b(context: StepContext) -> Mapping[str, Any]:
-        return {"saw_b": b_ran.wait(0.25)}
-
-    def mark(context: StepContext) -> Mapping[str, Any]:
-        b_ran.set()
-        return {}
-
-    steps = [step("a", look_for_b), step("b", mark, inline=True)]
-    result = Executor(recorder, parallelism=1).run(run_id, steps)
-    assert result.status is RunStatus.SUCCEEDED
-    assert dict(result.steps["a"].outputs) == {"saw_b": False}
+    assert dict(result.steps["a"].outputs) == {"saw_b": saw_b}
     assert b_ran.is_set()
 
 

@@ -20,7 +20,7 @@ from reconciler.runner import RunOutcome, apply_environment
 from reconciler.services import services_for
 from reconciler.store.store import Store
 from tests.conftest import MakeRepo
-from tests.reliability.conftest import plain_workload
+from tests.reliability.conftest import command_provisioner, plain_workload, with_resource
 from tests.support.gitrepos import GitRepo
 
 CONFIG = "environments:\n  staging:\n    branch: main\n"
@@ -285,13 +285,8 @@ def test_steps_that_only_compute_run_inline_and_a_command_on_a_worker(
     (the executor's own thread makes them); a ``cmd://`` resource runs a command."""
     script = tmp_path / "queue.py"
     script.write_text(COMMAND_PROVISIONER)
-    provisioner = (
-        f"- uri: cmd://python3\n  type: queue\n  args: [{str(script)!r}]\n"
-        "  expected_outputs: [url]\n"
-    )
-    workload = plain_workload("aa").replace(
-        "resources:\n", "resources:\n  jobs:\n    type: queue\n"
-    )
+    provisioner = command_provisioner(script, "queue")
+    workload = with_resource(plain_workload("aa"), "jobs", "queue")
     repo = make_repo()
     repo.commit(
         {
