@@ -330,29 +330,22 @@ class _Run:
         if self.ex._cancelled:  # seen before its inbox message: start nothing more
             self._begin_stop()
         started: list[_Slot] = []
-        inline: _Slot | None = None
-        while self.ready and not self.stop.is_set():
+        inline: _Slot | None = None  # the last of ``started`` when there is one
+        while self.ready and inline is None and not self.stop.is_set():
             step = self.steps[self.ready[0]]
             busy = len(self.running) + len(started)
-            if step.inline:
-                if busy >= self.ex._parallelism:
-                    break
-            elif busy >= len(self.workers):
-                if self.workers:
-                    break
+            if busy >= (self.ex._parallelism if step.inline else len(self.workers) or 1):
+                break
+            if not step.inline and not self.workers:
                 self._add_worker()
             heapq.heappop(self.ready)
-            slot = _Slot(step, self.logs.setdefault(step.id, []), self.ex._now())
+            started.append(_Slot(step, self.logs.setdefault(step.id, []), self.ex._now()))
             if step.inline:
-                inline = slot
-                break
-            started.append(slot)
-        if inline is None and not started and not self.unsaved:
+                inline = started[-1]
+        if not started and not self.unsaved:
             return False
         records, self.unsaved = self.unsaved, {}
         first = bool(records)
-        if inline is not None:
-            started.append(inline)
         for slot in started:
             records[slot.step.id] = self._record(
                 slot.step.id,

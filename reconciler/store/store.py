@@ -1031,9 +1031,13 @@ class Store:
         with self._write() as conn:
             tokens = self._bump(conn, environment)
             if self._writer is not None:  # SQLite: one statement, the names one JSON array
-                names = rows.canonical_json(wanted)
-                values = {"in_environment": environment, "names": names, "new_status": status}
-                self._change_row(conn, _SET_STATUS_SQLITE, {**values, "now": now})
+                values = {
+                    "in_environment": environment,
+                    "names": rows.canonical_json(wanted),
+                    "new_status": status,
+                    "now": now,
+                }
+                self._change_row(conn, _SET_STATUS_SQLITE, values)
             else:
                 for start in range(0, len(wanted), _NAMES_PER_STATEMENT):
                     chunk = wanted[start : start + _NAMES_PER_STATEMENT]
