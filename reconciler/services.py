@@ -9,6 +9,7 @@ secret.key``, mode 0600). The key never enters the store or the repository's tra
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet
@@ -31,15 +32,30 @@ LOCAL_KEY_FILE = Path("reconciler") / "secret.key"
 
 
 def local_key(repo: Repository) -> bytes:
-    """The embedded setup's key: read, or made once with owner-only permissions."""
+    """The embedded setup's key: read, or made once with owner-only permissions.
+
+    The daemon reconciles its environments at once on a new repository, each asking for the
+    key. The key is written whole to a file of its own, then linked to its name, which fails
+    if the name exists: the first link wins, and everyone else reads the winner's key. Made in
+    place, the file was seen half written (an empty key) and the other makers failed with
+    ``FileExistsError``."""
     path = repo.common_dir / LOCAL_KEY_FILE
     if path.is_file():
         return path.read_bytes().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     key = Fernet.generate_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(key + b"\n")
+    fd, made = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(key + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(made, path)
+        except FileExistsError:  # another environment or process made it first
+            return path.read_bytes().strip()
+    finally:
+        os.unlink(made)
     return key
 
 
