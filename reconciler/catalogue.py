@@ -349,6 +349,12 @@ class Code(enum.Enum):
         "run is not waiting for approval",
         "Only a run in WaitingApproval can be approved or rejected.",
     )
+    RECONCILE_CRASHED = Entry(
+        3017,
+        "reconcile stopped by an unexpected error",
+        "The daemon logged the error with its traceback and retries with backoff; report it "
+        "with that log if it persists.",
+    )
 
     WORKFLOW_NOT_FOUND = Entry(
         3050, "workflow not found", "List workflows with 'reconciler workflow list'."

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
+from reconciler.catalogue import Code
 from reconciler.config.models import Environment
 from reconciler.daemon.memory import release_free_memory
 from reconciler.daemon.metrics import DaemonMetrics
@@ -29,11 +31,12 @@ from reconciler.daemon.status import (
     commit_status,
     drift_status,
     environment_verdict,
+    stopped_status,
 )
 from reconciler.engine import Executor, StepStatus, StoreCheckpointer
 from reconciler.gitops.errors import GitError
 from reconciler.gitops.repository import Repository
-from reconciler.gitops.status import FanOut, Phase
+from reconciler.gitops.status import Failure, FanOut, Phase
 from reconciler.observability import logger, span
 from reconciler.pipeline import EnvironmentPlan, ParsedFiles, open_source, plan_environment
 from reconciler.plan.scope import changed_workloads
@@ -106,6 +109,7 @@ class Reconciler:
         self._executors: set[Executor] = set()
         self._dispatched: dict[str, str] = {}  # environment -> the commit its keys were queued for
         self._verdicts: dict[str, tuple[str, Phase]] = {}  # environment -> last verdict reported
+        self._stopped_on: dict[str, str] = {}  # environment -> commit whose reconcile stopped
         self._parsed: dict[str, tuple[str, ParsedFiles]] = {}
 
     @property
@@ -147,6 +151,10 @@ class Reconciler:
         if commit is None:
             log.warning("followed ref not found", environment=name, ref=env.follows)
             return True
+        with self._verdict_on_error(name, commit):
+            return self._dispatch(name, env, commit)
+
+    def _dispatch(self, name: str, env: Environment, commit: str) -> bool:
         source = open_source(self.repo, commit)
         parsed = self._parsed_files(name, source.commit)
         planned = plan_environment(self.repo, self.store, source, name, env, parsed=parsed)
@@ -208,6 +216,12 @@ class Reconciler:
         commit = self._head(env)
         if commit is None:
             return {}
+        with self._verdict_on_error(name, commit):
+            return self._reconcile_leased(name, env, commit, workloads)
+
+    def _reconcile_leased(
+        self, name: str, env: Environment, commit: str, workloads: Sequence[str]
+    ) -> dict[str, bool]:
         leases = {f"workload/{name}/{w}": w for w in workloads}
         held = self.leases.try_acquire_many(leases)
         for lease, workload in leases.items():
@@ -250,8 +264,9 @@ class Reconciler:
             self._close_stale_runs(name, commit)
             # A commit with a broken file is never recorded as reconciled (the next plan reads
             # that file again); its verdict, once said, settles it all the same.
-            settled = self.store.last_commit(name) == commit or (
-                planned.failed and self._verdicts.get(name, ("",))[0] == commit
+            settled = self._stopped_on.get(name) != commit and (
+                self.store.last_commit(name) == commit
+                or (planned.failed and self._verdicts.get(name, ("",))[0] == commit)
             )
             if not settled:
                 if not planned.failed:
@@ -315,11 +330,45 @@ class Reconciler:
         )
         name = planned.environment
         with self._lock:
+            if self._stopped_on.get(name) == commit:
+                del self._stopped_on[name]
             if self._verdicts.get(name) == (commit, status.phase):
                 return
             self._verdicts[name] = (commit, status.phase)
         log.info("verdict", environment=name, revision=commit, phase=str(status.phase))
         if self.reporters is not None:
+            self.reporters.report(status)
+
+    @contextmanager
+    def _verdict_on_error(self, name: str, commit: str) -> Iterator[None]:
+        """Say Failed on ``commit`` when its work stops on an error, then let it propagate
+        (``process`` logs it and backs off). Without this verdict a commit whose reconcile
+        stopped before any run could report would stay noted Running until the next commit."""
+        try:
+            yield
+        except (StoreError, GitError, DriverError) as exc:
+            self._stopped(name, commit, Failure(code=exc.code.id, message=str(exc)))
+            raise
+        except Exception as exc:
+            message = f"{type(exc).__name__}; the daemon's log has the traceback"
+            self._stopped(name, commit, Failure(code=Code.RECONCILE_CRASHED.id, message=message))
+            raise
+
+    def _stopped(self, name: str, commit: str, failure: Failure) -> None:
+        """Report ``failure`` as the verdict on ``commit``, once until another verdict is said.
+
+        The commit is then not settled until a verdict replaces this one: a reconcile that
+        stopped after recording the commit, but before its verdict, says it on the retry."""
+        with self._lock:
+            if self._stopped_on.get(name) == commit:
+                return
+            self._stopped_on[name] = commit
+            self._verdicts.pop(name, None)  # the retry's verdict is said, whatever it is
+        log.info("verdict", environment=name, revision=commit, phase=str(Phase.FAILED))
+        if self.reporters is not None:
+            status = stopped_status(
+                name, commit, failure, run_id=new_run_id(), target_url=self.target_url
+            )
             self.reporters.report(status)
 
     def _check_drift(self, name: str, env: Environment, commit: str) -> bool:

@@ -175,6 +175,33 @@ def environment_verdict(
     )
 
 
+def stopped_status(
+    environment: str,
+    commit: str,
+    failure: Failure,
+    *,
+    run_id: str,
+    target_url: str | None = None,
+) -> CommitStatus:
+    """The environment's verdict on ``commit`` when its reconcile stopped on an error before
+    any run could say how it went (the store or Git gone, a bug): Failed with that error, so
+    the commit's note does not say Running until the next commit. The retry's verdict
+    replaces it."""
+    return CommitStatus(
+        environment=environment,
+        commit=commit,
+        run_id=run_id,
+        phase=Phase.FAILED,
+        at=datetime.now(UTC),
+        sync=Sync.OUT_OF_SYNC,
+        health=Health.DEGRADED,
+        message="reconcile stopped; retrying",
+        failures=(failure,),
+        target_url=target_url,
+        scope=(),
+    )
+
+
 def _health(phase: Phase) -> Health:
     return {
         Phase.SUCCEEDED: Health.HEALTHY,

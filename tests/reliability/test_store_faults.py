@@ -28,9 +28,11 @@ from tests.reliability.conftest import (
     config,
     deployed_workloads,
     final_phase,
+    notes,
     plain_workload,
     with_resource,
 )
+from tests.support.gitrepos import GitRepo
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
@@ -47,7 +49,7 @@ print(json.dumps({"resource_state": {}, "resource_outputs": {"url": "u"}, "share
 """
 
 
-def gated_repo(make_repo: MakeRepo, tmp_path: Path, env: str) -> tuple[object, str]:
+def gated_repo(make_repo: MakeRepo, tmp_path: Path, env: str) -> tuple[GitRepo, str]:
     """A repository whose one workload needs a resource whose provisioner waits for a file."""
     script = tmp_path / "gated.py"
     script.write_text(GATED_PROVISIONER)
@@ -71,6 +73,16 @@ def runs_in(url: str, status: str) -> int:
             return int(row[0]) if row else 0
     except psycopg.Error:
         return 0
+
+
+def noted_codes(repo: GitRepo, commit: str, env: str) -> list[str]:
+    """The codes of the failures in the environment's Failed verdicts noted on ``commit``."""
+    return [
+        failure["code"]
+        for n in notes(repo, commit)
+        if n["environment"] == env and n.get("scope") == [] and n["phase"] == "Failed"
+        for failure in n["failures"]
+    ]
 
 
 def test_postgresql_store_stopped_mid_reconcile(
@@ -99,14 +111,15 @@ def test_postgresql_store_stopped_mid_reconcile(
         ),
         "a coded store error in the log",
     )
+    noted = eventually(lambda: noted_codes(repo, head, env), "the stop in the commit's note")
+    assert all(STORE_CODE.fullmatch(code) for code in noted), noted
     assert daemon.alive()
     assert daemon.get("/healthz").status_code == 200
     assert "Traceback" not in daemon.stderr
 
     private_cluster.start()
     eventually(lambda: daemon.get("/readyz").status_code == 200, "/readyz to recover")
-    phase = eventually(lambda: final_phase(repo, head, env), "the commit's note", 60)  # type: ignore[arg-type]
-    assert phase == "Succeeded", daemon.stderr
+    eventually(lambda: final_phase(repo, head, env) == "Succeeded", "the commit's note", 60)
     assert runs_in(private_cluster.url, "Running") == 0
     assert daemon.stop() == 0
 
@@ -207,12 +220,12 @@ def test_full_disk_under_the_daemon_is_a_coded_error_then_converges(
     filler = fill(tiny_fs)
     second = repo.commit({"apps/bb/score.yaml": plain_workload("bb")})
     eventually(coded_failures, "a coded error for the full disk")
+    noted = eventually(lambda: noted_codes(repo, second, env), "the stop in the second note")
+    assert all(STORE_CODE.fullmatch(code) for code in noted), noted
     assert daemon.alive()
     assert daemon.get("/healthz").status_code == 200
     assert "Traceback" not in daemon.stderr
     filler.unlink()
-    assert eventually(lambda: final_phase(repo, second, env), "the second note", 60) == (
-        "Succeeded"
-    )
+    eventually(lambda: final_phase(repo, second, env) == "Succeeded", "the second note", 60)
     assert deployed_workloads(repo, env) == {"aa", "bb"}
     assert daemon.stop() == 0
