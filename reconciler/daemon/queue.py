@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from reconciler.engine.backoff import Uniform, backoff_delay, system_uniform
 from reconciler.engine.steps import RetryPolicy
@@ -63,8 +63,23 @@ class _State:
     failures: int = 0
 
 
+Entry = tuple[float, int, Any]
+"""(due, entry number, key): a heap orders by due, then by when the key was scheduled."""
+
+
+def _one_group(key: object) -> None:
+    return None
+
+
 class WorkQueue(Generic[K]):
-    """A keyed, deduplicated, rate-limited queue shared by the daemon's worker threads."""
+    """A keyed, deduplicated, rate-limited queue shared by the daemon's worker threads.
+
+    Keys fall into groups (``group``; the daemon's are environments), each with a heap of its
+    own, so that passing over a group (``get``'s ``skip``) or taking a group's ready keys
+    (``take_ready``) costs the number of groups, not of keys: a first reconcile queues one key
+    per workload, thousands of them in one group, and a worker waiting for another group looks
+    at the queue every ``SKIP_POLL``.
+    """
 
     def __init__(
         self,
@@ -72,13 +87,15 @@ class WorkQueue(Generic[K]):
         clock: Clock | None = None,
         backoff: RetryPolicy = DEFAULT_BACKOFF,
         uniform: Uniform | None = None,
+        group: Callable[[K], Hashable] = _one_group,
     ) -> None:
         self._clock: Clock = clock or SystemClock()
         self._backoff = backoff
         self._uniform = uniform or system_uniform()
+        self._group = group
         self._cond = threading.Condition()
         self._states: dict[K, _State] = {}
-        self._heap: list[tuple[float, int, K]] = []  # (due, entry, key): FIFO among equal dues
+        self._heaps: dict[Hashable, list[Entry]] = {}  # a group's waiting keys; none empty
         self._entries = 0
         self._shut = False
 
@@ -103,7 +120,8 @@ class WorkQueue(Generic[K]):
     ) -> K | None:
         """The next ready key, now marked as processing; None on timeout or after shutdown.
 
-        Ready keys that ``skip`` matches keep their place and are looked at again every
+        ``skip`` is asked about the first ready key of each group and stands for the whole
+        group: a skipped group's keys keep their place and are looked at again every
         ``SKIP_POLL`` seconds (the daemon skips the keys of an environment another worker is
         applying: two runs of one environment at once only slow each other down).
         """
@@ -123,20 +141,25 @@ class WorkQueue(Generic[K]):
                 now = self._clock.now()
             return None
 
-    def take_ready(self, match: Callable[[K], bool], limit: int) -> list[K]:
-        """Up to ``limit`` more ready keys that ``match``, now marked as processing, in the order
-        they became ready: a worker handling one key takes its like along, to handle them in
-        one go (the daemon applies several workloads of an environment in one run). The others
-        keep their place."""
+    def take_ready(
+        self, match: Callable[[K], bool], limit: int, *, group: Hashable = None
+    ) -> list[K]:
+        """Up to ``limit`` more ready keys of ``group`` that ``match``, now marked as
+        processing, in the order they became ready: a worker handling one key takes its like
+        along, to handle them in one go (the daemon applies several workloads of an
+        environment in one run). The others keep their place."""
         taken: list[K] = []
         with self._cond:
+            heap = self._heaps.get(group)
+            if heap is None:
+                return taken
             now = self._clock.now()
-            skipped: list[tuple[float, int, K]] = []
+            skipped: list[Entry] = []
             while len(taken) < limit:
-                self._drop_stale()
-                if not self._heap or self._heap[0][0] > now:
+                self._drop_stale(heap)
+                if not heap or heap[0][0] > now:
                     break
-                entry = heapq.heappop(self._heap)
+                entry = heapq.heappop(heap)
                 if match(entry[2]):
                     state = self._states[entry[2]]
                     state.due, state.processing = None, True
@@ -144,7 +167,9 @@ class WorkQueue(Generic[K]):
                 else:
                     skipped.append(entry)
             for entry in skipped:
-                heapq.heappush(self._heap, entry)
+                heapq.heappush(heap, entry)
+            if not heap:
+                del self._heaps[group]
         return taken
 
     def done(self, key: K, *, ok: bool) -> float | None:
@@ -193,40 +218,56 @@ class WorkQueue(Generic[K]):
             return
         self._entries += 1
         state.due, state.entry = due, self._entries
-        heapq.heappush(self._heap, (due, self._entries, key))
-        self._cond.notify_all()
+        heap = self._heaps.setdefault(self._group(key), [])
+        self._drop_stale(heap)
+        first = heap[0][0] if heap else None
+        heapq.heappush(heap, (due, self._entries, key))
+        if first is None or due < first:
+            # Waiters sleep until the earliest first key of a group, or poll a skipped group:
+            # only a key that comes first in its group can be due before they wake. (Thousands
+            # of adds in a row would otherwise wake every waiting worker thousands of times.)
+            self._cond.notify_all()
 
     def _pop_ready(
         self, now: float, skip: Callable[[K], bool] | None = None
     ) -> tuple[K | None, bool]:
-        """The first ready key ``skip`` does not match, and whether a ready key was skipped."""
-        skipped: list[tuple[float, int, K]] = []
-        found: K | None = None
-        while True:
-            self._drop_stale()
-            if not self._heap or self._heap[0][0] > now:
-                break
-            entry = heapq.heappop(self._heap)
-            if skip is not None and skip(entry[2]):
-                skipped.append(entry)
-                continue
-            found = entry[2]
-            break
-        for entry in skipped:
-            heapq.heappush(self._heap, entry)
-        if found is not None:
-            state = self._states[found]
-            state.due, state.processing = None, True
-        return found, bool(skipped)
+        """The first ready key of a group ``skip`` does not match, and whether a ready group
+        was skipped."""
+        best: list[Entry] | None = None
+        best_group: Hashable = None
+        skipped = False
+        for group, heap in list(self._heaps.items()):
+            self._drop_stale(heap)
+            if not heap:
+                del self._heaps[group]
+            elif heap[0][0] <= now:
+                if skip is not None and skip(heap[0][2]):
+                    skipped = True
+                elif best is None or heap[0][:2] < best[0][:2]:
+                    best, best_group = heap, group
+        if best is None:
+            return None, skipped
+        found: K = heapq.heappop(best)[2]
+        if not best:
+            del self._heaps[best_group]
+        state = self._states[found]
+        state.due, state.processing = None, True
+        return found, skipped
 
     def _next_due(self) -> float | None:
-        self._drop_stale()
-        return self._heap[0][0] if self._heap else None
+        dues = []
+        for heap in self._heaps.values():
+            self._drop_stale(heap)
+            if heap:
+                dues.append(heap[0][0])
+        return min(dues, default=None)
 
-    def _drop_stale(self) -> None:
-        while self._heap:
-            _, entry, key = self._heap[0]
+    def _drop_stale(self, heap: list[Entry]) -> None:
+        """Pop the entries on top of ``heap`` that are no longer their key's (the key was
+        taken, or scheduled again for an earlier time)."""
+        while heap:
+            _, entry, key = heap[0]
             state = self._states.get(key)
             if state is not None and state.due is not None and state.entry == entry:
                 return
-            heapq.heappop(self._heap)
+            heapq.heappop(heap)

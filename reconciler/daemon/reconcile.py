@@ -502,6 +502,12 @@ def _workloads_of(runs: Iterable[RunRecord]) -> frozenset[str] | None:
     return frozenset(covered)
 
 
+def environment_of(key: Key) -> str:
+    """The queue's group of ``key``: the daemon's workers take an environment's keys together
+    and pass over the environments another worker is applying."""
+    return key[0]
+
+
 def workload_of(environment: str, key: Key) -> bool:
     """Whether ``key`` is a workload's key of ``environment`` (for ``WorkQueue.take_ready``)."""
     return key[0] == environment and bool(key[1])

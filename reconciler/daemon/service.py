@@ -30,7 +30,7 @@ from reconciler.daemon.http import ApiReaders, ApiServer, Handlers, ReadinessChe
 from reconciler.daemon.memory import tune_allocator
 from reconciler.daemon.metrics import DaemonMetrics, create_metrics
 from reconciler.daemon.queue import WorkQueue
-from reconciler.daemon.reconcile import MAX_BATCH, Key, Reconciler, workload_of
+from reconciler.daemon.reconcile import MAX_BATCH, Key, Reconciler, environment_of, workload_of
 from reconciler.daemon.status import (
     reporters_for,
 )
@@ -134,7 +134,7 @@ class Daemon:
             self.path = Repository.open(Path(settings.repo)).path
         self.store = Store.open(settings.store_url or default_store_url(self.repo.common_dir))
         self.metrics: DaemonMetrics = create_metrics()
-        self.queue: WorkQueue[Key] = WorkQueue()
+        self.queue: WorkQueue[Key] = WorkQueue(group=environment_of)
         self.metrics.queue_depth.set_function(self.queue.depth)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -355,7 +355,9 @@ class Daemon:
             try:
                 batch = [key]
                 if key[1]:
-                    batch += self.queue.take_ready(partial(workload_of, key[0]), MAX_BATCH - 1)
+                    batch += self.queue.take_ready(
+                        partial(workload_of, key[0]), MAX_BATCH - 1, group=key[0]
+                    )
                 self.work.process(key[0], batch)
             finally:
                 mark = self._mark_of(key[0])

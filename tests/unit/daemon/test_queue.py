@@ -240,8 +240,12 @@ def test_take_ready_stops_at_its_limit_and_taken_keys_are_processing() -> None:
     assert drain(queue) == [A]
 
 
+def by_environment(clock: FakeClock) -> WorkQueue[Key]:
+    return WorkQueue(clock=clock, backoff=NO_JITTER, uniform=lambda: 0.5, group=lambda k: k[0])
+
+
 def test_get_passes_over_skipped_keys_which_keep_their_place() -> None:
-    queue = new_queue(FakeClock())
+    queue = by_environment(FakeClock())
     other = ("staging", "a")
     for key in (A, B, other):
         queue.add(key)
@@ -255,7 +259,7 @@ def test_get_passes_over_skipped_keys_which_keep_their_place() -> None:
 
 def test_a_get_that_skipped_ready_keys_looks_again_after_the_poll() -> None:
     clock = FakeClock()
-    queue = new_queue(clock)
+    queue = by_environment(clock)
     queue.add(A)
     busy = {"prod"}
     got: list[Key | None] = []
@@ -268,3 +272,54 @@ def test_a_get_that_skipped_ready_keys_looks_again_after_the_poll() -> None:
     clock.advance(SKIP_POLL)
     thread.join(DEADLINE)
     assert got == [A]
+
+
+def test_a_skipped_group_is_asked_about_once_however_many_keys_it_has() -> None:
+    """A worker waiting while another applies an environment's thousands of keys looks at the
+    queue every ``SKIP_POLL``: each look must cost the groups, not the keys."""
+    queue = by_environment(FakeClock())
+    for i in range(1000):
+        queue.add(("prod", f"w{i:04d}"))
+    queue.add(("staging", "a"))
+    asked: list[Key] = []
+
+    def busy_prod(key: Key) -> bool:
+        asked.append(key)
+        return key[0] == "prod"
+
+    assert queue.get(timeout=0, skip=busy_prod) == ("staging", "a")
+    assert sorted(asked) == [("prod", "w0000"), ("staging", "a")]
+    assert queue.get(timeout=0, skip=busy_prod) is None
+    assert len(asked) == 3  # prod's first key again, and nothing else
+    assert queue.take_ready(lambda k: True, limit=3, group="prod") == [
+        ("prod", "w0000"),
+        ("prod", "w0001"),
+        ("prod", "w0002"),
+    ]
+    assert queue.take_ready(lambda k: True, limit=3, group="dev") == []
+    assert queue.depth() == 997
+
+
+def test_groups_come_out_in_the_order_their_keys_became_ready() -> None:
+    clock = FakeClock()
+    queue = by_environment(clock)
+    queue.add_after(("prod", "late"), 2.0)
+    queue.add(("staging", "a"))
+    queue.add(("prod", "a"))
+    queue.add(("staging", "b"))
+    clock.advance(2.0)
+    assert drain(queue) == [("staging", "a"), ("prod", "a"), ("staging", "b"), ("prod", "late")]
+
+
+@pytest.mark.parametrize("added", [("prod", "b"), ("staging", "a")])
+def test_a_waiting_get_wakes_for_a_key_due_before_the_one_it_waits_for(added: Key) -> None:
+    """Adds notify waiters only when the key comes first in its group; a key added behind a
+    later one of its group, or to another group, is still handed out at once."""
+    clock = FakeClock()
+    queue = by_environment(clock)
+    queue.add_after(A, 60.0)
+    thread, got = take_in_thread(queue, None)
+    assert clock.waiting.wait(DEADLINE)
+    queue.add(added)
+    thread.join(DEADLINE / 2)  # before the fake clock's own safety net wakes the waiter
+    assert got == [added]
