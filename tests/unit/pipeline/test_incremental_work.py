@@ -10,10 +10,12 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+import reconciler.pipeline as pipeline_module
 from reconciler.chunked import Chunked
 from reconciler.gitops.repository import Repository
 from reconciler.pipeline import (
@@ -348,6 +350,39 @@ def test_parsed_files_kept_as_stand_ins_plan_alike(
     assert stand_in.kept is not None
     assert stand_in.loaded() is stand_in.kept
     assert [o.metadata.name for o in gc.get_objects() if isinstance(o, Workload)] == ["svc-0001"]
+
+
+def test_a_stand_in_gives_its_model_back_without_parsing_the_file_again(
+    make_repo: MakeRepo, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's first plan of a commit types every workload right after parsing them all,
+    and each run types its own again: from the model the stand-in keeps pickled, not from
+    the file's bytes; a stand-in without it (a model that would not pickle) parses them."""
+    repo = make_repo()
+    repo.commit(files())
+    repository = Repository.open(repo.root)
+    source = open_source(repository, "HEAD")
+    ((name, environment),) = select_environments(source.config, None)
+    kept = ParsedFiles()
+    plan_environment(repository, store, source, name, environment, parsed=kept)
+    path = "apps/svc-0007/score.yaml"
+    stand_in = kept[path]
+    assert isinstance(stand_in, ParsedFile)
+    assert stand_in.model is not None
+    expected = load_workload(source.tree, path).workload
+    parses: list[str] = []
+    real = pipeline_module.load_yaml
+    monkeypatch.setattr(
+        pipeline_module, "load_yaml", lambda raw, file: parses.append(file) or real(raw, file)
+    )
+    first, second = stand_in.loaded(), stand_in.loaded()
+    assert first.workload == expected
+    assert second.workload == expected
+    assert first.workload is not second.workload  # a fresh model each time, as typing gave
+    assert parses == []
+    without = replace(stand_in, model=None)
+    assert without.loaded().workload == expected
+    assert parses == [path]
 
 
 def test_outputs_resolve_again_only_the_resources_whose_params_read_them(
