@@ -256,10 +256,12 @@ class WorkQueue(Generic[K]):
 
     def _next_due(self) -> float | None:
         dues = []
-        for heap in self._heaps.values():
+        for group, heap in list(self._heaps.items()):
             self._drop_stale(heap)
             if heap:
                 dues.append(heap[0][0])
+            else:
+                del self._heaps[group]
         return min(dues, default=None)
 
     def _drop_stale(self, heap: list[Entry]) -> None:
