@@ -149,12 +149,17 @@ def _head(repo: pygit2.Repository, ref_name: str) -> pygit2.Commit | None:
     return commit
 
 
+SPLICE_FROM = 256
+"""Entries from which a tree edited in a few places is cut and joined from its own data."""
+SPLICE_UP_TO = 16
+"""Names changed in one tree up to which it is spliced rather than rebuilt."""
+
+
 def _edit(
     repo: pygit2.Repository, objects: ObjectBuffer, tree: pygit2.Tree | None, changes: Changes
 ) -> pygit2.Oid | None:
     """``tree`` with ``changes`` applied, its new objects in ``objects``; None when the result
     is empty (Git has no empty folders, so a folder left empty disappears, as in a checkout)."""
-    entries = _entries(tree)
     here: dict[str, bytes | None] = {}
     below: dict[str, Changes] = {}
     for path, content in changes.items():
@@ -162,23 +167,113 @@ def _edit(
             here[path[0]] = content
         else:
             below.setdefault(path[0], {})[path[1:]] = content
+    updates: dict[bytes, tuple[pygit2.Oid, int] | None] = {}
     for name, content in sorted(here.items()):
         if name in below and content is not None:
             raise ValueError(f"'{name}' is written both as a file and as a folder")
-        if content is None:
-            entries.pop(name.encode(), None)
-        else:
-            entries[name.encode()] = (objects.blob(content), FileMode.BLOB)
+        updates[name.encode()] = None if content is None else (objects.blob(content), FileMode.BLOB)
     for name, nested in sorted(below.items()):
         entry = None if name in here else _subtree(repo, tree, name)
         sub = _edit(repo, objects, entry, nested)
-        if sub is None:
-            entries.pop(name.encode(), None)
+        updates[name.encode()] = None if sub is None else (sub, FileMode.TREE)
+    if tree is not None and len(tree) >= SPLICE_FROM and len(updates) <= SPLICE_UP_TO:
+        data = _spliced(tree, updates)
+        if data is not None:
+            return objects.tree_data(data) if data else None
+    entries = _entries(tree)
+    for raw_name, value in updates.items():
+        if value is None:
+            entries.pop(raw_name, None)
         else:
-            entries[name.encode()] = (sub, FileMode.TREE)
+            entries[raw_name] = value
     if not entries:
         return None
     return objects.tree((name, oid, mode) for name, (oid, mode) in entries.items())
+
+
+def _spliced(
+    tree: pygit2.Tree, updates: Mapping[bytes, tuple[pygit2.Oid, int] | None]
+) -> bytes | None:
+    """The data of ``tree`` with ``updates`` made (None removes a name), cut and joined from
+    the tree's own data: a deploy branch holds a folder per workload and the status branch a
+    file, thousands in one tree, and rebuilding it entry by entry for a one-workload commit
+    cost about 13 ms at 10,000 workloads, every time either branch was written.
+
+    Each name is found by Git's own lookup, then its entry in the data by its exact bytes
+    (mode, name, id), which must occur once; a new name goes before the first entry that
+    sorts after it (a binary search over the tree's entries). None when that does not hold, or
+    an entry would change between file and folder (which moves it in Git's order): the caller
+    rebuilds the tree then."""
+    raw = tree.read_raw()
+    cuts: list[tuple[int, int, bytes, bytes]] = []  # start, end, sort key, replacement
+    for name, value in updates.items():
+        try:
+            text = name.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        try:
+            old: pygit2.Object | None = tree[text]
+        except KeyError:
+            old = None
+        key = name + b"/" if value is not None and value[1] == FileMode.TREE else name
+        data = b"" if value is None else b"%o %s\0%s" % (value[1], name, value[0].raw)
+        if old is None:
+            if value is None:
+                continue  # removing what is not there
+            at = _insertion_point(tree, raw, key)
+            if at is None:
+                return None
+            cuts.append((at, at, key, data))
+            continue
+        if value is not None and (old.filemode == FileMode.TREE) != (value[1] == FileMode.TREE):
+            return None
+        found = _entry_span(raw, name, old.filemode, old.id)
+        if found is None:
+            return None
+        cuts.append((*found, key, data))
+    cuts.sort(key=lambda cut: (cut[0], cut[2]))
+    parts: list[bytes] = []
+    position = 0
+    for start, end, _, data in cuts:
+        if start < position:
+            return None
+        parts += (raw[position:start], data)
+        position = end
+    parts.append(raw[position:])
+    return b"".join(parts)
+
+
+def _entry_span(raw: bytes, name: bytes, mode: int, oid: pygit2.Oid) -> tuple[int, int] | None:
+    """Where the entry ``mode name oid`` is in a tree's data, if it occurs there exactly once."""
+    entry = b"%o %s\0%s" % (mode, name, oid.raw)
+    start = raw.find(entry)
+    if start < 0 or raw.find(entry, start + 1) >= 0:
+        return None
+    return start, start + len(entry)
+
+
+def _insertion_point(tree: pygit2.Tree, raw: bytes, key: bytes) -> int | None:
+    """Where in the data an entry sorting as ``key`` goes: before the first entry that sorts
+    after it, or at the end."""
+    low, high = 0, len(tree)
+    while low < high:
+        middle = (low + high) // 2
+        if _sort_key(tree[middle]) < key:
+            low = middle + 1
+        else:
+            high = middle
+    if low == len(tree):
+        return len(raw)
+    after = tree[low]
+    assert after.raw_name is not None  # always set on an entry read from a tree
+    found = _entry_span(raw, after.raw_name, after.filemode, after.id)
+    return None if found is None else found[0]
+
+
+def _sort_key(entry: pygit2.Object) -> bytes:
+    """An entry's place in Git's order: its name, a folder's as if it ended in ``/``."""
+    assert entry.raw_name is not None
+    return entry.raw_name + b"/" if entry.filemode == FileMode.TREE else entry.raw_name
 
 
 def _entries(tree: pygit2.Tree | None) -> dict[bytes, tuple[pygit2.Oid, int]]:

@@ -56,6 +56,10 @@ class ObjectBuffer:
         data = b"".join(b"%o %s\0%s" % (mode, name, oid.raw) for name, oid, mode in ordered)
         return self._add(ObjectType.TREE, data)
 
+    def tree_data(self, data: bytes) -> pygit2.Oid:
+        """A tree of the given data, entries already in Git's order (``commit._spliced``)."""
+        return self._add(ObjectType.TREE, data)
+
     def store(self, repo: pygit2.Repository, *, pack: bool = False) -> None:
         """Write every object into ``repo``: one pack from ``PACK_THRESHOLD`` objects on (or
         with ``pack``, when there are any), loose files below. Objects the repository has
