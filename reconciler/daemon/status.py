@@ -8,6 +8,7 @@ and the forge all say the same thing.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from reconciler.config.models import Config
@@ -187,19 +188,11 @@ def stopped_status(
     any run could say how it went (the store or Git gone, a bug): Failed with that error, so
     the commit's note does not say Running until the next commit. The retry's verdict
     replaces it."""
-    return CommitStatus(
-        environment=environment,
-        commit=commit,
-        run_id=run_id,
-        phase=Phase.FAILED,
-        at=datetime.now(UTC),
-        sync=Sync.OUT_OF_SYNC,
-        health=Health.DEGRADED,
-        message="reconcile stopped; retrying",
-        failures=(failure,),
-        target_url=target_url,
-        scope=(),
+    under_way = commit_status(
+        environment, commit, Phase.FAILED, run_id=run_id, target_url=target_url, scope=()
     )
+    message = "reconcile stopped; retrying"
+    return replace(under_way, health=Health.DEGRADED, message=message, failures=(failure,))
 
 
 def _health(phase: Phase) -> Health:
