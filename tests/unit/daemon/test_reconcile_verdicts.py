@@ -101,19 +101,23 @@ def raising_once(monkeypatch: pytest.MonkeyPatch, name: str, error: Exception) -
     return calls
 
 
-def start(make_repo: MakeRepo, store: Store) -> Daemon:
+@pytest.fixture
+def daemon(make_repo: MakeRepo, store: Store) -> Iterator[Daemon]:
+    """A repository of one workload, its commit queued; the reporters' threads stopped after."""
     repo = make_repo()
     head = repo.commit({"reconciler.yaml": CONFIG, "apps/aa/score.yaml": plain_workload("aa")})
-    daemon = Daemon(repo, store, head)
-    daemon.queue.add((ENV, ""))
-    return daemon
+    started = Daemon(repo, store, head)
+    started.queue.add((ENV, ""))
+    try:
+        yield started
+    finally:
+        assert started.reporters.close(DEADLINE)
 
 
 def test_a_crashed_run_is_noted_failed_with_a_code_then_succeeded_on_retry(
-    make_repo: MakeRepo, store: Store, monkeypatch: pytest.MonkeyPatch
+    daemon: Daemon, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = raising_once(monkeypatch, "apply_environment", RuntimeError("a bug"))
-    daemon = start(make_repo, store)
     daemon.drain()
     assert len(calls) == 1
     crashed = daemon.verdicts()
@@ -131,12 +135,11 @@ def test_a_crashed_run_is_noted_failed_with_a_code_then_succeeded_on_retry(
 
 
 def test_a_crash_after_the_commit_was_recorded_still_gets_its_verdict(
-    make_repo: MakeRepo, store: Store, monkeypatch: pytest.MonkeyPatch
+    daemon: Daemon, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Settling records the commit, then says the verdict: a crash in between must not leave
     the commit settled with the crash as its last word."""
     calls = raising_once(monkeypatch, "environment_verdict", RuntimeError("a bug"))
-    daemon = start(make_repo, store)
     daemon.drain()
     assert calls  # the settle was reached
     assert store.last_commit(ENV) == daemon.head
