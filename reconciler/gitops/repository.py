@@ -14,6 +14,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import pygit2
@@ -55,29 +56,28 @@ class Repository:
         self._trees: OrderedDict[str, GitTree] = OrderedDict()
         self._commits: dict[str, pygit2.Commit] = {}
         self.git_dir = Path(repo.path)
-        self.common_dir = common_dir_of(self.git_dir)
-        """Where refs, objects and the reconciler's own state live: the main repository's Git
-        directory, shared by its linked work trees (``git worktree add``), whose ``git_dir`` is a
-        folder of their own holding little more than ``HEAD``."""
         self.is_bare = repo.is_bare
         self.path = self.git_dir if repo.workdir is None else Path(repo.workdir)
 
+    @cached_property
+    def common_dir(self) -> Path:
+        """Where refs, objects and the reconciler's own state live: the main repository's Git
+        directory, shared by its linked work trees (``git worktree add``), whose ``git_dir`` is a
+        folder of their own holding little more than ``HEAD``. Looked up when first asked:
+        a plan opens its repository and never asks."""
+        return common_dir_of(self.git_dir)
+
     @classmethod
     def open(cls, path: Path) -> Repository:
-        """The repository holding ``path``: any folder in a work tree, or a bare repository."""
-        if not path.exists():
-            raise GitError(Code.REPOSITORY_NOT_FOUND, f"{path}: no such folder")
+        """The repository holding ``path``: any folder in a work tree, or a bare repository.
+
+        libgit2 looks upwards from ``path`` itself, as ``discover_repository`` does; only when
+        it fails is the folder looked at again, to say why. Looking first cost a third of
+        opening a repository, which every plan and preview does."""
         try:
-            found = pygit2.discover_repository(str(path))
-            if found is None:
-                raise GitError(
-                    Code.REPOSITORY_NOT_FOUND, f"{path}: not a Git repository (or in one)"
-                )
-            return cls(pygit2.Repository(found))
-        except pygit2.GitError as exc:  # unreadable config, a repository owned by another user
-            raise GitError(
-                Code.GIT_READ_FAILED, f"{path}: cannot open the repository: {exc}"
-            ) from exc
+            return cls(pygit2.Repository(str(path)))
+        except pygit2.GitError as exc:
+            raise _why_not_opened(path, exc) from exc
 
     def resolve(self, rev: str = "HEAD") -> str:
         """The full SHA of the commit ``rev`` names (branch, tag, short SHA, ``HEAD~1``, ref)."""
@@ -175,6 +175,20 @@ class Repository:
             raise GitError(
                 Code.GIT_READ_FAILED, f"commit {str(commit.id)[:7]}: cannot read its tree: {exc}"
             ) from exc
+
+
+def _why_not_opened(path: Path, error: pygit2.GitError) -> GitError:
+    """The error for a ``path`` libgit2 would not open: none there, none above it, or one it
+    could not read (an unreadable config, a repository owned by another user)."""
+    if not path.exists():
+        return GitError(Code.REPOSITORY_NOT_FOUND, f"{path}: no such folder")
+    try:
+        found = pygit2.discover_repository(str(path))
+    except pygit2.GitError:
+        found = ""
+    if found is None:
+        return GitError(Code.REPOSITORY_NOT_FOUND, f"{path}: not a Git repository (or in one)")
+    return GitError(Code.GIT_READ_FAILED, f"{path}: cannot open the repository: {error}")
 
 
 def common_dir_of(git_dir: Path) -> Path:
