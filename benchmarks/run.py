@@ -113,7 +113,13 @@ def timed_in_turns(
 ) -> tuple[Sample, Sample]:
     """``timed`` for a figure and its reference together: a repetition of each in turn, which
     goes first swapped each time. This machine's speed moves by a tenth or more within a
-    minute, and a ratio of two samples taken one after the other took that move whole."""
+    minute, and a ratio of two samples taken one after the other took that move whole.
+
+    One round of each runs first, untimed: a process's first plan also compiles the schemas
+    and the built-in provisioners' templates (about four times a plan of 10), once per
+    process, and as one repetition of 9 it made the median the upper of the middle two."""
+    _once(first, first_setup)
+    _once(second, second_setup)
     seconds: tuple[list[float], list[float]] = ([], [])
     for repetition in range(repetitions):
         for which in (0, 1) if repetition % 2 == 0 else (1, 0):
@@ -163,14 +169,18 @@ class Bench:
     _stores: int = 0
 
     def repetitions(self, size: int) -> int:
-        """3 for large sizes, more for small ones where one sample is noisier."""
+        """3 at 10,000, more for smaller sizes, where one sample is shorter and noisier: a
+        burst of other work on this shared machine moves a 10 ms sample by a tenth. On the
+        same code, ``full_plan`` at 10 gave 1.84 to 2.08 over nine runs of 9 repetitions,
+        1.78 to 1.92 over five runs of 25; at 1,000, 1.74 to 1.94 over four runs of 3, 1.77
+        to 1.86 over five runs of 5."""
         if self.repetitions_override is not None:
             return self.repetitions_override
-        if size >= 1000:
+        if size >= 10000:
             return 3
         if size >= 100:
             return 3 if self.quick else 5
-        return 5 if self.quick else 9
+        return 9 if self.quick else 25
 
     def prepared(self, size: int) -> Prepared:
         found = self._prepared.get(size)
@@ -342,7 +352,7 @@ def measure_incremental_plan(bench: Bench) -> dict[str, Any]:
 
     One plan first, untimed: it loads the store's kept state of the recorded commit, which the
     daemon holds from its first reconcile on (at 10,000 workloads, seconds, where the plan
-    takes milliseconds). Then as many repetitions at both sizes as the smallest takes (9): each
+    takes milliseconds). Then as many repetitions at both sizes as the smallest takes (25): each
     takes milliseconds, and of 3, one slow sample was the median."""
     reps = bench.repetitions(min(bench.sizes))
     samples: dict[int, tuple[Sample, int]] = {}
@@ -627,7 +637,7 @@ def measure_first_full_reconcile(bench: Bench) -> dict[str, Any]:
     rows = []
     with _WithoutEnv("RECONCILER_POSTGRES_URL"):
         for size in bench.sizes:
-            # As many repetitions below 1,000 as the other figures take (9 at 10): the first
+            # As many repetitions below 1,000 as the other figures take (25 at 10): the first
             # reconcile of a process also pays its lazy imports, and of 3, the median was the
             # slower of the other two. One at 1,000 and more (unless asked): each takes seconds.
             reps = bench.repetitions(size) if size < 1000 else bench.repetitions_override or 1
