@@ -42,7 +42,7 @@ from reconciler.gitops.tree import GitTree
 from reconciler.plan.collector import full_collections_held
 from reconciler.plan.diff import ActionMemo, diff
 from reconciler.plan.model import Plan
-from reconciler.score.loader import LoadedWorkload, load_workload
+from reconciler.score.loader import LoadedWorkload, load_workloads
 from reconciler.score.models import Workload
 from reconciler.store.records import (
     PinRecord,
@@ -689,6 +689,7 @@ def _load_workloads(
     else:
         paths = _reuse_unchanged(source, env, index, changes, pins, out, ahead or frozenset())
     used: set[str] = set()
+    found: list[tuple[str, GitTree, str, Parsed | None]] = []
     for path in paths:
         tree, key = source.tree, path
         pin = pins.for_file(path) if pins is not None else None
@@ -699,9 +700,13 @@ def _load_workloads(
             else:
                 out.expired.append(pin.workload)
         used.add(key)
-        loaded: Parsed | None = cache.get(key) if cache is not None else None
-        if loaded is None:
-            whole = load_workload(tree, path)
+        found.append((path, tree, key, cache.get(key) if cache is not None else None))
+    # the files not parsed for this commit yet, parsed a few at a time before they are typed
+    fresh = load_workloads([(tree, path) for path, tree, _, known in found if known is None])
+    for path, tree, key, known in found:
+        loaded: Parsed
+        if known is None:
+            whole = next(fresh)
             out.parsed.append(path)
             if tree is not source.tree:
                 out.pinned_sources.update(dict.fromkeys(file_sources(whole), tree))
@@ -711,8 +716,10 @@ def _load_workloads(
             elif cache is not None:
                 cache[key] = whole
             del whole
-        elif tree is not source.tree:
-            out.pinned_sources.update(dict.fromkeys(file_sources(_whole(loaded)), tree))
+        else:
+            loaded = known
+            if tree is not source.tree:
+                out.pinned_sources.update(dict.fromkeys(file_sources(_whole(loaded)), tree))
         out.workloads.append(loaded)
         out.diagnostics.extend(loaded.diagnostics)
     out.diagnostics.extend(_unique_names(out, index))

@@ -13,7 +13,7 @@ from reconciler.catalogue import Code
 from reconciler.config.loader import CONFIG_FILE, load_config
 from reconciler.config.models import Config
 from reconciler.diagnostics import Diagnostic, Severity, sorted_diagnostics
-from reconciler.score.loader import LoadedWorkload, load_workload
+from reconciler.score.loader import LoadedWorkload, load_workloads
 from reconciler.tree import Tree, matches
 
 
@@ -51,7 +51,7 @@ def validate_tree(tree: Tree, only: Sequence[str] | None = None) -> Report:
             )
     else:
         paths = [p for p in only if p != CONFIG_FILE]
-    workloads = [load_workload(tree, path) for path in paths]
+    workloads = list(load_workloads([(tree, path) for path in paths]))
     files += len(workloads)
     for loaded in workloads:
         diagnostics.extend(loaded.diagnostics)

@@ -12,7 +12,13 @@ from pydantic import ValidationError
 
 from reconciler.diagnostics import Diagnostic, has_errors
 from reconciler.schemacheck import model_errors
-from reconciler.score.loader import LoadedWorkload, check_document, load_workload
+from reconciler.score import loader
+from reconciler.score.loader import (
+    LoadedWorkload,
+    check_document,
+    load_workload,
+    load_workloads,
+)
 from reconciler.score.models import Workload
 from reconciler.tree import DirectoryTree
 from reconciler.yamldoc import load_yaml
@@ -120,3 +126,30 @@ def test_loading_leaves_no_cycle_for_the_collector(tmp_path: Path, text: str) ->
     finally:
         gc.enable()
     assert found == 0
+
+
+def test_loading_in_batches_gives_what_loading_one_by_one_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing a batch of files before typing them changes nothing but the time: each file's
+    result, in order, across batches, beside files that cannot be read or parsed."""
+    monkeypatch.setattr(loader, "LOAD_BATCH", 4)
+    tree = DirectoryTree(tmp_path)
+    paths = []
+    for index, text in enumerate([*DOCUMENTS.values(), "a: [unclosed\n"]):
+        path = f"{index:02d}.yaml"
+        (tmp_path / path).write_text(text, encoding="utf-8")
+        paths.append(path)
+    paths.insert(5, "missing.yaml")  # unreadable: a diagnostic, not an exception
+    assert len(paths) > 3 * loader.LOAD_BATCH
+
+    batched = list(load_workloads([(tree, path) for path in paths]))
+
+    assert [w.file for w in batched] == paths
+    for one, path in zip(batched, paths, strict=True):
+        alone = load_workload(tree, path)
+        assert one.diagnostics == alone.diagnostics
+        assert one.workload == alone.workload
+        assert one.name == alone.name
+    outcomes = {(w.workload is not None, w.document is None) for w in batched}
+    assert outcomes == {(True, False), (False, False), (False, True)}
