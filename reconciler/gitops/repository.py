@@ -72,7 +72,7 @@ class Repository:
         """The repository holding ``path``: any folder in a work tree, or a bare repository.
 
         libgit2 looks upwards from ``path`` itself, as ``discover_repository`` does; only when
-        it fails is the folder looked at again, to say why. Looking first cost a third of
+        it fails is the folder looked at again, to say why. Looking first was a fifth of
         opening a repository, which every plan and preview does."""
         try:
             return cls(pygit2.Repository(str(path)))
@@ -183,11 +183,10 @@ def _why_not_opened(path: Path, error: pygit2.GitError) -> GitError:
     if not path.exists():
         return GitError(Code.REPOSITORY_NOT_FOUND, f"{path}: no such folder")
     try:
-        found = pygit2.discover_repository(str(path))
+        if pygit2.discover_repository(str(path)) is None:
+            return GitError(Code.REPOSITORY_NOT_FOUND, f"{path}: not a Git repository (or in one)")
     except pygit2.GitError:
-        found = ""
-    if found is None:
-        return GitError(Code.REPOSITORY_NOT_FOUND, f"{path}: not a Git repository (or in one)")
+        pass  # found, but not readable either: the error libgit2 gave is the one to show
     return GitError(Code.GIT_READ_FAILED, f"{path}: cannot open the repository: {error}")
 
 
