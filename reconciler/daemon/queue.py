@@ -236,11 +236,8 @@ class WorkQueue(Generic[K]):
         best: list[Entry] | None = None
         best_group: Hashable = None
         skipped = False
-        for group, heap in list(self._heaps.items()):
-            self._drop_stale(heap)
-            if not heap:
-                del self._heaps[group]
-            elif heap[0][0] <= now:
+        for group, heap in self._live_heaps():
+            if heap[0][0] <= now:
                 if skip is not None and skip(heap[0][2]):
                     skipped = True
                 elif best is None or heap[0][:2] < best[0][:2]:
@@ -255,14 +252,18 @@ class WorkQueue(Generic[K]):
         return found, skipped
 
     def _next_due(self) -> float | None:
-        dues = []
+        return min((heap[0][0] for _, heap in self._live_heaps()), default=None)
+
+    def _live_heaps(self) -> list[tuple[Hashable, list[Entry]]]:
+        """Each group's heap with a live entry on top; the groups left with none are dropped."""
+        live = []
         for group, heap in list(self._heaps.items()):
             self._drop_stale(heap)
             if heap:
-                dues.append(heap[0][0])
+                live.append((group, heap))
             else:
                 del self._heaps[group]
-        return min(dues, default=None)
+        return live
 
     def _drop_stale(self, heap: list[Entry]) -> None:
         """Pop the entries on top of ``heap`` that are no longer their key's (the key was
